@@ -1,0 +1,414 @@
+//! ARI websocket messages turned into typed events, once, at the edge.
+//!
+//! A message is parsed in one pass into a flat record of every field deskhook knows, then
+//! into [`AriEvent`]. Unknown event types become [`AriEvent::Other`]; unknown fields are
+//! ignored and counted in [`ParseStats`]. A malformed message is a [`ParseError`], never a panic.
+
+use serde::Deserialize;
+
+use super::model::{Bridge, Channel, DeviceState, Endpoint, LiveRecording};
+
+/// Milliseconds since the Unix epoch, taken from the event's own `timestamp`.
+pub type EpochMillis = i64;
+
+/// One ARI event with the time Asterisk stamped on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedEvent {
+    pub at: EpochMillis,
+    pub event: AriEvent,
+}
+
+/// The ARI events the call engine and the daemon act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AriEvent {
+    ChannelCreated { channel: Channel },
+    ChannelDestroyed { channel: Channel, cause: i64, cause_txt: String },
+    ChannelStateChange { channel: Channel },
+    ChannelDialplan { channel: Channel, app: String, app_data: String },
+    ChannelVarset { channel: Option<Channel>, variable: String, value: String },
+    ChannelHangupRequest { channel: Channel, cause: Option<i64>, soft: bool },
+    ChannelCallerId { channel: Channel },
+    ChannelConnectedLine { channel: Channel },
+    Dial { caller: Option<Channel>, peer: Channel, dialstring: String, dialstatus: String, forward: String },
+    BridgeCreated { bridge: Bridge },
+    BridgeDestroyed { bridge: Bridge },
+    ChannelEnteredBridge { bridge: Bridge, channel: Channel },
+    ChannelLeftBridge { bridge: Bridge, channel: Channel },
+    BridgeBlindTransfer { channel: Channel, transferee: Option<Channel>, replace_channel: Option<Channel>, bridge: Option<Bridge>, exten: String, context: String, result: String },
+    BridgeAttendedTransfer(Box<AttendedTransfer>),
+    StasisStart { channel: Channel, args: Vec<String>, replace_channel: Option<Channel> },
+    StasisEnd { channel: Channel },
+    DeviceStateChanged { device_state: DeviceState },
+    EndpointStateChange { endpoint: Endpoint },
+    RecordingStarted { recording: LiveRecording },
+    RecordingFinished { recording: LiveRecording },
+    RecordingFailed { recording: LiveRecording },
+    ApplicationReplaced { application: String },
+    /// An event type deskhook does not act on (kept by name for counting).
+    Other { kind: String },
+}
+
+/// `BridgeAttendedTransfer`: boxed because it is large and rare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttendedTransfer {
+    pub transferer_first_leg: Channel,
+    pub transferer_second_leg: Channel,
+    pub replace_channel: Option<Channel>,
+    pub transferee: Option<Channel>,
+    pub transfer_target: Option<Channel>,
+    pub result: String,
+    pub destination_type: String,
+    pub destination_bridge: String,
+    pub destination_link_first_leg: Option<Channel>,
+    pub destination_link_second_leg: Option<Channel>,
+    pub destination_threeway_channel: Option<Channel>,
+}
+
+impl AriEvent {
+    /// The ARI `type` name of this event.
+    pub fn kind(&self) -> &str {
+        match self {
+            AriEvent::ChannelCreated { .. } => "ChannelCreated",
+            AriEvent::ChannelDestroyed { .. } => "ChannelDestroyed",
+            AriEvent::ChannelStateChange { .. } => "ChannelStateChange",
+            AriEvent::ChannelDialplan { .. } => "ChannelDialplan",
+            AriEvent::ChannelVarset { .. } => "ChannelVarset",
+            AriEvent::ChannelHangupRequest { .. } => "ChannelHangupRequest",
+            AriEvent::ChannelCallerId { .. } => "ChannelCallerId",
+            AriEvent::ChannelConnectedLine { .. } => "ChannelConnectedLine",
+            AriEvent::Dial { .. } => "Dial",
+            AriEvent::BridgeCreated { .. } => "BridgeCreated",
+            AriEvent::BridgeDestroyed { .. } => "BridgeDestroyed",
+            AriEvent::ChannelEnteredBridge { .. } => "ChannelEnteredBridge",
+            AriEvent::ChannelLeftBridge { .. } => "ChannelLeftBridge",
+            AriEvent::BridgeBlindTransfer { .. } => "BridgeBlindTransfer",
+            AriEvent::BridgeAttendedTransfer(_) => "BridgeAttendedTransfer",
+            AriEvent::StasisStart { .. } => "StasisStart",
+            AriEvent::StasisEnd { .. } => "StasisEnd",
+            AriEvent::DeviceStateChanged { .. } => "DeviceStateChanged",
+            AriEvent::EndpointStateChange { .. } => "EndpointStateChange",
+            AriEvent::RecordingStarted { .. } => "RecordingStarted",
+            AriEvent::RecordingFinished { .. } => "RecordingFinished",
+            AriEvent::RecordingFailed { .. } => "RecordingFailed",
+            AriEvent::ApplicationReplaced { .. } => "ApplicationReplaced",
+            AriEvent::Other { kind } => kind,
+        }
+    }
+}
+
+/// Why a message could not be turned into an event.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("not valid ARI JSON: {0}")]
+    Json(String),
+    #[error("the message has no `type`")]
+    MissingType,
+    #[error("{kind} has no `timestamp`")]
+    MissingTimestamp { kind: String },
+    #[error("{kind} has an unreadable timestamp {value:?}")]
+    BadTimestamp { kind: String, value: String },
+    #[error("{kind} lacks its required field `{field}`")]
+    MissingField { kind: String, field: &'static str },
+}
+
+/// What the parser has seen so far besides well-formed known events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParseStats {
+    pub events: u64,
+    pub unknown_types: u64,
+    pub unknown_fields: u64,
+    pub malformed: u64,
+}
+
+/// Every field of every event deskhook reads, flattened; absent ones stay `None`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawMessage {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    timestamp: Option<String>,
+    channel: Option<Channel>,
+    caller: Option<Channel>,
+    peer: Option<Channel>,
+    bridge: Option<Bridge>,
+    variable: Option<String>,
+    value: Option<String>,
+    dialplan_app: Option<String>,
+    dialplan_app_data: Option<String>,
+    dialstring: Option<String>,
+    dialstatus: Option<String>,
+    forward: Option<String>,
+    cause: Option<i64>,
+    cause_txt: Option<String>,
+    soft: Option<bool>,
+    transferee: Option<Channel>,
+    replace_channel: Option<Channel>,
+    exten: Option<String>,
+    context: Option<String>,
+    result: Option<String>,
+    transferer_first_leg: Option<Channel>,
+    transferer_second_leg: Option<Channel>,
+    transfer_target: Option<Channel>,
+    destination_type: Option<String>,
+    destination_bridge: Option<String>,
+    destination_link_first_leg: Option<Channel>,
+    destination_link_second_leg: Option<Channel>,
+    destination_threeway_channel: Option<Channel>,
+    args: Option<Vec<String>>,
+    device_state: Option<DeviceState>,
+    endpoint: Option<Endpoint>,
+    recording: Option<LiveRecording>,
+    application: Option<String>,
+    // Known and deliberately unused: listed so they are not counted as unknown.
+    asterisk_id: serde::de::IgnoredAny,
+    tech_cause: serde::de::IgnoredAny,
+    is_external: serde::de::IgnoredAny,
+    transferer_first_leg_bridge: serde::de::IgnoredAny,
+    transferer_second_leg_bridge: serde::de::IgnoredAny,
+    destination_application: serde::de::IgnoredAny,
+    destination_threeway_bridge: serde::de::IgnoredAny,
+    forwarded: serde::de::IgnoredAny,
+}
+
+/// Parses ARI messages and keeps the counts of what it had to tolerate.
+#[derive(Debug, Default)]
+pub struct EventParser {
+    pub stats: ParseStats,
+}
+
+impl EventParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses one websocket message (one trace line).
+    pub fn parse(&mut self, text: &str) -> Result<TimedEvent, ParseError> {
+        let result = self.parse_inner(text);
+        match &result {
+            Ok(timed) => {
+                self.stats.events += 1;
+                if matches!(timed.event, AriEvent::Other { .. }) {
+                    self.stats.unknown_types += 1;
+                }
+            }
+            Err(_) => self.stats.malformed += 1,
+        }
+        result
+    }
+
+    fn parse_inner(&mut self, text: &str) -> Result<TimedEvent, ParseError> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let mut unknown = 0u64;
+        let raw: RawMessage = serde_ignored::deserialize(&mut deserializer, |_path| unknown += 1)
+            .map_err(|err| ParseError::Json(err.to_string()))?;
+        deserializer.end().map_err(|err| ParseError::Json(err.to_string()))?;
+        self.stats.unknown_fields += unknown;
+        raw.into_event()
+    }
+}
+
+/// Parses one message without keeping counts.
+pub fn parse_event(text: &str) -> Result<TimedEvent, ParseError> {
+    EventParser::new().parse(text)
+}
+
+impl RawMessage {
+    fn into_event(self) -> Result<TimedEvent, ParseError> {
+        let kind = self.kind.clone().ok_or(ParseError::MissingType)?;
+        let Some(stamp) = self.timestamp.as_deref() else {
+            // Application lifecycle messages carry no timestamp in some versions; they need none.
+            if kind == "ApplicationReplaced" {
+                return Ok(TimedEvent {
+                    at: 0,
+                    event: AriEvent::ApplicationReplaced { application: self.application.unwrap_or_default() },
+                });
+            }
+            return Err(ParseError::MissingTimestamp { kind });
+        };
+        let at = parse_ari_timestamp(stamp)
+            .ok_or_else(|| ParseError::BadTimestamp { kind: kind.clone(), value: stamp.to_string() })?;
+        let event = self.typed(kind)?;
+        Ok(TimedEvent { at, event })
+    }
+
+    fn typed(self, kind: String) -> Result<AriEvent, ParseError> {
+        let missing = |field: &'static str| ParseError::MissingField { kind: kind.clone(), field };
+        let event = match kind.as_str() {
+            "ChannelCreated" => AriEvent::ChannelCreated { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "ChannelDestroyed" => AriEvent::ChannelDestroyed {
+                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                cause: self.cause.unwrap_or(0),
+                cause_txt: self.cause_txt.unwrap_or_default(),
+            },
+            "ChannelStateChange" => AriEvent::ChannelStateChange { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "ChannelDialplan" => AriEvent::ChannelDialplan {
+                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                app: self.dialplan_app.unwrap_or_default(),
+                app_data: self.dialplan_app_data.unwrap_or_default(),
+            },
+            "ChannelVarset" => AriEvent::ChannelVarset {
+                channel: self.channel,
+                variable: self.variable.ok_or_else(|| missing("variable"))?,
+                value: self.value.unwrap_or_default(),
+            },
+            "ChannelHangupRequest" => AriEvent::ChannelHangupRequest {
+                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                cause: self.cause,
+                soft: self.soft.unwrap_or(false),
+            },
+            "ChannelCallerId" => AriEvent::ChannelCallerId { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "ChannelConnectedLine" => AriEvent::ChannelConnectedLine { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "Dial" => AriEvent::Dial {
+                caller: self.caller,
+                peer: self.peer.ok_or_else(|| missing("peer"))?,
+                dialstring: self.dialstring.unwrap_or_default(),
+                dialstatus: self.dialstatus.unwrap_or_default(),
+                forward: self.forward.unwrap_or_default(),
+            },
+            "BridgeCreated" => AriEvent::BridgeCreated { bridge: self.bridge.ok_or_else(|| missing("bridge"))? },
+            "BridgeDestroyed" => AriEvent::BridgeDestroyed { bridge: self.bridge.ok_or_else(|| missing("bridge"))? },
+            "ChannelEnteredBridge" => AriEvent::ChannelEnteredBridge {
+                bridge: self.bridge.ok_or_else(|| missing("bridge"))?,
+                channel: self.channel.ok_or_else(|| missing("channel"))?,
+            },
+            "ChannelLeftBridge" => AriEvent::ChannelLeftBridge {
+                bridge: self.bridge.ok_or_else(|| missing("bridge"))?,
+                channel: self.channel.ok_or_else(|| missing("channel"))?,
+            },
+            "BridgeBlindTransfer" => AriEvent::BridgeBlindTransfer {
+                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                transferee: self.transferee,
+                replace_channel: self.replace_channel,
+                bridge: self.bridge,
+                exten: self.exten.unwrap_or_default(),
+                context: self.context.unwrap_or_default(),
+                result: self.result.unwrap_or_default(),
+            },
+            "BridgeAttendedTransfer" => AriEvent::BridgeAttendedTransfer(Box::new(AttendedTransfer {
+                transferer_first_leg: self.transferer_first_leg.ok_or_else(|| missing("transferer_first_leg"))?,
+                transferer_second_leg: self.transferer_second_leg.ok_or_else(|| missing("transferer_second_leg"))?,
+                replace_channel: self.replace_channel,
+                transferee: self.transferee,
+                transfer_target: self.transfer_target,
+                result: self.result.unwrap_or_default(),
+                destination_type: self.destination_type.unwrap_or_default(),
+                destination_bridge: self.destination_bridge.unwrap_or_default(),
+                destination_link_first_leg: self.destination_link_first_leg,
+                destination_link_second_leg: self.destination_link_second_leg,
+                destination_threeway_channel: self.destination_threeway_channel,
+            })),
+            "StasisStart" => AriEvent::StasisStart {
+                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                args: self.args.unwrap_or_default(),
+                replace_channel: self.replace_channel,
+            },
+            "StasisEnd" => AriEvent::StasisEnd { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "DeviceStateChanged" => AriEvent::DeviceStateChanged { device_state: self.device_state.ok_or_else(|| missing("device_state"))? },
+            "EndpointStateChange" => AriEvent::EndpointStateChange { endpoint: self.endpoint.ok_or_else(|| missing("endpoint"))? },
+            "RecordingStarted" => AriEvent::RecordingStarted { recording: self.recording.ok_or_else(|| missing("recording"))? },
+            "RecordingFinished" => AriEvent::RecordingFinished { recording: self.recording.ok_or_else(|| missing("recording"))? },
+            "RecordingFailed" => AriEvent::RecordingFailed { recording: self.recording.ok_or_else(|| missing("recording"))? },
+            "ApplicationReplaced" => AriEvent::ApplicationReplaced { application: self.application.unwrap_or_default() },
+            _ => AriEvent::Other { kind },
+        };
+        Ok(event)
+    }
+}
+
+/// Reads Asterisk's `2026-11-21T04:58:16.310+0000` (and RFC 3339 variants) as epoch milliseconds.
+pub fn parse_ari_timestamp(text: &str) -> Option<EpochMillis> {
+    parse_fixed_timestamp(text).or_else(|| {
+        text.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|ts| ts.as_millisecond())
+    })
+}
+
+/// The fast path for the exact shape Asterisk writes: `YYYY-MM-DDTHH:MM:SS.mmm+HHMM`.
+fn parse_fixed_timestamp(text: &str) -> Option<EpochMillis> {
+    let b = text.as_bytes();
+    if b.len() != 28 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let mut value = 0i64;
+        for &digit in &b[range] {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + i64::from(digit - b'0');
+        }
+        Some(value)
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second, milli) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    let sign = match b[23] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (offset_hours, offset_minutes) = (num(24..26)?, num(26..28)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let local_seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let offset_seconds = sign * (offset_hours * 3600 + offset_minutes * 60);
+    Some((local_seconds - offset_seconds) * 1000 + milli)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asterisk_timestamp_matches_jiff() {
+        let ours = parse_ari_timestamp("2026-11-21T04:58:16.310+0000");
+        let reference: jiff::Timestamp = "2026-11-21T04:58:16.310Z".parse().expect("valid");
+        assert_eq!(ours, Some(reference.as_millisecond()));
+        let offset = parse_ari_timestamp("2026-11-21T07:58:16.310+0300");
+        assert_eq!(offset, Some(reference.as_millisecond()));
+        assert_eq!(parse_ari_timestamp("2024-02-29T00:00:00.000+0000"), Some(1_709_164_800_000));
+    }
+
+    #[test]
+    fn rfc3339_timestamps_are_accepted_and_garbage_is_not() {
+        assert_eq!(parse_ari_timestamp("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_ari_timestamp("yesterday"), None);
+        assert_eq!(parse_ari_timestamp("2026-13-21T04:58:16.310+0000"), None);
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_counted_not_fatal() {
+        let mut parser = EventParser::new();
+        let event = parser
+            .parse(r#"{"type":"ChannelTalkingStarted","timestamp":"2026-11-21T04:58:16.310+0000","novel":1}"#)
+            .expect("tolerated");
+        assert_eq!(event.event, AriEvent::Other { kind: "ChannelTalkingStarted".into() });
+        assert_eq!(parser.stats.unknown_types, 1);
+        assert_eq!(parser.stats.unknown_fields, 1);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        let mut parser = EventParser::new();
+        assert!(matches!(parser.parse(r#"{"type":"Dial","timest"#), Err(ParseError::Json(_))));
+        assert_eq!(parser.parse(r#"{"timestamp":"2026-11-21T04:58:16.310+0000"}"#), Err(ParseError::MissingType));
+        assert!(matches!(
+            parser.parse(r#"{"type":"ChannelCreated","timestamp":"2026-11-21T04:58:16.310+0000"}"#),
+            Err(ParseError::MissingField { field: "channel", .. })
+        ));
+        assert_eq!(parser.stats.malformed, 3);
+    }
+}

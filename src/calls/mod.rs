@@ -1,0 +1,16 @@
+//! The call engine: ARI events in, helpdesk call events out.
+//!
+//! A pure state machine (no I/O, no async, no clock: time is each event's `timestamp`).
+//! [`Engine::handle`] takes one [`TimedEvent`] and appends [`Output`]s: helpdesk events,
+//! recordings to upload, and [`Effect`]s the shell must act on (e.g. "who is in queue X?").
+//! The live daemon, `replay`, the tests and the benches all drive this same type.
+
+pub mod classify;
+pub mod engine;
+pub mod event;
+
+pub use classify::{ChannelClass, Classifier};
+pub use engine::{Engine, EngineSettings, EngineStats};
+pub use event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};
+
+pub use crate::ari::events::TimedEvent;

@@ -1,0 +1,609 @@
+//! The TOML configuration: its schema, defaults, and validation into errors an admin can act on.
+//!
+//! Every error names the file, the `[section]`, the key, what is wrong and what is expected
+//! (`config.toml: [pbx] timezone: unknown time zone "Moscow", expected an IANA name such as "Europe/Moscow"`).
+//! Nothing here opens sockets; it only reads the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Where `--config` falls back to when neither the flag nor `$DESKHOOK_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/deskhook/config.toml";
+
+/// A configuration problem, already phrased for the admin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: [{section}] {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub section: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(file: &str, section: &str, key: &str, message: impl Into<String>) -> Self {
+        Self { file: file.to_string(), section: section.to_string(), key: key.to_string(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub ari: AriConfig,
+    pub pbx: PbxConfig,
+    pub helpdesk: HelpdeskConfig,
+    pub recordings: RecordingsConfig,
+    pub forward: ForwardConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AriConfig {
+    /// `http://host:port` or `https://…`; the websocket URL is derived (ws/wss).
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    /// The ARI application name of deskhook's websocket.
+    pub app: String,
+    /// How often deskhook pings the websocket.
+    pub ping_interval: DurationSpec,
+    /// A connection silent for this long is treated as dead.
+    pub idle_timeout: DurationSpec,
+    /// The longest wait between reconnect attempts.
+    pub reconnect_max: DurationSpec,
+    /// Timeout of each REST request to ARI.
+    pub request_timeout: DurationSpec,
+}
+
+impl Default for AriConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8088".into(),
+            username: "deskhook".into(),
+            password: String::new(),
+            app: "deskhook".into(),
+            ping_interval: DurationSpec::secs(10),
+            idle_timeout: DurationSpec::secs(30),
+            reconnect_max: DurationSpec::secs(30),
+            request_timeout: DurationSpec::secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for AriConfig {
+    // The password must never reach a log line, even through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AriConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PbxConfig {
+    /// IANA zone for the helpdesk's `datetime`; empty = the system's zone.
+    pub timezone: String,
+    /// Endpoint resources matching this are operators' extensions.
+    pub extension_pattern: String,
+    /// Endpoint resources that are trunks; empty = every endpoint that is not an extension.
+    pub trunks: Vec<String>,
+    /// Static queue members by queue name (extensions), overriding what ARI would say.
+    pub queues: BTreeMap<String, Vec<String>>,
+    /// How long after the first member leg a queue's ring round is considered complete.
+    pub queue_ring_round_ms: u64,
+}
+
+impl Default for PbxConfig {
+    fn default() -> Self {
+        Self {
+            timezone: String::new(),
+            extension_pattern: r"^\d{2,6}$".into(),
+            trunks: Vec::new(),
+            queues: BTreeMap::new(),
+            queue_ring_round_ms: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HelpdeskConfig {
+    /// Where every event is POSTed; empty = events are only logged.
+    pub webhook_url: String,
+    /// How long an undelivered request is retried before it is dead-lettered.
+    pub retention: DurationSpec,
+    pub connect_timeout: DurationSpec,
+    pub request_timeout: DurationSpec,
+    /// The longest wait between two tries of one request.
+    pub max_backoff: DurationSpec,
+    /// How many calls are delivered in parallel.
+    pub max_parallel: usize,
+    /// The outbox's size cap in rows.
+    pub outbox_max_rows: u64,
+    /// Tries before a request answered with a non-retryable 4xx is dead-lettered.
+    pub client_error_tries: u32,
+}
+
+impl Default for HelpdeskConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            retention: DurationSpec::secs(7 * 86_400),
+            connect_timeout: DurationSpec::secs(5),
+            request_timeout: DurationSpec::secs(30),
+            max_backoff: DurationSpec::secs(300),
+            max_parallel: 8,
+            outbox_max_rows: 1_000_000,
+            client_error_tries: 3,
+        }
+    }
+}
+
+impl fmt::Debug for HelpdeskConfig {
+    // The webhook URL's path carries the helpdesk's token: only the host may be shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HelpdeskConfig")
+            .field("webhook_host", &redacted_url(&self.webhook_url))
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingMode {
+    #[default]
+    Off,
+    Ari,
+    Mixmonitor,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingsConfig {
+    pub mode: RecordingMode,
+    /// Only files inside these directories are ever read (mixmonitor mode).
+    pub dirs: Vec<PathBuf>,
+    /// Delete a MixMonitor file once the helpdesk has it.
+    pub delete_after_upload: bool,
+    /// How long a file must stay unchanged to count as complete when no close event is seen.
+    pub settle: DurationSpec,
+    /// Give up on a file that is not complete this long after the call ended.
+    pub wait_timeout: DurationSpec,
+    /// ARI stored-recording format (ari mode).
+    pub format: String,
+}
+
+impl Default for RecordingsConfig {
+    fn default() -> Self {
+        Self {
+            mode: RecordingMode::Off,
+            dirs: vec![PathBuf::from("/var/spool/asterisk/monitor")],
+            delete_after_upload: false,
+            settle: DurationSpec::secs(2),
+            wait_timeout: DurationSpec::secs(600),
+            format: "wav".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Address of the `/forward`, `/healthz`, `/metrics` server; empty disables it.
+    pub listen: String,
+    /// `/forward` always answers within this many milliseconds.
+    pub budget_ms: u64,
+    /// Skip an extension whose endpoint ARI reports offline/unavailable.
+    pub skip_unavailable: bool,
+    /// Country code assumed for national numbers (`8916…` → `7916…`).
+    pub default_country: String,
+    /// How long a found answer is cached.
+    pub cache_ttl: DurationSpec,
+    /// How long a "not found" is cached.
+    pub miss_cache_ttl: DurationSpec,
+    pub resolvers: Vec<ResolverConfig>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8077".into(),
+            budget_ms: 1500,
+            skip_unavailable: true,
+            default_country: "7".into(),
+            cache_ttl: DurationSpec::secs(300),
+            miss_cache_ttl: DurationSpec::secs(60),
+            resolvers: Vec::new(),
+        }
+    }
+}
+
+/// One `[[forward.resolvers]]` entry; `kind` selects the variant.
+#[derive(Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ResolverConfig {
+    Table {
+        path: PathBuf,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    History {
+        #[serde(default = "default_history_age")]
+        max_age_days: u32,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    Bitrix24 {
+        webhook_url: String,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
+    },
+    Amocrm {
+        base_url: String,
+        token: String,
+        #[serde(default)]
+        users: BTreeMap<String, String>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
+    },
+    Http {
+        url: String,
+        #[serde(default = "default_number_field")]
+        number_field: String,
+        #[serde(default = "default_name_field")]
+        name_field: String,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+}
+
+fn default_history_age() -> u32 {
+    30
+}
+fn default_number_field() -> String {
+    "extension".into()
+}
+fn default_name_field() -> String {
+    "name".into()
+}
+
+impl ResolverConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResolverConfig::Table { .. } => "table",
+            ResolverConfig::History { .. } => "history",
+            ResolverConfig::Bitrix24 { .. } => "bitrix24",
+            ResolverConfig::Amocrm { .. } => "amocrm",
+            ResolverConfig::Http { .. } => "http",
+        }
+    }
+}
+
+impl fmt::Debug for ResolverConfig {
+    // CRM tokens and webhook paths are secrets: show the kind only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResolverConfig({})", self.kind())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The outbox and the call history live here.
+    pub dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("/var/lib/deskhook") }
+    }
+}
+
+/// A duration written as `"30s"`, `"5m"`, `"12h"`, `"7d"`, `"250ms"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSpec(pub Duration);
+
+impl DurationSpec {
+    pub const fn secs(seconds: u64) -> Self {
+        Self(Duration::from_secs(seconds))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer) {
+            Ok(Raw::Seconds(seconds)) => Ok(DurationSpec::secs(seconds)),
+            Ok(Raw::Text(text)) => parse_duration(&text).map(DurationSpec).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration, expected a number with a unit such as \"30s\", \"5m\", \"12h\", \"7d\""
+                ))
+            }),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a duration such as \"30s\", \"5m\", \"12h\", \"7d\" or a number of seconds",
+            )),
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"12h"`, `"7d"` (whitespace between number and unit allowed).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().ok()?;
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" | "sec" | "secs" => 1000,
+        "m" | "min" | "mins" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(value.checked_mul(millis_per_unit)?))
+}
+
+/// `https://company.omnidesk.ru/webhooks/asterisk/cc75…` → `https://company.omnidesk.ru`: safe to log.
+pub fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(parsed) => match parsed.host_str() {
+            Some(host) => match parsed.port() {
+                Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
+                None => format!("{}://{host}", parsed.scheme()),
+            },
+            None => "<url without host>".into(),
+        },
+        Err(_) => "<unparsable url>".into(),
+    }
+}
+
+impl Config {
+    /// Which file to read: the flag, then `$DESKHOOK_CONFIG`, then `/etc/deskhook/config.toml`.
+    pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+        if let Some(path) = flag {
+            return path.to_path_buf();
+        }
+        match std::env::var_os("DESKHOOK_CONFIG") {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError::new(&name, "-", "-", format!("cannot read the file: {err}")))?;
+        Self::from_toml(&text, &name)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| toml_error(text, file, &err))?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: patterns, zones, URLs, ranges.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |section: &str, key: &str, message: String| Err(ConfigError::new(file, section, key, message));
+        if let Err(problem) = check_http_url(&self.ari.url) {
+            return err("ari", "url", format!("{problem}, expected http://host:port or https://host:port of Asterisk's HTTP server"));
+        }
+        if self.ari.app.trim().is_empty() {
+            return err("ari", "app", "is empty, expected the ARI application name (e.g. \"deskhook\")".into());
+        }
+        if let Err(problem) = regex::Regex::new(&self.pbx.extension_pattern) {
+            return err("pbx", "extension_pattern", format!("is not a valid regular expression ({problem}), expected e.g. '^\\d{{2,6}}$'"));
+        }
+        if !self.pbx.timezone.is_empty() && jiff::tz::TimeZone::get(&self.pbx.timezone).is_err() {
+            return err("pbx", "timezone", format!("unknown time zone {:?}, expected an IANA name such as \"Europe/Moscow\"", self.pbx.timezone));
+        }
+        for (queue, members) in &self.pbx.queues {
+            if members.iter().any(|m| m.trim().is_empty()) {
+                return err("pbx.queues", queue, "has an empty member, expected extensions such as [\"101\", \"102\"]".into());
+            }
+        }
+        if !self.helpdesk.webhook_url.is_empty() {
+            if let Err(problem) = check_http_url(&self.helpdesk.webhook_url) {
+                return err("helpdesk", "webhook_url", format!("{problem}, expected the helpdesk's https:// webhook address"));
+            }
+        }
+        if self.helpdesk.max_parallel == 0 {
+            return err("helpdesk", "max_parallel", "is 0, expected at least 1".into());
+        }
+        if self.helpdesk.outbox_max_rows < 100 {
+            return err("helpdesk", "outbox_max_rows", format!("is {}, expected at least 100", self.helpdesk.outbox_max_rows));
+        }
+        if self.recordings.mode == RecordingMode::Mixmonitor && self.recordings.dirs.is_empty() {
+            return err("recordings", "dirs", "is empty while mode = \"mixmonitor\", expected the directories MixMonitor writes into".into());
+        }
+        if !self.forward.listen.is_empty() && self.forward.listen.parse::<std::net::SocketAddr>().is_err() {
+            return err("forward", "listen", format!("{:?} is not an address, expected ip:port such as \"127.0.0.1:8077\"", self.forward.listen));
+        }
+        if !(50..=60_000).contains(&self.forward.budget_ms) {
+            return err("forward", "budget_ms", format!("is {}, expected 50..60000 milliseconds", self.forward.budget_ms));
+        }
+        if self.forward.default_country.is_empty() || !self.forward.default_country.bytes().all(|b| b.is_ascii_digit()) {
+            return err("forward", "default_country", format!("{:?} is not a country calling code, expected digits such as \"7\"", self.forward.default_country));
+        }
+        for (index, resolver) in self.forward.resolvers.iter().enumerate() {
+            let section = format!("forward.resolvers #{}", index + 1);
+            let url_key = match resolver {
+                ResolverConfig::Bitrix24 { webhook_url, .. } => Some(("webhook_url", webhook_url)),
+                ResolverConfig::Amocrm { base_url, .. } => Some(("base_url", base_url)),
+                ResolverConfig::Http { url, .. } => Some(("url", url)),
+                _ => None,
+            };
+            if let Some((key, value)) = url_key {
+                if let Err(problem) = check_http_url(&value.replace("{phone}", "0")) {
+                    return err(&section, key, format!("{problem}, expected an http(s):// address"));
+                }
+            }
+            if let ResolverConfig::Table { path, .. } = resolver {
+                if path.as_os_str().is_empty() {
+                    return err(&section, "path", "is empty, expected the CSV file phone,extension[,name]".into());
+                }
+            }
+        }
+        if self.storage.dir.as_os_str().is_empty() {
+            return err("storage", "dir", "is empty, expected a writable directory such as \"/var/lib/deskhook\"".into());
+        }
+        Ok(())
+    }
+
+    /// The time zone of the helpdesk's `datetime` field.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        if self.pbx.timezone.is_empty() {
+            jiff::tz::TimeZone::system()
+        } else {
+            jiff::tz::TimeZone::get(&self.pbx.timezone).unwrap_or_else(|_| jiff::tz::TimeZone::system())
+        }
+    }
+}
+
+fn check_http_url(raw: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(raw).map_err(|err| format!("{:?} is not a URL ({err})", redacted_url(raw)))?;
+    match parsed.scheme() {
+        "http" | "https" => {}
+        other => return Err(format!("scheme {other:?} is not supported")),
+    }
+    if parsed.host_str().is_none() {
+        return Err("the URL has no host".into());
+    }
+    Ok(parsed)
+}
+
+/// Turns toml's error into `file: [section] key: message`, finding the section and key from the span.
+fn toml_error(text: &str, file: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return ConfigError::new(file, "-", "-", message);
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+    let line = text[line_start..line_end].trim();
+    let mut section = String::from("-");
+    for candidate in before[..line_start].lines().rev() {
+        let candidate = candidate.trim();
+        if candidate.starts_with('[') {
+            section = candidate.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            break;
+        }
+    }
+    if line.starts_with('[') {
+        section = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    }
+    let key = match line.split_once('=') {
+        Some((key, _)) if !line.starts_with('[') => key.trim().trim_matches('"').to_string(),
+        _ => match message.split('`').nth(1) {
+            Some(name) if message.starts_with("unknown field") => name.to_string(),
+            _ => "-".to_string(),
+        },
+    };
+    // serde names an unknown field in backticks; keep the list of valid ones as "expected".
+    ConfigError::new(file, &section, &key, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid_with_defaults() {
+        let config = Config::from_toml("", "config.toml").expect("defaults");
+        assert_eq!(config.forward.budget_ms, 1500);
+        assert_eq!(config.forward.listen, "127.0.0.1:8077");
+        assert_eq!(config.helpdesk.retention.get(), Duration::from_secs(7 * 86_400));
+        assert_eq!(config.recordings.mode, RecordingMode::Off);
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../config.example.toml");
+        let config = Config::from_toml(text, "config.example.toml").expect("the documented example must be valid");
+        assert_eq!(config.pbx.trunks, vec!["provider".to_string()]);
+        assert!(!config.forward.resolvers.is_empty());
+    }
+
+    #[test]
+    fn errors_name_section_key_and_expectation() {
+        let error = Config::from_toml("[pbx]\ntimezone = \"Moscow\"\n", "config.toml").expect_err("bad zone");
+        assert_eq!(error.section, "pbx");
+        assert_eq!(error.key, "timezone");
+        assert!(error.to_string().starts_with("config.toml: [pbx] timezone: unknown time zone"), "{error}");
+
+        let error = Config::from_toml("[forward]\nbudget_ms = \"fast\"\n", "config.toml").expect_err("bad type");
+        assert_eq!((error.section.as_str(), error.key.as_str()), ("forward", "budget_ms"), "{error}");
+
+        let error = Config::from_toml("[ari]\nurll = \"http://x\"\n", "config.toml").expect_err("typo");
+        assert_eq!((error.section.as_str(), error.key.as_str()), ("ari", "urll"), "{error}");
+        assert!(error.message.contains("unknown field"), "{error}");
+
+        let error = Config::from_toml("[pbx]\nextension_pattern = '^(\\d+$'\n", "c.toml").expect_err("bad regex");
+        assert_eq!(error.key, "extension_pattern");
+
+        let error = Config::from_toml("[helpdesk]\nretention = \"7 weeks\"\n", "c.toml").expect_err("bad duration");
+        assert_eq!((error.section.as_str(), error.key.as_str()), ("helpdesk", "retention"), "{error}");
+    }
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("5 m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("5 fortnights"), None);
+        let config = Config::from_toml("[helpdesk]\nretention = 60\n", "c").expect("seconds");
+        assert_eq!(config.helpdesk.retention.get(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let config = Config::from_toml(
+            "[ari]\npassword = \"hunter2\"\n[helpdesk]\nwebhook_url = \"https://desk.example/webhooks/asterisk/tok3n\"\n\
+             [[forward.resolvers]]\nkind = \"amocrm\"\nbase_url = \"https://x.amocrm.ru\"\ntoken = \"sekret\"\n",
+            "c",
+        )
+        .expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("tok3n") && !shown.contains("sekret"), "{shown}");
+        assert!(shown.contains("https://desk.example"));
+    }
+
+    #[test]
+    fn resolvers_are_tagged_by_kind() {
+        let config = Config::from_toml(
+            "[[forward.resolvers]]\nkind = \"table\"\npath = \"/tmp/m.csv\"\n[[forward.resolvers]]\nkind = \"history\"\n",
+            "c",
+        )
+        .expect("valid");
+        let kinds: Vec<_> = config.forward.resolvers.iter().map(ResolverConfig::kind).collect();
+        assert_eq!(kinds, ["table", "history"]);
+        let error = Config::from_toml("[[forward.resolvers]]\nkind = \"oracle\"\n", "c").expect_err("unknown kind");
+        assert!(error.message.contains("oracle"), "{error}");
+    }
+}
