@@ -1,1 +1,2 @@
+//! Benchmark placeholder; being built.
 fn main() {}

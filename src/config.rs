@@ -410,44 +410,88 @@ impl Config {
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |section: &str, key: &str, message: String| Err(ConfigError::new(file, section, key, message));
         if let Err(problem) = check_http_url(&self.ari.url) {
-            return err("ari", "url", format!("{problem}, expected http://host:port or https://host:port of Asterisk's HTTP server"));
+            return err(
+                "ari",
+                "url",
+                format!("{problem}, expected http://host:port or https://host:port of Asterisk's HTTP server"),
+            );
         }
         if self.ari.app.trim().is_empty() {
             return err("ari", "app", "is empty, expected the ARI application name (e.g. \"deskhook\")".into());
         }
         if let Err(problem) = regex::Regex::new(&self.pbx.extension_pattern) {
-            return err("pbx", "extension_pattern", format!("is not a valid regular expression ({problem}), expected e.g. '^\\d{{2,6}}$'"));
+            return err(
+                "pbx",
+                "extension_pattern",
+                format!("is not a valid regular expression ({problem}), expected e.g. '^\\d{{2,6}}$'"),
+            );
         }
         if !self.pbx.timezone.is_empty() && jiff::tz::TimeZone::get(&self.pbx.timezone).is_err() {
-            return err("pbx", "timezone", format!("unknown time zone {:?}, expected an IANA name such as \"Europe/Moscow\"", self.pbx.timezone));
+            return err(
+                "pbx",
+                "timezone",
+                format!("unknown time zone {:?}, expected an IANA name such as \"Europe/Moscow\"", self.pbx.timezone),
+            );
         }
         for (queue, members) in &self.pbx.queues {
             if members.iter().any(|m| m.trim().is_empty()) {
-                return err("pbx.queues", queue, "has an empty member, expected extensions such as [\"101\", \"102\"]".into());
+                return err(
+                    "pbx.queues",
+                    queue,
+                    "has an empty member, expected extensions such as [\"101\", \"102\"]".into(),
+                );
             }
         }
         if !self.helpdesk.webhook_url.is_empty() {
             if let Err(problem) = check_http_url(&self.helpdesk.webhook_url) {
-                return err("helpdesk", "webhook_url", format!("{problem}, expected the helpdesk's https:// webhook address"));
+                return err(
+                    "helpdesk",
+                    "webhook_url",
+                    format!("{problem}, expected the helpdesk's https:// webhook address"),
+                );
             }
         }
         if self.helpdesk.max_parallel == 0 {
             return err("helpdesk", "max_parallel", "is 0, expected at least 1".into());
         }
         if self.helpdesk.outbox_max_rows < 100 {
-            return err("helpdesk", "outbox_max_rows", format!("is {}, expected at least 100", self.helpdesk.outbox_max_rows));
+            return err(
+                "helpdesk",
+                "outbox_max_rows",
+                format!("is {}, expected at least 100", self.helpdesk.outbox_max_rows),
+            );
         }
         if self.recordings.mode == RecordingMode::Mixmonitor && self.recordings.dirs.is_empty() {
-            return err("recordings", "dirs", "is empty while mode = \"mixmonitor\", expected the directories MixMonitor writes into".into());
+            return err(
+                "recordings",
+                "dirs",
+                "is empty while mode = \"mixmonitor\", expected the directories MixMonitor writes into".into(),
+            );
         }
         if !self.forward.listen.is_empty() && self.forward.listen.parse::<std::net::SocketAddr>().is_err() {
-            return err("forward", "listen", format!("{:?} is not an address, expected ip:port such as \"127.0.0.1:8077\"", self.forward.listen));
+            return err(
+                "forward",
+                "listen",
+                format!("{:?} is not an address, expected ip:port such as \"127.0.0.1:8077\"", self.forward.listen),
+            );
         }
         if !(50..=60_000).contains(&self.forward.budget_ms) {
-            return err("forward", "budget_ms", format!("is {}, expected 50..60000 milliseconds", self.forward.budget_ms));
+            return err(
+                "forward",
+                "budget_ms",
+                format!("is {}, expected 50..60000 milliseconds", self.forward.budget_ms),
+            );
         }
-        if self.forward.default_country.is_empty() || !self.forward.default_country.bytes().all(|b| b.is_ascii_digit()) {
-            return err("forward", "default_country", format!("{:?} is not a country calling code, expected digits such as \"7\"", self.forward.default_country));
+        if self.forward.default_country.is_empty() || !self.forward.default_country.bytes().all(|b| b.is_ascii_digit())
+        {
+            return err(
+                "forward",
+                "default_country",
+                format!(
+                    "{:?} is not a country calling code, expected digits such as \"7\"",
+                    self.forward.default_country
+                ),
+            );
         }
         for (index, resolver) in self.forward.resolvers.iter().enumerate() {
             let section = format!("forward.resolvers #{}", index + 1);
@@ -469,7 +513,11 @@ impl Config {
             }
         }
         if self.storage.dir.as_os_str().is_empty() {
-            return err("storage", "dir", "is empty, expected a writable directory such as \"/var/lib/deskhook\"".into());
+            return err(
+                "storage",
+                "dir",
+                "is empty, expected a writable directory such as \"/var/lib/deskhook\"".into(),
+            );
         }
         Ok(())
     }

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use deskhook::commands;
+use deskhook::config::Config;
 
 #[derive(Parser)]
 #[command(name = "deskhook", version, about = "Asterisk ARI → helpdesk webhooks, recordings and /forward routing")]
@@ -38,22 +39,69 @@ enum Command {
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
+    /// Run the daemon against a built-in ARI simulator replaying the bundled real calls.
+    Demo {
+        /// Really send the events to this helpdesk webhook instead of printing them.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
+    /// Run the /forward resolver chain once for PHONE.
+    Lookup {
+        phone: String,
+        #[arg(long)]
+        trunk: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Show, re-queue or drop undelivered helpdesk requests.
+    Outbox {
+        #[arg(value_enum, default_value_t = OutboxAction::List)]
+        action: OutboxAction,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutboxAction {
+    List,
+    Retry,
+    Purge,
+}
+
+/// Loads the config or prints why not; `Err` carries the exit code (2: unusable config).
+fn config_or_exit(flag: Option<&std::path::Path>, defaults_when_absent: bool) -> Result<Config, i32> {
+    commands::load_config(flag, defaults_when_absent).map_err(|error| {
+        eprintln!("{error}");
+        2
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Replay { config, traces } => match commands::load_config(config.as_deref(), true) {
-            Ok(config) => commands::replay::replay(&config, &traces, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()),
-            Err(error) => {
-                eprintln!("{error}");
-                2
-            }
-        },
-        Command::Run { .. } | Command::Check { .. } | Command::Endpoints { .. } => {
-            eprintln!("deskhook: this subcommand is not built yet");
-            1
+        Command::Replay { config, traces } => config_or_exit(config.as_deref(), true).map(|config| {
+            commands::replay::replay(&config, &traces, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+        }),
+        Command::Run { config } => config_or_exit(config.as_deref(), false).map(|config| commands::run::run(&config)),
+        Command::Check { config } => {
+            config_or_exit(config.as_deref(), false).map(|config| commands::check::check(&config))
         }
+        Command::Endpoints { config } => {
+            config_or_exit(config.as_deref(), false).map(|config| commands::endpoints::endpoints(&config))
+        }
+        Command::Demo { webhook } => {
+            let _ = webhook;
+            Ok(commands::demo::demo(&Config::default()))
+        }
+        Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false).map(|config| {
+            let _ = (phone, trunk);
+            commands::lookup::lookup(&config)
+        }),
+        Command::Outbox { action, config } => config_or_exit(config.as_deref(), false).map(|config| {
+            let _ = action as u8;
+            commands::outbox::outbox(&config)
+        }),
     };
-    ExitCode::from(code as u8)
+    ExitCode::from(code.unwrap_or_else(|exit| exit).clamp(0, 255) as u8)
 }

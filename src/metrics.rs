@@ -112,7 +112,10 @@ mod tests {
         assert!(std::ptr::eq(requests, counter("deskhook_test_requests_total", "again")));
         gauge("deskhook_test_depth", "Depth.").set(-2);
         let text = render();
-        assert!(text.contains("# TYPE deskhook_test_requests_total counter\ndeskhook_test_requests_total 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE deskhook_test_requests_total counter\ndeskhook_test_requests_total 3\n"),
+            "{text}"
+        );
         assert!(text.contains("deskhook_test_depth -2\n"), "{text}");
     }
 }

@@ -21,31 +21,99 @@ pub struct TimedEvent {
 /// The ARI events the call engine and the daemon act on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AriEvent {
-    ChannelCreated { channel: Channel },
-    ChannelDestroyed { channel: Channel, cause: i64, cause_txt: String },
-    ChannelStateChange { channel: Channel },
-    ChannelDialplan { channel: Channel, app: String, app_data: String },
-    ChannelVarset { channel: Option<Channel>, variable: String, value: String },
-    ChannelHangupRequest { channel: Channel, cause: Option<i64>, soft: bool },
-    ChannelCallerId { channel: Channel },
-    ChannelConnectedLine { channel: Channel },
-    Dial { caller: Option<Channel>, peer: Channel, dialstring: String, dialstatus: String, forward: String },
-    BridgeCreated { bridge: Bridge },
-    BridgeDestroyed { bridge: Bridge },
-    ChannelEnteredBridge { bridge: Bridge, channel: Channel },
-    ChannelLeftBridge { bridge: Bridge, channel: Channel },
-    BridgeBlindTransfer { channel: Channel, transferee: Option<Channel>, replace_channel: Option<Channel>, bridge: Option<Bridge>, exten: String, context: String, result: String },
+    ChannelCreated {
+        channel: Channel,
+    },
+    ChannelDestroyed {
+        channel: Channel,
+        cause: i64,
+        cause_txt: String,
+    },
+    ChannelStateChange {
+        channel: Channel,
+    },
+    ChannelDialplan {
+        channel: Channel,
+        app: String,
+        app_data: String,
+    },
+    ChannelVarset {
+        channel: Option<Channel>,
+        variable: String,
+        value: String,
+    },
+    ChannelHangupRequest {
+        channel: Channel,
+        cause: Option<i64>,
+        soft: bool,
+    },
+    ChannelCallerId {
+        channel: Channel,
+    },
+    ChannelConnectedLine {
+        channel: Channel,
+    },
+    Dial {
+        caller: Option<Channel>,
+        peer: Channel,
+        dialstring: String,
+        dialstatus: String,
+        forward: String,
+    },
+    BridgeCreated {
+        bridge: Bridge,
+    },
+    BridgeDestroyed {
+        bridge: Bridge,
+    },
+    ChannelEnteredBridge {
+        bridge: Bridge,
+        channel: Channel,
+    },
+    ChannelLeftBridge {
+        bridge: Bridge,
+        channel: Channel,
+    },
+    BridgeBlindTransfer {
+        channel: Channel,
+        transferee: Option<Channel>,
+        replace_channel: Option<Channel>,
+        bridge: Option<Bridge>,
+        exten: String,
+        context: String,
+        result: String,
+    },
     BridgeAttendedTransfer(Box<AttendedTransfer>),
-    StasisStart { channel: Channel, args: Vec<String>, replace_channel: Option<Channel> },
-    StasisEnd { channel: Channel },
-    DeviceStateChanged { device_state: DeviceState },
-    EndpointStateChange { endpoint: Endpoint },
-    RecordingStarted { recording: LiveRecording },
-    RecordingFinished { recording: LiveRecording },
-    RecordingFailed { recording: LiveRecording },
-    ApplicationReplaced { application: String },
+    StasisStart {
+        channel: Channel,
+        args: Vec<String>,
+        replace_channel: Option<Channel>,
+    },
+    StasisEnd {
+        channel: Channel,
+    },
+    DeviceStateChanged {
+        device_state: DeviceState,
+    },
+    EndpointStateChange {
+        endpoint: Endpoint,
+    },
+    RecordingStarted {
+        recording: LiveRecording,
+    },
+    RecordingFinished {
+        recording: LiveRecording,
+    },
+    RecordingFailed {
+        recording: LiveRecording,
+    },
+    ApplicationReplaced {
+        application: String,
+    },
     /// An event type deskhook does not act on (kept by name for counting).
-    Other { kind: String },
+    Other {
+        kind: String,
+    },
 }
 
 /// `BridgeAttendedTransfer`: boxed because it is large and rare.
@@ -240,7 +308,9 @@ impl RawMessage {
                 cause: self.cause.unwrap_or(0),
                 cause_txt: self.cause_txt.unwrap_or_default(),
             },
-            "ChannelStateChange" => AriEvent::ChannelStateChange { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "ChannelStateChange" => {
+                AriEvent::ChannelStateChange { channel: self.channel.ok_or_else(|| missing("channel"))? }
+            }
             "ChannelDialplan" => AriEvent::ChannelDialplan {
                 channel: self.channel.ok_or_else(|| missing("channel"))?,
                 app: self.dialplan_app.unwrap_or_default(),
@@ -257,7 +327,9 @@ impl RawMessage {
                 soft: self.soft.unwrap_or(false),
             },
             "ChannelCallerId" => AriEvent::ChannelCallerId { channel: self.channel.ok_or_else(|| missing("channel"))? },
-            "ChannelConnectedLine" => AriEvent::ChannelConnectedLine { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "ChannelConnectedLine" => {
+                AriEvent::ChannelConnectedLine { channel: self.channel.ok_or_else(|| missing("channel"))? }
+            }
             "Dial" => AriEvent::Dial {
                 caller: self.caller,
                 peer: self.peer.ok_or_else(|| missing("peer"))?,
@@ -303,12 +375,24 @@ impl RawMessage {
                 replace_channel: self.replace_channel,
             },
             "StasisEnd" => AriEvent::StasisEnd { channel: self.channel.ok_or_else(|| missing("channel"))? },
-            "DeviceStateChanged" => AriEvent::DeviceStateChanged { device_state: self.device_state.ok_or_else(|| missing("device_state"))? },
-            "EndpointStateChange" => AriEvent::EndpointStateChange { endpoint: self.endpoint.ok_or_else(|| missing("endpoint"))? },
-            "RecordingStarted" => AriEvent::RecordingStarted { recording: self.recording.ok_or_else(|| missing("recording"))? },
-            "RecordingFinished" => AriEvent::RecordingFinished { recording: self.recording.ok_or_else(|| missing("recording"))? },
-            "RecordingFailed" => AriEvent::RecordingFailed { recording: self.recording.ok_or_else(|| missing("recording"))? },
-            "ApplicationReplaced" => AriEvent::ApplicationReplaced { application: self.application.unwrap_or_default() },
+            "DeviceStateChanged" => {
+                AriEvent::DeviceStateChanged { device_state: self.device_state.ok_or_else(|| missing("device_state"))? }
+            }
+            "EndpointStateChange" => {
+                AriEvent::EndpointStateChange { endpoint: self.endpoint.ok_or_else(|| missing("endpoint"))? }
+            }
+            "RecordingStarted" => {
+                AriEvent::RecordingStarted { recording: self.recording.ok_or_else(|| missing("recording"))? }
+            }
+            "RecordingFinished" => {
+                AriEvent::RecordingFinished { recording: self.recording.ok_or_else(|| missing("recording"))? }
+            }
+            "RecordingFailed" => {
+                AriEvent::RecordingFailed { recording: self.recording.ok_or_else(|| missing("recording"))? }
+            }
+            "ApplicationReplaced" => {
+                AriEvent::ApplicationReplaced { application: self.application.unwrap_or_default() }
+            }
             _ => AriEvent::Other { kind },
         };
         Ok(event)
@@ -317,17 +401,14 @@ impl RawMessage {
 
 /// Reads Asterisk's `2026-11-21T04:58:16.310+0000` (and RFC 3339 variants) as epoch milliseconds.
 pub fn parse_ari_timestamp(text: &str) -> Option<EpochMillis> {
-    parse_fixed_timestamp(text).or_else(|| {
-        text.parse::<jiff::Timestamp>()
-            .ok()
-            .map(|ts| ts.as_millisecond())
-    })
+    parse_fixed_timestamp(text).or_else(|| text.parse::<jiff::Timestamp>().ok().map(|ts| ts.as_millisecond()))
 }
 
 /// The fast path for the exact shape Asterisk writes: `YYYY-MM-DDTHH:MM:SS.mmm+HHMM`.
 fn parse_fixed_timestamp(text: &str) -> Option<EpochMillis> {
     let b = text.as_bytes();
-    if b.len() != 28 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' {
+    if b.len() != 28 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.'
+    {
         return None;
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {

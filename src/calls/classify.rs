@@ -78,9 +78,12 @@ impl Classifier {
         if technology.eq_ignore_ascii_case("Local") {
             return parse_local(resource).unwrap_or(ChannelClass::Other);
         }
-        if technology.eq_ignore_ascii_case("Message") || technology.eq_ignore_ascii_case("Announcer")
-            || technology.eq_ignore_ascii_case("Recorder") || technology.eq_ignore_ascii_case("UnicastRTP")
-            || technology.eq_ignore_ascii_case("MulticastRTP") || technology.eq_ignore_ascii_case("ConfBridge")
+        if technology.eq_ignore_ascii_case("Message")
+            || technology.eq_ignore_ascii_case("Announcer")
+            || technology.eq_ignore_ascii_case("Recorder")
+            || technology.eq_ignore_ascii_case("UnicastRTP")
+            || technology.eq_ignore_ascii_case("MulticastRTP")
+            || technology.eq_ignore_ascii_case("ConfBridge")
         {
             return ChannelClass::Other;
         }

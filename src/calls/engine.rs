@@ -68,7 +68,14 @@ impl Engine {
 
     /// The answer to an [`super::Effect::QueueMembers`] request: member interfaces or
     /// extensions (`PJSIP/101`, `Local/102@from-queue/n`, `103`), or `None` when ARI could not say.
-    pub fn provide_queue_members(&mut self, unique_id: &str, queue: &str, members: Option<Vec<String>>, at: EpochMillis, out: &mut Vec<Output>) {
+    pub fn provide_queue_members(
+        &mut self,
+        unique_id: &str,
+        queue: &str,
+        members: Option<Vec<String>>,
+        at: EpochMillis,
+        out: &mut Vec<Output>,
+    ) {
         let _ = (unique_id, queue, members, at, out);
     }
 

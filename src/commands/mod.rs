@@ -1,6 +1,12 @@
 //! One function per CLI subcommand; `main.rs` only parses arguments and calls these.
 
+pub mod check;
+pub mod demo;
+pub mod endpoints;
+pub mod lookup;
+pub mod outbox;
 pub mod replay;
+pub mod run;
 
 use std::path::Path;
 

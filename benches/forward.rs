@@ -1,0 +1,2 @@
+//! Benchmark placeholder; being built.
+fn main() {}

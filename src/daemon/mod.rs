@@ -1,0 +1,1 @@
+//! `deskhook run`: the live daemon wiring ARI, the engine and the sinks together. (Being built.)

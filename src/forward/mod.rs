@@ -1,0 +1,1 @@
+//! `/forward`: the dialplan's "who is this caller's manager?" server and its resolvers. (Being built.)

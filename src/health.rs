@@ -1,0 +1,1 @@
+//! Shared liveness flags (ARI connected, storage writable) read by `/healthz` and `check`. (Being built.)
