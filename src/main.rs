@@ -21,6 +21,9 @@ enum Command {
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also print every helpdesk event as a JSON line (the `replay` format) on stdout.
+        #[arg(long)]
+        print_events: bool,
     },
     /// Validate the config and reach ARI, the webhook and the directories; print each problem with its fix.
     Check {
@@ -83,17 +86,16 @@ fn main() -> ExitCode {
         Command::Replay { config, traces } => config_or_exit(config.as_deref(), true).map(|config| {
             commands::replay::replay(&config, &traces, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
         }),
-        Command::Run { config } => config_or_exit(config.as_deref(), false).map(|config| commands::run::run(&config)),
+        Command::Run { config, print_events } => {
+            config_or_exit(config.as_deref(), false).map(|config| commands::run::run(&config, print_events))
+        }
         Command::Check { config } => {
             config_or_exit(config.as_deref(), false).map(|config| commands::check::check(&config))
         }
         Command::Endpoints { config } => {
             config_or_exit(config.as_deref(), false).map(|config| commands::endpoints::endpoints(&config))
         }
-        Command::Demo { webhook } => {
-            let _ = webhook;
-            Ok(commands::demo::demo(&Config::default()))
-        }
+        Command::Demo { webhook } => Ok(commands::demo::demo(webhook.as_deref())),
         Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false).map(|config| {
             let _ = (phone, trunk);
             commands::lookup::lookup(&config)

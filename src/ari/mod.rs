@@ -1,9 +1,14 @@
-//! Everything that talks to Asterisk or reads what Asterisk said: ARI models and typed events.
+//! Everything that talks to Asterisk or reads what Asterisk said: ARI models and typed events,
+//! the REST client, the event websocket, and a simulated ARI for the demo and the tests.
 //!
 //! Nothing outside this module parses ARI JSON.
 
+pub mod client;
 pub mod events;
+pub mod fake;
 pub mod model;
+pub mod websocket;
 
+pub use client::{AriClient, AriEndpoint, AriError};
 pub use events::{AriEvent, EpochMillis, EventParser, ParseError, ParseStats, TimedEvent};
 pub use model::{Bridge, Channel, Endpoint};

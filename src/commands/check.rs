@@ -1,10 +1,268 @@
-//! `deskhook check` (SPEC §1). (Being built.)
+//! `deskhook check`: reaches everything the daemon needs and prints each problem with its fix.
+//! Exit code (SPEC §1): 0 all good, 1 a problem found (2, an unusable config, is decided
+//! before this runs).
 
-use crate::config::Config;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
 
-/// Runs the subcommand; returns the process exit code.
+use crate::ari::client::subscribe_all_supported;
+use crate::ari::websocket::{connect_events, EventStreamSettings};
+use crate::ari::{AriClient, AriError};
+use crate::calls::Classifier;
+use crate::commands::endpoints::{class_name, write_table, NO_ENDPOINTS_FIX};
+use crate::config::{redacted_url, Config, RecordingMode};
+use crate::daemon::resync::EndpointClasses;
+
+/// Runs every check, printing to stdout; returns the exit code.
 pub fn check(config: &Config) -> i32 {
-    let _ = config;
-    eprintln!("deskhook: `check` is not built yet");
-    1
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("deskhook: cannot start the async runtime: {error}");
+            return 1;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    runtime.block_on(check_to(config, &mut out))
+}
+
+/// Collects results as lines: `ok`, `warning` (does not fail the check) and `PROBLEM` + `fix:`.
+struct Report<'a, W: Write> {
+    out: &'a mut W,
+    problems: usize,
+    warnings: usize,
+}
+
+impl<W: Write> Report<'_, W> {
+    fn ok(&mut self, subject: &str, text: &str) {
+        let _ = writeln!(self.out, "ok       {subject:<11}{text}");
+    }
+
+    fn detail(&mut self, text: &str) {
+        let _ = writeln!(self.out, "         {:<11}{text}", "");
+    }
+
+    fn warning(&mut self, subject: &str, text: &str, fix: &str) {
+        self.warnings += 1;
+        let _ = writeln!(self.out, "warning  {subject:<11}{text}");
+        let _ = writeln!(self.out, "         {:<11}fix: {fix}", "");
+    }
+
+    fn problem(&mut self, subject: &str, text: &str, fix: &str) {
+        self.problems += 1;
+        let _ = writeln!(self.out, "PROBLEM  {subject:<11}{text}");
+        let _ = writeln!(self.out, "         {:<11}fix: {fix}", "");
+    }
+}
+
+/// Runs every check, writing the report to `out`; returns the exit code.
+pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
+    let mut report = Report { out, problems: 0, warnings: 0 };
+    report.ok("config", "readable and valid");
+    check_ari(config, &mut report).await;
+    check_storage(&config.storage.dir, &mut report);
+    check_recordings(config, &mut report);
+    check_webhook(&config.helpdesk.webhook_url, &mut report).await;
+    let (problems, warnings) = (report.problems, report.warnings);
+    let summary = match (problems, warnings) {
+        (0, 0) => "everything deskhook needs is in place".to_string(),
+        (0, w) => format!("no problem found ({w} warning{})", if w == 1 { "" } else { "s" }),
+        (p, _) => format!("{p} problem{} found", if p == 1 { "" } else { "s" }),
+    };
+    let _ = writeln!(report.out, "{summary}");
+    i32::from(problems > 0)
+}
+
+async fn check_ari(config: &Config, report: &mut Report<'_, impl Write>) {
+    let client = match AriClient::new(&config.ari) {
+        Ok(client) => client,
+        Err(error) => return report.problem("ARI", &error.to_string(), &error.fix()),
+    };
+    let where_ = redacted_url(&config.ari.url);
+    let info = match client.asterisk_info().await {
+        Ok(info) => info,
+        Err(error) => {
+            let error = client.diagnose(error, &config.ari).await;
+            return report.problem("ARI", &format!("{where_}: {error}"), &error.fix());
+        }
+    };
+    let version = &info.system.version;
+    report.ok("ARI", &format!("{where_}: Asterisk {version}, up since {}", info.status.startup_time));
+    if subscribe_all_supported(version) == Some(false) {
+        report.problem(
+            "ARI",
+            &format!("Asterisk {version} is older than 13.6: its event websocket has no subscribeAll, so deskhook would see no ordinary calls"),
+            "upgrade Asterisk to 13.6 or newer (any supported release: 18, 20, 22)",
+        );
+    }
+    check_websocket(config, report).await;
+    let endpoints = match client.endpoints().await {
+        Ok(endpoints) => endpoints,
+        Err(error) => return report.problem("endpoints", &error.to_string(), &error.fix()),
+    };
+    if endpoints.is_empty() {
+        return report.problem("endpoints", "ARI lists no endpoints", NO_ENDPOINTS_FIX);
+    }
+    let Ok(classifier) = Classifier::new(&config.pbx.extension_pattern, &config.pbx.trunks) else {
+        return report.problem("config", "[pbx] extension_pattern does not compile", "fix the regular expression");
+    };
+    let classes = EndpointClasses::of(&classifier, &endpoints);
+    report.ok("endpoints", &classes.summary());
+    let mut table = Vec::new();
+    let _ = write_table(&mut table, &classifier, &endpoints);
+    for line in String::from_utf8_lossy(&table).lines() {
+        report.detail(line);
+    }
+    for trunk in &config.pbx.trunks {
+        if !endpoints.iter().any(|endpoint| &endpoint.resource == trunk) {
+            report.problem(
+                "endpoints",
+                &format!("[pbx] trunks names {trunk:?}, but ARI has no such endpoint"),
+                "write the trunk's endpoint name as `deskhook endpoints` shows it in [pbx] trunks",
+            );
+        }
+    }
+    if classes.trunks.is_empty() {
+        report.problem(
+            "endpoints",
+            "no endpoint is a trunk, so no call would count as incoming or outgoing",
+            "list the carrier's endpoint(s) in [pbx] trunks",
+        );
+    }
+    if classes.extensions.is_empty() {
+        report.problem(
+            "endpoints",
+            &format!("no endpoint matches [pbx] extension_pattern {:?}", config.pbx.extension_pattern),
+            "set [pbx] extension_pattern to match the operators' endpoint names",
+        );
+    }
+    let unclassified: Vec<&str> = endpoints
+        .iter()
+        .filter(|endpoint| class_name(&classifier, &endpoint.resource) == "-")
+        .map(|endpoint| endpoint.resource.as_str())
+        .collect();
+    if !unclassified.is_empty() {
+        report.detail(&format!("(neither extension nor trunk, ignored in calls: {})", unclassified.join(", ")));
+    }
+}
+
+async fn check_websocket(config: &Config, report: &mut Report<'_, impl Write>) {
+    let settings = match EventStreamSettings::from_config(&config.ari) {
+        Ok(settings) => settings,
+        Err(error) => return report.problem("websocket", &error.to_string(), &error.fix()),
+    };
+    // A name of its own, so that a running daemon's subscription is not taken over.
+    let probe_app = format!("{}-check", config.ari.app);
+    match connect_events(&settings, &probe_app).await {
+        Ok(mut socket) => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+            report.ok("websocket", "the event websocket accepts deskhook with subscribeAll");
+        }
+        Err(error) => {
+            let error = match AriClient::new(&config.ari) {
+                Ok(client) => client.diagnose(error, &config.ari).await,
+                Err(_) => error,
+            };
+            let fix = match &error {
+                AriError::NoAri { .. } | AriError::Status { .. } => {
+                    format!("{}; the websocket also needs res_http_websocket.so loaded", error.fix())
+                }
+                _ => error.fix(),
+            };
+            report.problem("websocket", &format!("/ari/events: {error}"), &fix);
+        }
+    }
+}
+
+fn check_storage(dir: &Path, report: &mut Report<'_, impl Write>) {
+    let shown = dir.display();
+    if !dir.is_dir() {
+        return report.problem(
+            "storage",
+            &format!("{shown} does not exist"),
+            &format!(
+                "create it for deskhook's user (`install -d -o deskhook -g deskhook -m 750 {shown}`); under systemd, \
+                 StateDirectory=deskhook creates /var/lib/deskhook"
+            ),
+        );
+    }
+    match probe_writable(dir) {
+        Ok(()) => report.ok("storage", &format!("{shown} is writable")),
+        Err(error) => report.problem(
+            "storage",
+            &format!("{shown} is not writable ({error})"),
+            &format!("make {shown} owned by the user deskhook runs as (`chown -R deskhook: {shown}`)"),
+        ),
+    }
+}
+
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".deskhook-check-{}", std::process::id()));
+    std::fs::write(&probe, b"check")?;
+    std::fs::remove_file(&probe)
+}
+
+fn check_recordings(config: &Config, report: &mut Report<'_, impl Write>) {
+    if config.recordings.mode != RecordingMode::Mixmonitor {
+        return;
+    }
+    for dir in &config.recordings.dirs {
+        let shown = dir.display();
+        match std::fs::read_dir(dir) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => report.problem(
+                "recordings",
+                &format!("{shown} does not exist"),
+                "set [recordings] dirs to where MixMonitor writes (FreePBX: /var/spool/asterisk/monitor)",
+            ),
+            Err(error) => report.problem(
+                "recordings",
+                &format!("{shown} is not readable ({error})"),
+                "let deskhook's user read Asterisk's recordings: SupplementaryGroups=asterisk in the systemd unit \
+                 (or `usermod -aG asterisk deskhook`), and group read permission on the directory",
+            ),
+            Ok(_) if config.recordings.delete_after_upload && probe_writable(dir).is_err() => report.problem(
+                "recordings",
+                &format!("{shown} is readable but not writable, and [recordings] delete_after_upload = true"),
+                &format!(
+                    "give the asterisk group write access to {shown} and add ReadWritePaths={shown} to the \
+                     systemd unit, or set delete_after_upload = false"
+                ),
+            ),
+            Ok(_) => report.ok("recordings", &format!("{shown} is readable")),
+        }
+    }
+}
+
+async fn check_webhook(url: &str, report: &mut Report<'_, impl Write>) {
+    if url.is_empty() {
+        return report.warning(
+            "webhook",
+            "[helpdesk] webhook_url is empty: events are only logged",
+            "paste the helpdesk's Asterisk webhook address into [helpdesk] webhook_url",
+        );
+    }
+    let host = redacted_url(url);
+    if url.starts_with("http://") {
+        report.warning(
+            "webhook",
+            &format!("{host} is plain http: the webhook's secret path and the calls travel unencrypted"),
+            "use the https:// address the helpdesk shows",
+        );
+    }
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+        Ok(http) => http,
+        Err(error) => return report.warning("webhook", &format!("cannot build an HTTP client: {error}"), "-"),
+    };
+    // A GET does not create anything in the helpdesk; any HTTP answer proves it is reachable.
+    match http.get(url).send().await {
+        Ok(response) => {
+            report.ok("webhook", &format!("{host} is reachable (HTTP {})", response.status().as_u16()))
+        }
+        Err(error) => report.warning(
+            "webhook",
+            &format!("{host} is not reachable: {}", crate::ari::client::error_chain(&error)),
+            "check DNS, the firewall and any proxy between this host and the helpdesk; events wait in the outbox meanwhile",
+        ),
+    }
 }

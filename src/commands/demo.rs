@@ -1,10 +1,129 @@
-//! `deskhook demo` (SPEC §1). (Being built.)
+//! `deskhook demo [--webhook URL]`: the whole pipeline on a fresh machine, no Asterisk needed.
+//! Starts the built-in fake ARI on loopback, runs the daemon against it with the lab PBX's
+//! settings, replays the bundled real calls faster than they happened, and prints each helpdesk
+//! event (SPEC §5 JSON lines on stdout; narration on stderr). With `--webhook` the events are
+//! also POSTed to that URL as the helpdesk form.
 
-use crate::config::Config;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-/// Runs the subcommand; returns the process exit code.
-pub fn demo(config: &Config) -> i32 {
-    let _ = config;
-    eprintln!("deskhook: `demo` is not built yet");
-    1
+use rand::Rng;
+
+use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
+use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
+use crate::config::{redacted_url, Config};
+use crate::daemon::{logging, Daemon, FormPostSink, JsonLinesSink, LiveStats, Sink, Tee};
+use crate::presence::Presence;
+
+/// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
+pub const DEMO_SPEEDUP: f64 = 5.0;
+
+/// Runs the demo; returns the exit code.
+pub fn demo(webhook: Option<&str>) -> i32 {
+    logging::init(if webhook.is_some() { "warn,deskhook::daemon::sink=info" } else { "warn" });
+    if let Some(url) = webhook {
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url::Url::parse(url).is_err() {
+            eprintln!("deskhook demo: --webhook {:?} is not an http(s):// URL", redacted_url(url));
+            return 2;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("deskhook demo: cannot start the async runtime: {error}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(run_demo(webhook));
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+async fn run_demo(webhook: Option<&str>) -> i32 {
+    let password: String =
+        rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(24).map(char::from).collect();
+    let fake = match FakeAri::start(FakeAriOptions::lab("deskhook", &password)).await {
+        Ok(fake) => fake,
+        Err(error) => {
+            eprintln!("deskhook demo: cannot start the simulated Asterisk on 127.0.0.1: {error}");
+            return 1;
+        }
+    };
+    let mut config = match Config::from_toml(LAB_CONFIG, "lab.toml") {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("deskhook demo: {error}");
+            return 1;
+        }
+    };
+    config.ari.url = fake.url();
+    config.ari.username = "deskhook".into();
+    config.ari.password = password;
+    config.ari.app = "deskhook-demo".into();
+    let zone = config.time_zone();
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonLinesSink::stdout(zone.clone()))];
+    if let Some(url) = webhook {
+        match FormPostSink::new(url, zone) {
+            Ok(sink) => sinks.push(Box::new(sink)),
+            Err(error) => {
+                eprintln!("deskhook demo: cannot build the HTTP client: {error}");
+                return 1;
+            }
+        }
+    }
+    let daemon = match Daemon::start(&config, Box::new(Tee::new(sinks)), Presence::new()) {
+        Ok(daemon) => daemon,
+        Err(error) => {
+            eprintln!("deskhook demo: {error}");
+            return 1;
+        }
+    };
+    if fake.wait_for(Duration::from_secs(10), |status| status.ready).await.is_err() {
+        eprintln!("deskhook demo: the daemon did not connect to the simulated Asterisk");
+        daemon.stop(Duration::from_secs(2)).await;
+        return 1;
+    }
+    let stats = daemon.stats();
+    let destination = webhook.map(|url| format!(" and sent to {}", redacted_url(url))).unwrap_or_default();
+    eprintln!(
+        "deskhook demo: replaying {} real calls recorded on a lab Asterisk 22 ({}x faster than they happened).\n\
+         Each JSON line is a helpdesk event deskhook would send{destination}.",
+        BUNDLED_CALLS.len(),
+        DEMO_SPEEDUP
+    );
+    let mut sent = 0u64;
+    for (number, call) in BUNDLED_CALLS.iter().enumerate() {
+        let trace = match FakeTrace::parse(call.trace) {
+            Ok(trace) => trace,
+            Err(error) => {
+                eprintln!("deskhook demo: bundled call {} is damaged: {error}", call.name);
+                continue;
+            }
+        };
+        eprintln!("\n# call {}/{}: {}", number + 1, BUNDLED_CALLS.len(), call.summary);
+        let report = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: DEMO_SPEEDUP }).await;
+        sent += report.sent as u64;
+        settle(&stats, sent, Duration::from_secs(5)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.open_calls.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.stop(Duration::from_secs(4)).await;
+    fake.shutdown();
+    eprintln!(
+        "\ndeskhook demo: done: {} helpdesk events from {} calls. Next: `deskhook check` against your PBX.",
+        stats.events.load(Ordering::Relaxed),
+        BUNDLED_CALLS.len()
+    );
+    0
+}
+
+/// Waits until the engine has handled every message sent so far and its outputs had a moment to print.
+async fn settle(stats: &LiveStats, sent: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while stats.processed.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
 }

@@ -1,1 +1,172 @@
-//! `deskhook run`: the live daemon wiring ARI, the engine and the sinks together. (Being built.)
+//! The live daemon: ARI in, call engine in the middle, a [`Sink`] out.
+//!
+//! Three parts, each with one job:
+//! - the **reader** (`ari::websocket`, its own thread) drains the event websocket into an
+//!   unbounded queue, reconnecting with backoff;
+//! - the **engine task** ([`engine_task`]) parses what is queued, feeds [`crate::calls::Engine`],
+//!   resyncs after each connect from REST (`/channels`, `/bridges`), keeps
+//!   [`crate::presence::Presence`] current, asks ARI for queue members, and lets event time
+//!   pass every 200 ms;
+//! - the **sink task** ([`sink`]) hands every output, in order, to the configured sink.
+//!
+//! `deskhook run`, `deskhook demo`, the tests and the `ws_ingest` bench all start it with
+//! [`Daemon::start`].
+
+mod clock;
+mod engine_task;
+pub mod logging;
+mod queue_members;
+pub mod resync;
+pub mod signals;
+pub mod sink;
+pub mod systemd;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::ari::websocket::{spawn_event_stream, EventStreamSettings, ReaderStats, SocketEvent};
+use crate::ari::{AriClient, AriError, EventParser};
+use crate::calls::{Engine, EngineSettings};
+use crate::config::Config;
+use crate::presence::Presence;
+
+pub use clock::EventClock;
+pub use queue_members::{parse_member_list, CACHE_TTL as QUEUE_MEMBERS_CACHE_TTL};
+pub use sink::{spawn_sink, FormPostSink, JsonLinesSink, LogSink, Sink, SinkFuture, Tee};
+pub use systemd::Systemd;
+
+/// What the engine task takes in, in order.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Socket(SocketEvent),
+    /// REST state read after connection `generation` came up.
+    Resynced {
+        generation: u64,
+        snapshot: Box<resync::Snapshot>,
+    },
+    /// The answer to a queue-member lookup.
+    QueueMembers {
+        unique_id: String,
+        queue: String,
+        members: Option<Vec<String>>,
+    },
+}
+
+/// Counters the daemon keeps while it runs (for the demo, tests and benches).
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// The reader's own measurements (connections, messages, longest busy/gap).
+    pub reader: Arc<ReaderStats>,
+    /// ARI messages the engine task has handled.
+    pub processed: AtomicU64,
+    pub malformed: AtomicU64,
+    /// Helpdesk events produced.
+    pub events: AtomicU64,
+    pub open_calls: AtomicU64,
+    /// Resync snapshots applied (one per successful connect).
+    pub resyncs: AtomicU64,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("config.toml: [pbx] extension_pattern: {0}")]
+    ExtensionPattern(#[from] regex::Error),
+    #[error(transparent)]
+    Ari(#[from] AriError),
+    #[error("cannot start the ARI reader thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    stats: Arc<LiveStats>,
+    shutdown: CancellationToken,
+    reader: Option<std::thread::JoinHandle<()>>,
+    engine: JoinHandle<()>,
+    sink: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Starts the reader, the engine task and the sink task. Call inside a multi-threaded tokio
+    /// runtime. `presence` is shared with whoever reads endpoint states (`/forward`).
+    pub fn start(config: &Config, sink: Box<dyn Sink>, presence: Presence) -> Result<Daemon, DaemonError> {
+        Self::start_with_systemd(config, sink, presence, Systemd::disabled())
+    }
+
+    /// As [`Daemon::start`], pinging systemd's watchdog from the engine task.
+    pub fn start_with_systemd(
+        config: &Config,
+        sink: Box<dyn Sink>,
+        presence: Presence,
+        systemd: Systemd,
+    ) -> Result<Daemon, DaemonError> {
+        let settings = EngineSettings::from_config(config, true)?;
+        let client = AriClient::new(&config.ari)?;
+        let stream_settings = EventStreamSettings::from_config(&config.ari)?;
+        let stats = Arc::new(LiveStats::default());
+        let shutdown = CancellationToken::new();
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel::<Inbound>();
+        let (sink_tx, sink_task) = spawn_sink(sink);
+        let task = engine_task::EngineTask {
+            engine: Engine::new(settings),
+            parser: EventParser::new(),
+            clock: EventClock::new(),
+            queue_members: queue_members::QueueMemberLookup::new(client.clone(), inbound_tx.clone()),
+            client,
+            presence,
+            sink: sink_tx,
+            inbound_tx: inbound_tx.clone(),
+            current_generation: Arc::new(AtomicU64::new(0)),
+            stats: stats.clone(),
+            systemd,
+            last_startup_time: None,
+            last_endpoint_summary: None,
+            warned_old_asterisk: false,
+            outputs: Vec::new(),
+            meters: engine_task::Meters::register(),
+        };
+        let engine = tokio::spawn(task.run(inbound_rx, shutdown.clone()));
+        let reader_tx = inbound_tx;
+        let reader = spawn_event_stream(
+            stream_settings,
+            move |event| reader_tx.send(Inbound::Socket(event)).is_ok(),
+            shutdown.clone(),
+            stats.reader.clone(),
+        )?;
+        Ok(Daemon { stats, shutdown, reader: Some(reader), engine, sink: sink_task })
+    }
+
+    pub fn stats(&self) -> Arc<LiveStats> {
+        self.stats.clone()
+    }
+
+    /// Cancelling this token stops the daemon (then call [`Daemon::stop`] to wait for it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops: closes the websocket, lets the engine finish what was already read, drains the
+    /// sink. Returns false when something was still running after `grace`.
+    pub async fn stop(mut self, grace: Duration) -> bool {
+        self.shutdown.cancel();
+        let deadline = Instant::now() + grace;
+        let mut clean = true;
+        if let Some(reader) = self.reader.take() {
+            while !reader.is_finished() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            clean &= reader.is_finished();
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        clean &= tokio::time::timeout(left, &mut self.engine).await.is_ok();
+        let left = deadline.saturating_duration_since(Instant::now());
+        clean &= tokio::time::timeout(left, &mut self.sink).await.is_ok();
+        clean
+    }
+}

@@ -1,0 +1,432 @@
+//! The ARI REST client: `/asterisk/info`, `/endpoints`, `/channels`, `/bridges` and channel
+//! variables, with errors that name the admin's fix (http.conf, ari.conf, TLS, credentials).
+//!
+//! Credentials travel only in the `Authorization` header, never in a URL, so no URL this
+//! module logs or returns in an error can carry the password.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::{redacted_url, AriConfig};
+
+use super::model::{AsteriskInfo, Bridge, Channel, Endpoint};
+
+/// What went wrong talking to ARI, phrased so that [`AriError::fix`] can say what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AriError {
+    #[error("[ari] url {0:?} is not usable: {1}")]
+    BadUrl(String, String),
+    #[error("nothing listens at {address} (connection refused)")]
+    Refused { address: String },
+    #[error("{address} did not answer in time")]
+    Timeout { address: String },
+    #[error("TLS with {address} failed: {detail}")]
+    Tls { address: String, detail: String },
+    #[error("the TLS certificate of {address} is not trusted: {detail}")]
+    Certificate { address: String, detail: String },
+    #[error("{address} speaks plain HTTP, but [ari] url says https://")]
+    TlsToPlainPort { address: String },
+    #[error("{address} speaks TLS, but [ari] url says http://")]
+    PlainToTlsPort { address: String },
+    #[error("Asterisk rejected the login of ARI user {username:?} (HTTP 401)")]
+    Unauthorized { username: String },
+    #[error("Asterisk's HTTP server at {address} has no ARI at {path} (HTTP 404)")]
+    NoAri { address: String, path: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("ARI answered {path} with HTTP {status}: {message}")]
+    Status { path: String, status: u16, message: String },
+    #[error("talking to {address} failed: {detail}")]
+    Network { address: String, detail: String },
+    #[error("ARI's answer to {path} is not what ARI sends: {detail}")]
+    Decode { path: String, detail: String },
+}
+
+impl AriError {
+    /// The admin's fix, one or two sentences naming the file and key to change.
+    pub fn fix(&self) -> String {
+        match self {
+            AriError::BadUrl(..) => "set [ari] url to Asterisk's HTTP server, e.g. \"http://127.0.0.1:8088\"".into(),
+            AriError::Refused { address } => format!(
+                "enable Asterisk's HTTP server in /etc/asterisk/http.conf ([general] enabled = yes, \
+                 bindaddr = 127.0.0.1, bindport = 8088), run `asterisk -rx \"module reload http\"`, and make \
+                 [ari] url use that port (now {address})"
+            ),
+            AriError::Timeout { address } => format!(
+                "check that Asterisk runs and that no firewall drops traffic to {address}; \
+                 [ari] request_timeout sets how long deskhook waits"
+            ),
+            AriError::Tls { address, .. } => format!(
+                "check http.conf's tlsenable/tlsbindaddr/tlscertfile for {address}, or use http:// on \
+                 127.0.0.1 when deskhook runs on the PBX host"
+            ),
+            AriError::Certificate { address, .. } => format!(
+                "add the CA of {address}'s certificate to the system trust store, or use http://127.0.0.1:8088 \
+                 when deskhook runs on the PBX host"
+            ),
+            AriError::TlsToPlainPort { address } => format!(
+                "{address} is http.conf's plain port: write http:// in [ari] url, or enable TLS in http.conf \
+                 (tlsenable = yes, tlsbindaddr = 0.0.0.0:8089, tlscertfile, tlsprivatekey) and point url at \
+                 tlsbindaddr's port"
+            ),
+            AriError::PlainToTlsPort { address } => {
+                format!("{address} is http.conf's TLS port (tlsbindaddr): write https:// in [ari] url")
+            }
+            AriError::Unauthorized { username } => format!(
+                "set [ari] username and password to a user of /etc/asterisk/ari.conf ([{username}] \
+                 type = user, password = …, read_only = no), then `asterisk -rx \"module reload res_ari.so\"`"
+            ),
+            AriError::NoAri { .. } => "enable ARI: /etc/asterisk/ari.conf [general] enabled = yes, load res_ari.so \
+                 and the res_ari_* modules (`asterisk -rx \"module load res_ari.so\"`); if http.conf sets a \
+                 prefix, add it to [ari] url"
+                .into(),
+            AriError::NotFound { .. } => "nothing to fix: the object is gone".into(),
+            AriError::Status { status: 403, .. } => {
+                "give the ARI user write access in ari.conf (read_only = no)".into()
+            }
+            AriError::Status { .. } | AriError::Network { .. } | AriError::Decode { .. } => {
+                "check Asterisk's log (/var/log/asterisk/messages) for the ARI request".into()
+            }
+        }
+    }
+
+    /// A short stable name of the kind of failure, so a reconnect loop can log a change once.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AriError::BadUrl(..) => "bad-url",
+            AriError::Refused { .. } => "refused",
+            AriError::Timeout { .. } => "timeout",
+            AriError::Tls { .. } => "tls",
+            AriError::Certificate { .. } => "certificate",
+            AriError::TlsToPlainPort { .. } => "tls-to-plain",
+            AriError::PlainToTlsPort { .. } => "plain-to-tls",
+            AriError::Unauthorized { .. } => "unauthorized",
+            AriError::NoAri { .. } => "no-ari",
+            AriError::NotFound { .. } => "not-found",
+            AriError::Status { .. } => "status",
+            AriError::Network { .. } => "network",
+            AriError::Decode { .. } => "decode",
+        }
+    }
+}
+
+/// Where ARI lives, derived once from `[ari] url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AriEndpoint {
+    /// `http(s)://host:port[/prefix]` without a trailing slash.
+    base: String,
+    /// `host:port`, safe to log.
+    address: String,
+    tls: bool,
+}
+
+impl AriEndpoint {
+    pub fn from_url(raw: &str) -> Result<Self, AriError> {
+        let parsed = url::Url::parse(raw).map_err(|err| AriError::BadUrl(redacted_url(raw), err.to_string()))?;
+        let tls = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            other => return Err(AriError::BadUrl(redacted_url(raw), format!("scheme {other:?} is not http/https"))),
+        };
+        let host = parsed.host_str().ok_or_else(|| AriError::BadUrl(redacted_url(raw), "no host".into()))?;
+        let port = parsed.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let host_part = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.into() };
+        let address = format!("{host_part}:{port}");
+        let prefix = parsed.path().trim_end_matches('/');
+        let base = format!("{}://{address}{prefix}", parsed.scheme());
+        Ok(Self { base, address, tls })
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The REST URL of an ARI path such as `/channels`.
+    pub fn rest_url(&self, path: &str) -> String {
+        format!("{}/ari{path}", self.base)
+    }
+
+    /// The same server with the other scheme (to tell a TLS/plain mismatch).
+    pub fn with_other_scheme(&self) -> Self {
+        let (from, to) = if self.tls { ("https://", "http://") } else { ("http://", "https://") };
+        Self { base: self.base.replacen(from, to, 1), address: self.address.clone(), tls: !self.tls }
+    }
+
+    /// The event websocket URL: `ws(s)://host:port[/prefix]/ari/events?app=…&subscribeAll=true`.
+    pub fn events_url(&self, app: &str) -> String {
+        let scheme_swapped = if self.tls {
+            self.base.replacen("https://", "wss://", 1)
+        } else {
+            self.base.replacen("http://", "ws://", 1)
+        };
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("app", app)
+            .append_pair("subscribeAll", "true")
+            .finish();
+        format!("{scheme_swapped}/ari/events?{query}")
+    }
+}
+
+/// ARI's REST API with the configured user.
+#[derive(Debug, Clone)]
+pub struct AriClient {
+    http: reqwest::Client,
+    endpoint: AriEndpoint,
+    username: String,
+    password: String,
+}
+
+/// `{"message": "..."}`, ARI's error body.
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    message: String,
+}
+
+/// `{"value": "..."}`, ARI's variable body.
+#[derive(serde::Deserialize)]
+struct VariableBody {
+    value: String,
+}
+
+impl AriClient {
+    pub fn new(config: &AriConfig) -> Result<Self, AriError> {
+        Self::with_endpoint(AriEndpoint::from_url(&config.url)?, config, false)
+    }
+
+    fn with_endpoint(
+        endpoint: AriEndpoint,
+        config: &AriConfig,
+        accept_any_certificate: bool,
+    ) -> Result<Self, AriError> {
+        let timeout = config.request_timeout.get().max(Duration::from_millis(100));
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .danger_accept_invalid_certs(accept_any_certificate)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|err| AriError::BadUrl(endpoint.address.clone(), err.to_string()))?;
+        Ok(Self { http, endpoint, username: config.username.clone(), password: config.password.clone() })
+    }
+
+    pub fn endpoint(&self) -> &AriEndpoint {
+        &self.endpoint
+    }
+
+    pub async fn asterisk_info(&self) -> Result<AsteriskInfo, AriError> {
+        self.get_json("/asterisk/info").await
+    }
+
+    pub async fn endpoints(&self) -> Result<Vec<Endpoint>, AriError> {
+        self.get_json("/endpoints").await
+    }
+
+    pub async fn channels(&self) -> Result<Vec<Channel>, AriError> {
+        self.get_json("/channels").await
+    }
+
+    pub async fn bridges(&self) -> Result<Vec<Bridge>, AriError> {
+        self.get_json("/bridges").await
+    }
+
+    /// A channel variable or dialplan function read through a live channel, e.g.
+    /// `QUEUE_MEMBER_LIST(support)`. `NotFound` when the channel or plain variable does not exist.
+    pub async fn channel_variable(&self, channel_id: &str, variable: &str) -> Result<String, AriError> {
+        let path = format!("/channels/{}/variable", encode_segment(channel_id));
+        let response = self.send(&path, &[("variable", variable)]).await?;
+        let body: VariableBody = decode(&path, response).await?;
+        Ok(body.value)
+    }
+
+    /// Tells a TLS/plain mismatch apart from other failures by asking the same port in the
+    /// other scheme; returns the more precise error when the other scheme answers HTTP.
+    pub async fn diagnose(&self, error: AriError, config: &AriConfig) -> AriError {
+        let suspicious = match &error {
+            AriError::Tls { .. } => self.endpoint.tls,
+            AriError::Network { .. } | AriError::Timeout { .. } => true,
+            _ => false,
+        };
+        if !suspicious {
+            return error;
+        }
+        let Ok(other) = Self::with_endpoint(self.endpoint.with_other_scheme(), config, true) else {
+            return error;
+        };
+        let url = other.endpoint.rest_url("/asterisk/info");
+        match other.http.get(&url).timeout(Duration::from_secs(3)).send().await {
+            Ok(_) if self.endpoint.tls => AriError::TlsToPlainPort { address: self.endpoint.address.clone() },
+            Ok(_) => AriError::PlainToTlsPort { address: self.endpoint.address.clone() },
+            Err(_) => error,
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, AriError> {
+        let response = self.send(path, &[]).await?;
+        decode(path, response).await
+    }
+
+    async fn send(&self, path: &str, query: &[(&str, &str)]) -> Result<reqwest::Response, AriError> {
+        let url = self.endpoint.rest_url(path);
+        let mut request = self.http.get(&url).basic_auth(&self.username, Some(&self.password));
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        let response = request.send().await.map_err(|err| classify_reqwest(&err, &self.endpoint))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        // ARI itself answers errors with a JSON `message`; Asterisk's HTTP server without ARI answers HTML.
+        let (message, from_ari) = match response.text().await {
+            Ok(text) => match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) => (body.message, true),
+                Err(_) => (text.chars().take(200).collect::<String>().trim().to_string(), false),
+            },
+            Err(_) => (String::new(), false),
+        };
+        Err(match status {
+            401 => AriError::Unauthorized { username: self.username.clone() },
+            404 if !from_ari => AriError::NoAri { address: self.endpoint.address.clone(), path: format!("/ari{path}") },
+            404 => AriError::NotFound { what: format!("{path} ({message})") },
+            _ => AriError::Status { path: format!("/ari{path}"), status, message },
+        })
+    }
+}
+
+async fn decode<T: DeserializeOwned>(path: &str, response: reqwest::Response) -> Result<T, AriError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| AriError::Decode { path: format!("/ari{path}"), detail: err.to_string() })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| AriError::Decode { path: format!("/ari{path}"), detail: err.to_string() })
+}
+
+fn encode_segment(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Turns reqwest's error into an [`AriError`] by what its source chain says.
+fn classify_reqwest(error: &reqwest::Error, endpoint: &AriEndpoint) -> AriError {
+    let address = endpoint.address.clone();
+    let detail = error_chain(error);
+    if error.is_timeout() {
+        return AriError::Timeout { address };
+    }
+    classify_transport(&detail, has_refused_io(error), address, endpoint.tls)
+}
+
+/// Shared by REST and websocket: what a transport failure's text and kind mean.
+pub(crate) fn classify_transport(detail: &str, refused: bool, address: String, tls: bool) -> AriError {
+    let lower = detail.to_ascii_lowercase();
+    if refused || lower.contains("connection refused") {
+        return AriError::Refused { address };
+    }
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("notvalidforname") {
+        return AriError::Certificate { address, detail: detail.to_string() };
+    }
+    if tls && (lower.contains("corrupt message") || lower.contains("invalidcontenttype") || lower.contains("tls")) {
+        return AriError::Tls { address, detail: detail.to_string() };
+    }
+    if lower.contains("timed out") || lower.contains("deadline") {
+        return AriError::Timeout { address };
+    }
+    AriError::Network { address, detail: detail.to_string() }
+}
+
+fn has_refused_io(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// An error's causes as `outer: inner: innermost`, skipping the outermost text (for reqwest,
+/// the one that carries the URL).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = error.source();
+    while let Some(current) = source {
+        let text = current.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        source = current.source();
+    }
+    if parts.is_empty() {
+        parts.push(error.to_string());
+    }
+    parts.join(": ")
+}
+
+/// Whether an Asterisk version has `subscribeAll` on the event websocket (13.6 and newer).
+/// `None` when the version string does not say (development builds such as `GIT-master-…`).
+pub fn subscribe_all_supported(version: &str) -> Option<bool> {
+    let version = version.trim();
+    let version = version.strip_prefix("certified/").or_else(|| version.strip_prefix("certified-")).unwrap_or(version);
+    let mut numbers = version.split(['.', '-']).map(|part| part.parse::<u32>().ok());
+    let major = numbers.next().flatten()?;
+    let minor = numbers.next().flatten().unwrap_or(0);
+    Some(major > 13 || (major == 13 && minor >= 6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_derived_from_the_configured_base() {
+        let endpoint = AriEndpoint::from_url("http://127.0.0.1:8088").expect("valid");
+        assert_eq!(endpoint.rest_url("/channels"), "http://127.0.0.1:8088/ari/channels");
+        assert_eq!(endpoint.events_url("desk hook"), "ws://127.0.0.1:8088/ari/events?app=desk+hook&subscribeAll=true");
+        assert_eq!(endpoint.address(), "127.0.0.1:8088");
+
+        let prefixed = AriEndpoint::from_url("https://pbx.example/asterisk/").expect("valid");
+        assert_eq!(prefixed.rest_url("/endpoints"), "https://pbx.example:443/asterisk/ari/endpoints");
+        assert_eq!(
+            prefixed.events_url("deskhook"),
+            "wss://pbx.example:443/asterisk/ari/events?app=deskhook&subscribeAll=true"
+        );
+        assert_eq!(prefixed.with_other_scheme().rest_url("/x"), "http://pbx.example:443/asterisk/ari/x");
+
+        assert!(matches!(AriEndpoint::from_url("ftp://x"), Err(AriError::BadUrl(..))));
+    }
+
+    #[test]
+    fn subscribe_all_needs_asterisk_13_6() {
+        assert_eq!(subscribe_all_supported("22.10.1"), Some(true));
+        assert_eq!(subscribe_all_supported("13.6.0"), Some(true));
+        assert_eq!(subscribe_all_supported("13.5.2"), Some(false));
+        assert_eq!(subscribe_all_supported("12.8.2"), Some(false));
+        assert_eq!(subscribe_all_supported("certified/13.8-cert3"), Some(true));
+        assert_eq!(subscribe_all_supported("GIT-master-abc123"), None);
+    }
+
+    #[test]
+    fn transport_failures_name_their_cause() {
+        let refused =
+            classify_transport("tcp connect error: Connection refused (os error 111)", false, "a:1".into(), false);
+        assert_eq!(refused, AriError::Refused { address: "a:1".into() });
+        let corrupt =
+            classify_transport("received corrupt message of type InvalidContentType", false, "a:1".into(), true);
+        assert!(matches!(corrupt, AriError::Tls { .. }));
+        let cert = classify_transport("invalid peer certificate: UnknownIssuer", false, "a:1".into(), true);
+        assert!(matches!(cert, AriError::Certificate { .. }));
+        let closed = classify_transport("connection closed before message completed", false, "a:1".into(), false);
+        assert!(matches!(closed, AriError::Network { .. }));
+        assert!(AriError::Unauthorized { username: "deskhook".into() }.fix().contains("ari.conf"));
+        assert!(AriError::Refused { address: "a:1".into() }.fix().contains("http.conf"));
+    }
+}

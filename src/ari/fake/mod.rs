@@ -1,0 +1,426 @@
+//! A simulated Asterisk ARI on loopback: HTTP REST + the event websocket, speaking ARI's real
+//! protocol and replaying recorded traces. `deskhook demo` runs it; the tests and benches
+//! drive it through the controls on [`FakeAri`] (drop the socket without a close frame,
+//! restart with every channel gone, freeze, take the application over, replay at full speed).
+//!
+//! Live channels and bridges are derived from the events replayed so far, so `GET /channels`
+//! after a reconnect shows what a real Asterisk would. Routes live in `server.rs`; add new
+//! ARI resources there.
+
+pub mod bundled;
+mod server;
+mod session;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::ari::websocket::MessageText;
+
+pub use state::{FakeMessage, FakeTrace, PbxState};
+
+/// The lab PBX the bundled traces were recorded on: `GET /asterisk/info` at idle.
+pub const LAB_ASTERISK_INFO: &str = include_str!("../../../tests/fixtures/traces/asterisk-info.json");
+/// The lab PBX's `GET /endpoints` at idle.
+pub const LAB_ENDPOINTS: &str = include_str!("../../../tests/fixtures/traces/endpoints.json");
+
+/// How the fake is set up.
+#[derive(Debug, Clone)]
+pub struct FakeAriOptions {
+    pub username: String,
+    pub password: String,
+    /// `GET /asterisk/info` (its `status.startup_time` changes on [`FakeAri::restart`]).
+    pub asterisk_info: Value,
+    /// `GET /endpoints` (live `channel_ids` are filled in).
+    pub endpoints: Value,
+    /// `QUEUE_MEMBER_LIST(<queue>)` answers by queue name, e.g. `"PJSIP/101,PJSIP/102"`.
+    pub queue_members: BTreeMap<String, String>,
+    /// Replay waits for a connected client that has listed channels and bridges, instead of
+    /// losing events while nobody listens (which is what a real Asterisk does).
+    pub hold_events_while_disconnected: bool,
+}
+
+impl FakeAriOptions {
+    /// The lab PBX: endpoints provider/101/102/103, Asterisk 22.10.1, queues `support` and `support-local`.
+    pub fn lab(username: &str, password: &str) -> Self {
+        let queue_members = BTreeMap::from([
+            ("support".to_string(), "PJSIP/101,PJSIP/102,PJSIP/103".to_string()),
+            (
+                "support-local".to_string(),
+                "Local/101@from-queue/n,Local/102@from-queue/n,Local/103@from-queue/n".to_string(),
+            ),
+        ]);
+        Self {
+            username: username.into(),
+            password: password.into(),
+            asterisk_info: serde_json::from_str(LAB_ASTERISK_INFO).unwrap_or(Value::Null),
+            endpoints: serde_json::from_str(LAB_ENDPOINTS).unwrap_or(Value::Array(Vec::new())),
+            queue_members,
+            hold_events_while_disconnected: true,
+        }
+    }
+}
+
+/// What the fake has seen, for tests to wait on.
+#[derive(Debug, Clone, Default)]
+pub struct FakeStatus {
+    /// Websocket sessions accepted so far.
+    pub connections: u64,
+    /// Sessions connected now (and not taken over).
+    pub live_sessions: usize,
+    /// A connected session has listed `/channels` and `/bridges` since it connected.
+    pub ready: bool,
+    /// Requests answered 401.
+    pub auth_failures: u64,
+    /// `METHOD /path` → count (websocket upgrades included).
+    pub requests: BTreeMap<String, u64>,
+    /// The query string of the last websocket upgrade.
+    pub last_events_query: String,
+    /// Messages written to websockets.
+    pub messages_sent: u64,
+    /// Longest single write batch to a websocket, in microseconds (a stalled reader shows here).
+    pub longest_write_us: u64,
+}
+
+impl FakeStatus {
+    pub fn requests_of(&self, key: &str) -> u64 {
+        self.requests.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// How fast a trace is replayed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// The recorded gaps divided by `speedup`.
+    Recorded { speedup: f64 },
+    /// No waiting between messages.
+    MaxSpeed,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlayReport {
+    pub sent: usize,
+    /// Messages nobody received (no client connected and not holding).
+    pub lost: usize,
+    /// The replay was cut short by a restart.
+    pub aborted: bool,
+}
+
+/// A command to a websocket session task.
+#[derive(Debug)]
+pub(crate) enum SessionCommand {
+    Send(MessageText),
+    /// Close the TCP connection without a close frame.
+    Drop,
+    /// Stop reading and writing but keep the socket open.
+    Freeze,
+}
+
+pub(crate) struct SessionSlot {
+    pub id: u64,
+    pub app: String,
+    pub tx: mpsc::UnboundedSender<SessionCommand>,
+    pub listed_channels: bool,
+    pub listed_bridges: bool,
+}
+
+impl SessionSlot {
+    fn ready(&self) -> bool {
+        self.listed_channels && self.listed_bridges
+    }
+}
+
+/// State shared by the server, the sessions and the controls.
+pub(crate) struct Shared {
+    pub options: FakeAriOptions,
+    pub info: Mutex<Value>,
+    pub queue_members: Mutex<BTreeMap<String, String>>,
+    pub pbx: Mutex<PbxState>,
+    pub sessions: Mutex<Vec<SessionSlot>>,
+    /// False while "restarting": every request gets 503.
+    pub up: AtomicBool,
+    /// Bumped by every restart; a replay started in an older epoch stops.
+    pub epoch: AtomicU64,
+    pub next_session: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub longest_write_us: AtomicU64,
+    pub status: watch::Sender<FakeStatus>,
+    /// Cancelled when the fake shuts down (ends frozen sessions too).
+    pub stop: CancellationToken,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Recomputes the session-derived parts of the status and wakes waiters.
+    pub fn refresh_sessions(&self) {
+        let (live, ready) = {
+            let sessions = lock(&self.sessions);
+            (sessions.len(), sessions.iter().any(SessionSlot::ready))
+        };
+        self.status.send_modify(|status| {
+            status.live_sessions = live;
+            status.ready = ready;
+        });
+    }
+
+    pub fn count_request(&self, key: String) {
+        self.status.send_modify(|status| *status.requests.entry(key).or_insert(0) += 1);
+    }
+
+    /// Sends one replayed message to every ready session; false when none was ready.
+    fn broadcast(&self, message: &FakeMessage) -> bool {
+        let sessions = lock(&self.sessions);
+        let mut delivered = false;
+        for session in sessions.iter().filter(|session| session.ready()) {
+            if session.tx.send(SessionCommand::Send(message.text.clone())).is_ok() {
+                delivered = true;
+            }
+        }
+        delivered
+    }
+
+    fn any_ready(&self) -> bool {
+        lock(&self.sessions).iter().any(SessionSlot::ready)
+    }
+
+    fn drop_sessions(&self) {
+        for session in lock(&self.sessions).drain(..) {
+            let _ = session.tx.send(SessionCommand::Drop);
+        }
+        self.refresh_sessions();
+    }
+
+    fn freeze_sessions(&self) {
+        for session in lock(&self.sessions).drain(..) {
+            let _ = session.tx.send(SessionCommand::Freeze);
+        }
+        self.refresh_sessions();
+    }
+}
+
+/// A running fake ARI. Dropping it stops the server.
+pub struct FakeAri {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl FakeAri {
+    /// Starts the server on `127.0.0.1:0`.
+    pub async fn start(options: FakeAriOptions) -> std::io::Result<FakeAri> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (status, _) = watch::channel(FakeStatus::default());
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            info: Mutex::new(options.asterisk_info.clone()),
+            queue_members: Mutex::new(options.queue_members.clone()),
+            options,
+            pbx: Mutex::new(PbxState::default()),
+            sessions: Mutex::new(Vec::new()),
+            up: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+            next_session: AtomicU64::new(1),
+            messages_sent: AtomicU64::new(0),
+            longest_write_us: AtomicU64::new(0),
+            status,
+            stop: stop.clone(),
+        });
+        let router = server::router(shared.clone());
+        let shutdown = stop.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(error) = serve.await {
+                tracing::warn!("fake ARI server stopped: {error}");
+            }
+        });
+        Ok(FakeAri { shared, address, stop })
+    }
+
+    /// `http://127.0.0.1:<port>`, for `[ari] url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn status(&self) -> FakeStatus {
+        let mut status = self.shared.status.borrow().clone();
+        status.messages_sent = self.shared.messages_sent.load(Ordering::Relaxed);
+        status.longest_write_us = self.shared.longest_write_us.load(Ordering::Relaxed);
+        status
+    }
+
+    /// Forgets the longest write seen so far (e.g. right before a measured burst).
+    pub fn reset_write_marks(&self) {
+        self.shared.longest_write_us.store(0, Ordering::Relaxed);
+    }
+
+    /// Waits until `condition` holds; the last status either way.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&FakeStatus) -> bool,
+    ) -> Result<FakeStatus, FakeStatus> {
+        let mut changes = self.shared.status.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            if condition(&status) {
+                return Ok(status);
+            }
+            // Sent-message counts are not signalled; poll them too.
+            let wake = tokio::time::sleep(Duration::from_millis(20));
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = wake => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(self.status()),
+            }
+        }
+    }
+
+    /// Live channels now (what `GET /channels` answers).
+    pub fn live_channels(&self) -> Vec<Value> {
+        lock(&self.shared.pbx).channels()
+    }
+
+    pub fn set_queue_members(&self, queue: &str, members: &str) {
+        lock(&self.shared.queue_members).insert(queue.into(), members.into());
+    }
+
+    /// Replays `trace.messages[range]` at `pace`.
+    pub async fn play(&self, trace: &FakeTrace, range: Range<usize>, pace: Pace) -> PlayReport {
+        let epoch = self.shared.epoch.load(Ordering::SeqCst);
+        let range = range.start.min(trace.len())..range.end.min(trace.len());
+        let mut report = PlayReport::default();
+        let started = tokio::time::Instant::now();
+        let first_at = trace.messages[range.clone()].iter().find_map(|message| message.at);
+        for (count, message) in trace.messages[range].iter().enumerate() {
+            if let (Pace::Recorded { speedup }, Some(first), Some(at)) = (pace, first_at, message.at) {
+                let offset_ms = ((at - first).max(0) as f64 / speedup.max(0.001)) as u64;
+                tokio::time::sleep_until(started + Duration::from_millis(offset_ms)).await;
+            } else if count % 256 == 255 {
+                tokio::task::yield_now().await;
+            }
+            let mut applied = false;
+            loop {
+                if self.shared.epoch.load(Ordering::SeqCst) != epoch {
+                    report.aborted = true;
+                    return report;
+                }
+                let hold = self.shared.options.hold_events_while_disconnected;
+                if hold && !self.shared.any_ready() {
+                    let _ = self.wait_for(Duration::from_millis(200), |status| status.ready).await;
+                    continue;
+                }
+                if !applied {
+                    lock(&self.shared.pbx).apply(message);
+                    applied = true;
+                }
+                if self.shared.broadcast(message) {
+                    report.sent += 1;
+                    break;
+                }
+                if !hold {
+                    report.lost += 1;
+                    break;
+                }
+            }
+        }
+        report
+    }
+
+    /// Closes every event websocket without a close frame (a network cut or a crash).
+    pub fn drop_connections(&self) {
+        self.shared.drop_sessions();
+    }
+
+    /// Keeps every websocket open but silent: no events, no pongs.
+    pub fn freeze_connections(&self) {
+        self.shared.freeze_sessions();
+    }
+
+    /// Tells every connected client that another one took its application over, as Asterisk does.
+    pub fn replace_application(&self) {
+        let mut sessions = lock(&self.shared.sessions);
+        for session in sessions.drain(..) {
+            let text = replaced_message(&session.app);
+            let _ = session.tx.send(SessionCommand::Send(text));
+        }
+        drop(sessions);
+        self.shared.refresh_sessions();
+    }
+
+    /// Simulates `core restart now` where the hangup events never arrive: sockets drop without a
+    /// close frame, every request gets 503 for `down_for`, then Asterisk is back with no channels,
+    /// no bridges and a new `startup_time`. A replay in progress stops.
+    pub async fn restart(&self, down_for: Duration) {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.up.store(false, Ordering::SeqCst);
+        self.drop_connections();
+        lock(&self.shared.pbx).clear();
+        tokio::time::sleep(down_for).await;
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();
+        if let Some(status) = lock(&self.shared.info).get_mut("status").and_then(Value::as_object_mut) {
+            status.insert("startup_time".into(), Value::String(now.clone()));
+            status.insert("last_reload_time".into(), Value::String(now));
+        }
+        self.shared.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the server and every session.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+        self.drop_connections();
+    }
+}
+
+impl Drop for FakeAri {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn replaced_message(app: &str) -> MessageText {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();
+    let message = serde_json::json!({"type": "ApplicationReplaced", "timestamp": now, "application": app});
+    MessageText::from(message.to_string())
+}
+
+/// The request-count key of a method and path.
+pub(crate) fn request_key(method: &str, path: &str) -> String {
+    format!("{method} {path}")
+}
+
+/// How long ago an instant was, in whole microseconds.
+pub(crate) fn micros_since(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+/// Per-session flags updated by REST handlers (listing channels/bridges marks a resync).
+pub(crate) fn mark_listing(shared: &Shared, channels: bool) {
+    let mut sessions = lock(&shared.sessions);
+    for session in sessions.iter_mut() {
+        if channels {
+            session.listed_channels = true;
+        } else {
+            session.listed_bridges = true;
+        }
+    }
+    drop(sessions);
+    shared.refresh_sessions();
+}

@@ -1,0 +1,184 @@
+//! The fake ARI's HTTP side: Basic auth, the REST resources deskhook reads, and the event
+//! websocket upgrade. Shapes and status codes follow `shared/ari-api/*.json` and what the lab
+//! Asterisk answered (`probes.md`). New ARI resources are added to [`router`].
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::{lock, mark_listing, replaced_message, request_key, session, SessionCommand, SessionSlot, Shared};
+
+/// Every route the fake serves.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ari/asterisk/info", get(asterisk_info))
+        .route("/ari/endpoints", get(endpoints))
+        .route("/ari/channels", get(channels))
+        .route("/ari/channels/{id}", get(channel))
+        .route("/ari/channels/{id}/variable", get(channel_variable))
+        .route("/ari/bridges", get(bridges))
+        .route("/ari/events", get(events))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), gate))
+        .with_state(shared)
+}
+
+fn ari_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "message": message }))).into_response()
+}
+
+/// Counts the request, answers 503 while "restarting" and 401 without the right credentials.
+async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    shared.count_request(request_key(request.method().as_str(), request.uri().path()));
+    if !shared.up.load(Ordering::SeqCst) {
+        return ari_error(StatusCode::SERVICE_UNAVAILABLE, "Asterisk is restarting");
+    }
+    if !authorized(&shared, request.headers(), request.uri().query()) {
+        shared.status.send_modify(|status| status.auth_failures += 1);
+        let mut response = ari_error(StatusCode::UNAUTHORIZED, "Authentication required");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"Asterisk REST Interface\""),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap, query: Option<&str>) -> bool {
+    let expected = format!("{}:{}", shared.options.username, shared.options.password);
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok())
+        .is_some_and(|decoded| decoded == expected.as_bytes());
+    // ARI also accepts `?api_key=user:password`.
+    let from_query = query.is_some_and(|query| {
+        form_urlencoded::parse(query.as_bytes()).any(|(key, value)| key == "api_key" && value == expected)
+    });
+    from_header || from_query
+}
+
+async fn asterisk_info(State(shared): State<Arc<Shared>>) -> Response {
+    Json(lock(&shared.info).clone()).into_response()
+}
+
+async fn endpoints(State(shared): State<Arc<Shared>>) -> Response {
+    Json(lock(&shared.pbx).endpoints(&shared.options.endpoints)).into_response()
+}
+
+async fn channels(State(shared): State<Arc<Shared>>) -> Response {
+    let listing = lock(&shared.pbx).channels();
+    mark_listing(&shared, true);
+    Json(Value::Array(listing)).into_response()
+}
+
+async fn bridges(State(shared): State<Arc<Shared>>) -> Response {
+    let listing = lock(&shared.pbx).bridges();
+    mark_listing(&shared, false);
+    Json(Value::Array(listing)).into_response()
+}
+
+async fn channel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match lock(&shared.pbx).channel(&id) {
+        Some(channel) => Json(channel).into_response(),
+        None => ari_error(StatusCode::NOT_FOUND, "Channel not found"),
+    }
+}
+
+/// `GET /channels/{id}/variable?variable=…`: functions are evaluated through the channel
+/// (only `QUEUE_MEMBER_LIST` is simulated; others fail as a failing function does),
+/// plain variables come from the ChannelVarset events replayed so far.
+async fn channel_variable(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(variable) = params.get("variable").filter(|name| !name.is_empty()) else {
+        return ari_error(StatusCode::BAD_REQUEST, "Variable name is required");
+    };
+    let pbx = lock(&shared.pbx);
+    if pbx.channel(&id).is_none() {
+        return ari_error(StatusCode::NOT_FOUND, "Channel not found");
+    }
+    if let Some((function, arguments)) = variable.strip_suffix(')').and_then(|call| call.split_once('(')) {
+        let queue_members = lock(&shared.queue_members);
+        return match (function, queue_members.get(arguments)) {
+            ("QUEUE_MEMBER_LIST", Some(members)) => Json(json!({ "value": members })).into_response(),
+            _ => ari_error(StatusCode::INTERNAL_SERVER_ERROR, "Unable to read provided function"),
+        };
+    }
+    match pbx.variable(&id, variable) {
+        Some(value) => Json(json!({ "value": value })).into_response(),
+        None => ari_error(StatusCode::NOT_FOUND, "Provided variable was not found"),
+    }
+}
+
+async fn not_found() -> Response {
+    ari_error(StatusCode::NOT_FOUND, "Resource not found")
+}
+
+/// The event websocket: `GET /ari/events?app=…[&subscribeAll=true]` with an upgrade.
+async fn events(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let app = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "app")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if app.is_empty() {
+        return ari_error(StatusCode::BAD_REQUEST, "Missing parameter app");
+    }
+    let headers = request.headers();
+    let wants_websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|key| key.as_bytes().to_vec()) else {
+        return ari_error(StatusCode::BAD_REQUEST, "websocket upgrade required");
+    };
+    if !wants_websocket {
+        return ari_error(StatusCode::BAD_REQUEST, "websocket upgrade required");
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    {
+        let mut sessions = lock(&shared.sessions);
+        // A newer websocket for the same application takes it over, as in Asterisk.
+        sessions.retain(|session| {
+            if session.app == app {
+                let _ = session.tx.send(SessionCommand::Send(replaced_message(&app)));
+                false
+            } else {
+                true
+            }
+        });
+        sessions.push(SessionSlot { id, app, tx, listed_channels: false, listed_bridges: false });
+    }
+    shared.status.send_modify(|status| {
+        status.connections += 1;
+        status.last_events_query = query;
+    });
+    shared.refresh_sessions();
+    tokio::spawn(session::run(shared.clone(), id, upgrade, rx));
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

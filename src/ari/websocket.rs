@@ -1,0 +1,440 @@
+//! The ARI event websocket: connect with Basic auth, read without ever blocking, ping, treat a
+//! silent socket as dead, and reconnect with exponential backoff + jitter.
+//!
+//! Asterisk drops a websocket whose writes stall for `websocket_write_timeout` (100 ms), so the
+//! reading loop does nothing but hand each text frame to a callback that queues it: parsing and
+//! everything else happens on the receiving side. The loop runs on its own OS thread with its
+//! own single-threaded runtime, so no other task can delay it. Outages are logged once when they
+//! start (and again only if the kind of failure changes) and once on recovery.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AriConfig;
+
+use super::client::{classify_transport, AriClient, AriEndpoint, AriError};
+
+/// The text of one ARI message, as received (cheap to move: reference-counted bytes).
+pub type MessageText = tungstenite::Utf8Bytes;
+
+/// A connected event websocket.
+pub type EventSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The shortest wait before a reconnect attempt.
+const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// A connection that lived this long counts as healthy: the next outage starts a fresh backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// What the reader hands over, in socket order.
+#[derive(Debug)]
+pub enum SocketEvent {
+    /// A websocket is up. `outage` is how long ARI was unreachable before (None on the first connect).
+    Connected { generation: u64, outage: Option<Duration> },
+    /// One ARI message.
+    Message(MessageText),
+    /// The websocket of `generation` is gone.
+    Disconnected { generation: u64 },
+}
+
+/// What the reading loop measured; shared with whoever wants to look (benches, metrics).
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    pub connected: AtomicBool,
+    pub connections: AtomicU64,
+    pub messages: AtomicU64,
+    /// Longest time, in microseconds, the loop spent on one frame before reading the next.
+    pub longest_busy_us: AtomicU64,
+    /// Longest time, in microseconds, between two consecutive frames (meaningful during a burst).
+    pub longest_gap_us: AtomicU64,
+}
+
+impl ReaderStats {
+    /// Forgets the longest-busy and longest-gap marks (e.g. right before a measured burst).
+    pub fn reset_marks(&self) {
+        self.longest_busy_us.store(0, Ordering::Relaxed);
+        self.longest_gap_us.store(0, Ordering::Relaxed);
+    }
+}
+
+/// How to reach the event websocket, derived from `[ari]`.
+#[derive(Clone)]
+pub struct EventStreamSettings {
+    pub endpoint: AriEndpoint,
+    pub app: String,
+    pub username: String,
+    authorization: String,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub reconnect_max: Duration,
+    pub connect_timeout: Duration,
+    config: AriConfig,
+}
+
+impl std::fmt::Debug for EventStreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStreamSettings")
+            .field("endpoint", &self.endpoint)
+            .field("app", &self.app)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStreamSettings {
+    pub fn from_config(config: &AriConfig) -> Result<Self, AriError> {
+        let credentials = format!("{}:{}", config.username, config.password);
+        Ok(Self {
+            endpoint: AriEndpoint::from_url(&config.url)?,
+            app: config.app.clone(),
+            username: config.username.clone(),
+            authorization: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
+            ping_interval: config.ping_interval.get().max(Duration::from_millis(50)),
+            idle_timeout: config.idle_timeout.get().max(Duration::from_millis(200)),
+            reconnect_max: config.reconnect_max.get().max(MIN_RECONNECT_DELAY),
+            connect_timeout: config.request_timeout.get().max(Duration::from_millis(100)),
+            config: config.clone(),
+        })
+    }
+
+    fn backoff(&self) -> ExponentialBackoff {
+        // Jitter adds up to one more delay, so the builder's cap is half the configured one.
+        ExponentialBuilder::default()
+            .with_min_delay(MIN_RECONNECT_DELAY)
+            .with_max_delay((self.reconnect_max / 2).max(MIN_RECONNECT_DELAY))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// Opens the event websocket for `app` (usually `settings.app`) once.
+pub async fn connect_events(settings: &EventStreamSettings, app: &str) -> Result<EventSocket, AriError> {
+    let url = settings.endpoint.events_url(app);
+    let mut request =
+        url.as_str().into_client_request().map_err(|err| AriError::BadUrl(url.clone(), err.to_string()))?;
+    let header = HeaderValue::from_str(&settings.authorization)
+        .map_err(|_| AriError::BadUrl(settings.endpoint.address().into(), "username/password unusable".into()))?;
+    request.headers_mut().insert("Authorization", header);
+    let config = WebSocketConfig::default();
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+    match tokio::time::timeout(settings.connect_timeout, connecting).await {
+        Err(_) => Err(AriError::Timeout { address: settings.endpoint.address().into() }),
+        Ok(Err(error)) => Err(classify_websocket(error, settings)),
+        Ok(Ok((socket, _response))) => Ok(socket),
+    }
+}
+
+fn classify_websocket(error: tungstenite::Error, settings: &EventStreamSettings) -> AriError {
+    let address = settings.endpoint.address().to_string();
+    match error {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            match status {
+                401 => AriError::Unauthorized { username: settings.username.clone() },
+                404 => AriError::NoAri { address, path: "/ari/events".into() },
+                _ => AriError::Status {
+                    path: "/ari/events".into(),
+                    status,
+                    message: body.trim().chars().take(200).collect(),
+                },
+            }
+        }
+        tungstenite::Error::Io(io) => classify_transport(
+            &io.to_string(),
+            io.kind() == std::io::ErrorKind::ConnectionRefused,
+            address,
+            settings.endpoint.is_tls(),
+        ),
+        other => classify_transport(&other.to_string(), false, address, settings.endpoint.is_tls()),
+    }
+}
+
+/// Why a connection ended.
+enum End {
+    Shutdown,
+    ReceiverGone,
+    Replaced,
+    Lost(String),
+}
+
+/// Starts the reader on its own thread. `deliver` queues one [`SocketEvent`] and returns
+/// false once nobody listens any more. The thread ends on `shutdown` or when `deliver` fails.
+pub fn spawn_event_stream(
+    settings: EventStreamSettings,
+    deliver: impl FnMut(SocketEvent) -> bool + Send + 'static,
+    shutdown: CancellationToken,
+    stats: Arc<ReaderStats>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("ari-reader".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!("cannot start the ARI reader: {error}");
+                return;
+            }
+        };
+        runtime.block_on(supervise(settings, deliver, shutdown, stats));
+    })
+}
+
+/// The reconnect loop.
+async fn supervise(
+    settings: EventStreamSettings,
+    mut deliver: impl FnMut(SocketEvent) -> bool,
+    shutdown: CancellationToken,
+    stats: Arc<ReaderStats>,
+) {
+    let mut backoff = settings.backoff();
+    let mut generation = 0u64;
+    // When the current outage began and which kind of failure was last logged.
+    let mut outage: Option<(Instant, &'static str)> = None;
+    let mut ever_connected = false;
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            attempt = connect_events(&settings, &settings.app) => attempt,
+        };
+        match attempt {
+            Ok(socket) => {
+                generation += 1;
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                stats.connected.store(true, Ordering::Relaxed);
+                let outage_lasted = outage.take().map(|(started, _)| started.elapsed());
+                match outage_lasted {
+                    Some(lasted) => tracing::info!(
+                        "ARI connection to {} restored after {:.1} s",
+                        settings.endpoint.address(),
+                        lasted.as_secs_f64()
+                    ),
+                    None if !ever_connected => tracing::info!(
+                        "connected to ARI at {} as application {:?}",
+                        settings.endpoint.address(),
+                        settings.app
+                    ),
+                    None => {}
+                }
+                ever_connected = true;
+                if !deliver(SocketEvent::Connected { generation, outage: outage_lasted }) {
+                    return;
+                }
+                let connected_at = Instant::now();
+                let end = read_until_closed(socket, &settings, &mut deliver, &shutdown, &stats).await;
+                stats.connected.store(false, Ordering::Relaxed);
+                if !deliver(SocketEvent::Disconnected { generation }) {
+                    return;
+                }
+                let healthy = connected_at.elapsed() >= STABLE_CONNECTION;
+                match end {
+                    End::Shutdown | End::ReceiverGone => return,
+                    End::Replaced => {
+                        tracing::error!(
+                            "another ARI client took over application {:?} (ApplicationReplaced), so deskhook \
+                             receives no events; fix: give every ARI client its own name ([ari] app in deskhook's \
+                             config) or stop the other client; deskhook keeps reconnecting with backoff",
+                            settings.app
+                        );
+                        outage = Some((Instant::now(), "replaced"));
+                    }
+                    End::Lost(reason) => {
+                        if healthy {
+                            backoff = settings.backoff();
+                        }
+                        tracing::warn!(
+                            "ARI connection to {} lost ({reason}); reconnecting with backoff (at most {} s apart)",
+                            settings.endpoint.address(),
+                            settings.reconnect_max.as_secs_f64()
+                        );
+                        outage = Some((Instant::now(), "lost"));
+                    }
+                }
+            }
+            Err(error) => {
+                let class = error.class();
+                let log_it = match outage {
+                    None => {
+                        outage = Some((Instant::now(), class));
+                        true
+                    }
+                    Some((started, logged)) => {
+                        outage = Some((started, class));
+                        logged != class
+                    }
+                };
+                if log_it {
+                    let error = diagnose(error, &settings).await;
+                    let attempt_kind = if ever_connected { "reconnecting to" } else { "connecting to" };
+                    match error {
+                        AriError::Unauthorized { .. } | AriError::NoAri { .. } | AriError::BadUrl(..) => {
+                            tracing::error!(
+                                "{attempt_kind} ARI failed: {error}; fix: {}; retrying with backoff",
+                                error.fix()
+                            )
+                        }
+                        _ => tracing::warn!(
+                            "{attempt_kind} ARI failed: {error}; fix: {}; retrying with backoff",
+                            error.fix()
+                        ),
+                    }
+                } else {
+                    tracing::debug!("ARI connect attempt failed: {error}");
+                }
+            }
+        }
+        let delay = backoff.next().unwrap_or(settings.reconnect_max).min(settings.reconnect_max);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Turns a vague transport failure into a TLS/plain mismatch when the other scheme answers.
+async fn diagnose(error: AriError, settings: &EventStreamSettings) -> AriError {
+    match AriClient::new(&settings.config) {
+        Ok(client) => client.diagnose(error, &settings.config).await,
+        Err(_) => error,
+    }
+}
+
+/// Reads one connection until it ends. Nothing here waits on anything but the socket.
+async fn read_until_closed(
+    socket: EventSocket,
+    settings: &EventStreamSettings,
+    deliver: &mut impl FnMut(SocketEvent) -> bool,
+    shutdown: &CancellationToken,
+    stats: &ReaderStats,
+) -> End {
+    let (mut write, mut read) = socket.split();
+    let close_now = CancellationToken::new();
+    let pinger = {
+        let close_now = close_now.clone();
+        let ping_interval = settings.ping_interval;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+            loop {
+                tokio::select! {
+                    _ = close_now.cancelled() => {
+                        let _ = tokio::time::timeout(Duration::from_millis(500), write.send(Message::Close(None))).await;
+                        return;
+                    }
+                    _ = ticks.tick() => {
+                        if write.send(Message::Ping(Default::default())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let idle_timeout = settings.idle_timeout;
+    let mut idle_checks = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(25)));
+    idle_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut last_frame = Instant::now();
+    let end = loop {
+        let frame = tokio::select! {
+            biased;
+            _ = &mut cancelled => break End::Shutdown,
+            frame = read.next() => frame,
+            _ = idle_checks.tick() => {
+                if last_frame.elapsed() >= idle_timeout {
+                    break End::Lost(format!("no frame for {:.1} s, not even a pong", idle_timeout.as_secs_f64()));
+                }
+                continue;
+            }
+        };
+        let received = Instant::now();
+        let gap = received.duration_since(last_frame);
+        stats.longest_gap_us.fetch_max(gap.as_micros() as u64, Ordering::Relaxed);
+        last_frame = received;
+        match frame {
+            None => break End::Lost("the socket closed without a close frame".into()),
+            Some(Err(error)) => break End::Lost(describe_read_error(&error)),
+            Some(Ok(Message::Text(text))) => {
+                let replaced = text.contains("ApplicationReplaced") && is_application_replaced(&text);
+                if !deliver(SocketEvent::Message(text)) {
+                    break End::ReceiverGone;
+                }
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                if replaced {
+                    break End::Replaced;
+                }
+                stats.longest_busy_us.fetch_max(received.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            Some(Ok(Message::Close(_))) => break End::Lost("Asterisk closed the websocket".into()),
+            Some(Ok(_)) => {}
+        }
+    };
+    match end {
+        End::Shutdown | End::Replaced => {
+            close_now.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), pinger).await;
+        }
+        _ => pinger.abort(),
+    }
+    end
+}
+
+fn is_application_replaced(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_str::<Kind>(text).map(|k| k.kind == "ApplicationReplaced").unwrap_or(false)
+}
+
+fn describe_read_error(error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            "the socket closed without a close frame".into()
+        }
+        tungstenite::Error::Io(io) => format!("read failed: {io}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_replaced_is_recognised_by_type_only() {
+        assert!(is_application_replaced(r#"{"type":"ApplicationReplaced","application":"deskhook"}"#));
+        assert!(is_application_replaced(r#"{"application":"x", "type": "ApplicationReplaced"}"#));
+        assert!(!is_application_replaced(r#"{"type":"ChannelVarset","variable":"X","value":"ApplicationReplaced"}"#));
+    }
+
+    #[test]
+    fn reconnect_delays_grow_and_stay_capped() {
+        let config = AriConfig { reconnect_max: crate::config::DurationSpec::secs(4), ..AriConfig::default() };
+        let settings = EventStreamSettings::from_config(&config).expect("valid");
+        let delays: Vec<Duration> = settings.backoff().take(12).map(|d| d.min(settings.reconnect_max)).collect();
+        assert!(delays[0] >= MIN_RECONNECT_DELAY && delays[0] < MIN_RECONNECT_DELAY * 2, "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(4)), "{delays:?}");
+        assert!(delays[11] >= Duration::from_secs(2), "{delays:?}");
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_output() {
+        let config = AriConfig { password: "hunter2".into(), ..AriConfig::default() };
+        let settings = EventStreamSettings::from_config(&config).expect("valid");
+        let shown = format!("{settings:?}");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("deskhook:hunter2");
+        assert!(!shown.contains("hunter2") && !shown.contains(&encoded), "{shown}");
+    }
+}

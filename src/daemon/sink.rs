@@ -1,0 +1,254 @@
+//! Where the call engine's outputs go: the [`Sink`] trait and the sinks `run` and `demo` use.
+//!
+//! The engine task never waits for a sink: it pushes each [`Output`] into an unbounded queue,
+//! and one sink task takes them out in order and awaits [`Sink::accept`]. A slow sink (a
+//! SQLite outbox, an HTTP POST) therefore delays only its own queue. The durable outbox and
+//! the recordings pickup plug in as further `Sink`s (combine several with [`Tee`]).
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::calls::{CallEvent, Effect, Output, RecordingRef};
+use crate::config::redacted_url;
+
+/// The future a sink returns; boxed so sinks can be chosen at run time (`Box<dyn Sink>`).
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Takes the engine's outputs (helpdesk events, recordings, and effects such as
+/// `ConversationStarted`/`CallClosed` that recorders act on), one at a time, in engine order.
+pub trait Sink: Send + 'static {
+    /// Handles one output. Awaiting here holds back only this sink's queue, never the engine.
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a>;
+
+    /// Called once after the last output, on shutdown: flush or persist what is buffered.
+    fn close(&mut self) -> SinkFuture<'_> {
+        Box::pin(async {})
+    }
+}
+
+/// Starts the task that feeds `sink`; the engine sends into the returned queue. The task ends
+/// (after [`Sink::close`]) once every sender is dropped.
+pub fn spawn_sink(mut sink: Box<dyn Sink>) -> (mpsc::UnboundedSender<Output>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
+    let task = tokio::spawn(async move {
+        while let Some(output) = rx.recv().await {
+            sink.accept(&output).await;
+        }
+        sink.close().await;
+    });
+    (tx, task)
+}
+
+/// Logs every helpdesk event and recording (journald-friendly, one line each).
+pub struct LogSink {
+    zone: jiff::tz::TimeZone,
+}
+
+impl LogSink {
+    pub fn new(zone: jiff::tz::TimeZone) -> Self {
+        Self { zone }
+    }
+}
+
+impl Sink for LogSink {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        match output {
+            Output::Event(event) => log_event(event, &self.zone),
+            Output::Recording(recording) => log_recording(recording),
+            Output::Effect(Effect::CallClosed { unique_id, answered }) => {
+                tracing::debug!("call {unique_id} closed (answered: {answered})")
+            }
+            Output::Effect(effect) => tracing::debug!("engine effect: {effect:?}"),
+        }
+        Box::pin(async {})
+    }
+}
+
+fn log_event(event: &CallEvent, zone: &jiff::tz::TimeZone) {
+    let duration = event.call_duration.map(|seconds| format!(" call_duration={seconds}")).unwrap_or_default();
+    tracing::info!(
+        "call event {:?} unique_id={} from={} to={} datetime={}{duration}",
+        event.status.text(),
+        event.unique_id,
+        event.from_user,
+        event.to_user,
+        crate::calls::event::format_datetime(event.at, zone),
+    );
+}
+
+fn log_recording(recording: &RecordingRef) {
+    tracing::info!("recording of call {}: {}", recording.unique_id, recording.source.as_str());
+}
+
+/// Writes each helpdesk event and recording as its SPEC §5 JSON line (what `replay` prints).
+pub struct JsonLinesSink<W: Write + Send + 'static> {
+    out: W,
+    zone: jiff::tz::TimeZone,
+}
+
+impl JsonLinesSink<std::io::Stdout> {
+    pub fn stdout(zone: jiff::tz::TimeZone) -> Self {
+        Self { out: std::io::stdout(), zone }
+    }
+}
+
+impl<W: Write + Send + 'static> JsonLinesSink<W> {
+    pub fn new(out: W, zone: jiff::tz::TimeZone) -> Self {
+        Self { out, zone }
+    }
+}
+
+impl<W: Write + Send + 'static> Sink for JsonLinesSink<W> {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        let line = match output {
+            Output::Event(event) => Some(event.replay_line(&self.zone)),
+            Output::Recording(recording) => Some(recording.replay_line()),
+            Output::Effect(_) => None,
+        };
+        if let Some(line) = line {
+            // A closed stdout (e.g. `| head`) must not stop the daemon.
+            let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        }
+        Box::pin(async {})
+    }
+}
+
+/// POSTs each helpdesk event to a webhook as the helpdesk's form (SPEC §3), once, without
+/// retries or persistence: what `demo --webhook` uses until the durable outbox takes over.
+pub struct FormPostSink {
+    http: reqwest::Client,
+    url: String,
+    zone: jiff::tz::TimeZone,
+}
+
+impl FormPostSink {
+    pub fn new(url: &str, zone: jiff::tz::TimeZone) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(15))
+            .build()?;
+        Ok(Self { http, url: url.to_string(), zone })
+    }
+}
+
+impl Sink for FormPostSink {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        Box::pin(async move {
+            match output {
+                Output::Event(event) => {
+                    let fields = event.form_fields(&self.zone);
+                    let host = redacted_url(&self.url);
+                    match self.http.post(&self.url).form(&fields).send().await {
+                        Ok(response) if response.status().is_success() => {
+                            tracing::info!("sent {:?} of call {} to {host}", event.status.text(), event.unique_id)
+                        }
+                        Ok(response) => tracing::warn!(
+                            "{host} answered HTTP {} to {:?} of call {}",
+                            response.status().as_u16(),
+                            event.status.text(),
+                            event.unique_id
+                        ),
+                        Err(error) => tracing::warn!(
+                            "sending {:?} of call {} to {host} failed: {}",
+                            event.status.text(),
+                            event.unique_id,
+                            crate::ari::client::error_chain(&error)
+                        ),
+                    }
+                }
+                Output::Recording(recording) => tracing::info!(
+                    "recording {} of call {} is not uploaded by this sink",
+                    recording.source.as_str(),
+                    recording.unique_id
+                ),
+                Output::Effect(_) => {}
+            }
+        })
+    }
+}
+
+/// Hands every output to several sinks, in the order given.
+pub struct Tee {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Tee {
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+        Self { sinks }
+    }
+}
+
+impl Sink for Tee {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        Box::pin(async move {
+            for sink in &mut self.sinks {
+                sink.accept(output).await;
+            }
+        })
+    }
+
+    fn close(&mut self) -> SinkFuture<'_> {
+        Box::pin(async move {
+            for sink in &mut self.sinks {
+                sink.close().await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::calls::{RecordingSource, Status};
+
+    #[derive(Clone, Default)]
+    struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn json_lines_are_written_in_order_and_effects_are_skipped() {
+        let buffer = SharedBuffer::default();
+        let zone = jiff::tz::TimeZone::UTC;
+        let sink =
+            Tee::new(vec![Box::new(JsonLinesSink::new(buffer.clone(), zone.clone())), Box::new(LogSink::new(zone))]);
+        let (tx, task) = spawn_sink(Box::new(sink));
+        let event = CallEvent {
+            unique_id: "1.1".into(),
+            status: Status::IncomingStart,
+            from_user: "79161234567".into(),
+            to_user: "74951234567".into(),
+            at: 0,
+            call_duration: None,
+        };
+        let sent = [
+            Output::Event(event),
+            Output::Effect(Effect::CallClosed { unique_id: "1.1".into(), answered: false }),
+            Output::Recording(RecordingRef { unique_id: "1.1".into(), source: RecordingSource::File("/r.wav".into()) }),
+        ];
+        for output in sent {
+            tx.send(output).expect("sink task alive");
+        }
+        drop(tx);
+        task.await.expect("sink task ends when the queue closes");
+        let text = String::from_utf8(buffer.0.lock().expect("not poisoned").clone()).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("\"start of an incoming call\""), "{text}");
+        assert_eq!(lines[1], r#"{"record":"/r.wav","status":"record","unique_id":"1.1"}"#);
+    }
+}
