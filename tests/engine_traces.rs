@@ -379,3 +379,43 @@ fn replay_without_queue_config_waits_for_the_ring_round_time_window() {
     engine.advance_to(events[first_member_dial].at + 5_000, &mut out);
     assert_eq!(events_of(&out), ["start of an incoming call", "call to queue support"]);
 }
+
+/// probe-e was captured with an ARI event filter that hides ChannelDialplan: the queue is still
+/// recognised from the channel snapshots in the Dial events.
+#[test]
+fn a_queue_is_recognised_without_channel_dialplan_events() {
+    let got = replay_values(&config("lab.toml"), &parse_all(&trace_lines("probe-e-eventfilter-queue-answered")));
+    let statuses: Vec<&str> = got.iter().filter_map(|v| v["status"].as_str()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "start of an incoming call",
+            "call to queue support",
+            "incoming call answered",
+            "incoming call is ended",
+            "record"
+        ]
+    );
+    assert_eq!(got[1]["to_user"], "101,102,103");
+    assert_eq!(got[2]["to_user"], "102");
+}
+
+/// probe-d: `core restart now` mid-call. Asterisk still delivers the hangups before the socket
+/// drops, and the call ends once with the talk it had.
+#[test]
+fn an_asterisk_restart_mid_call_ends_the_call_once() {
+    let got = replay_values(&config("lab.toml"), &parse_all(&trace_lines("probe-d-restart-midcall")));
+    let statuses: Vec<&str> = got.iter().filter_map(|v| v["status"].as_str()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "start of an incoming call",
+            "incoming call to personal number",
+            "incoming call answered",
+            "incoming call is ended",
+            "record"
+        ]
+    );
+    assert_eq!(got[3]["to_user"], "101");
+    assert!(got[3]["call_duration"].as_i64().is_some_and(|s| (1..=4).contains(&s)), "{}", got[3]);
+}

@@ -190,6 +190,8 @@ pub struct Engine {
     calls: HashMap<String, Call>,
     /// Bridge id → channel ids in it.
     bridges: HashMap<String, Vec<String>>,
+    /// Bridge id → when Asterisk created it (dates conversations found on a resync).
+    bridge_created: HashMap<String, EpochMillis>,
     /// Local pair name base (`Local/101@from-queue-00000000`) → (`;1` id, `;2` id).
     local_pairs: HashMap<String, (Option<String>, Option<String>)>,
     /// Destroyed channel id → when; events for them are ignored.
@@ -207,6 +209,7 @@ impl Engine {
             legs: HashMap::new(),
             calls: HashMap::new(),
             bridges: HashMap::new(),
+            bridge_created: HashMap::new(),
             local_pairs: HashMap::new(),
             tombstones: HashMap::new(),
             waiting_calls: Vec::new(),
@@ -259,6 +262,7 @@ impl Engine {
             }
             AriEvent::BridgeDestroyed { bridge } => {
                 self.bridges.remove(&bridge.id);
+                self.bridge_created.remove(&bridge.id);
             }
             _ => {}
         }
@@ -348,14 +352,24 @@ impl Engine {
         self.stats.calls_ended_by_resync += self.stats.calls_ended - ended_before;
 
         self.bridges = bridges.iter().map(|bridge| (bridge.id.clone(), bridge.channels.clone())).collect();
+        self.bridge_created = bridges
+            .iter()
+            .filter_map(|bridge| {
+                let created = crate::ari::events::parse_ari_timestamp(&bridge.creationtime)?;
+                Some((bridge.id.clone(), created))
+            })
+            .collect();
         // Callers (channels that run dialplan) first: they root the calls the dialed legs join.
         let mut unknown: Vec<&Channel> = channels
             .iter()
             .filter(|channel| !self.legs.contains_key(&channel.id) && !self.tombstones.contains_key(&channel.id))
             .collect();
         unknown.sort_by_key(|channel| (is_dialed_leg(channel), channel.creationtime.clone()));
+        let by_id: HashMap<&str, &Channel> = channels.iter().map(|channel| (channel.id.as_str(), channel)).collect();
         for channel in unknown {
-            self.adopt(channel, at, out);
+            if !self.legs.contains_key(&channel.id) {
+                self.adopt(channel, &by_id, at, out);
+            }
         }
         // A conversation that began while disconnected: operators bridged with a client.
         let bridge_ids: Vec<String> = self.bridges.keys().cloned().collect();
@@ -583,6 +597,12 @@ impl Engine {
             }
         }
         let Some(unique_id) = self.legs.get(&caller.id).and_then(|leg| leg.call.clone()) else { return };
+        // The caller's snapshot says it runs Queue() even when its ChannelDialplan event was
+        // filtered out or missed during a reconnect.
+        if caller.dialplan.app_name.eq_ignore_ascii_case("Queue") && dialstatus.is_empty() {
+            self.on_dialplan(caller, &caller.dialplan.app_name, &caller.dialplan.app_data, at, out);
+        }
+        let peer_is_queue_member = peer.dialplan.app_name == "AppQueue";
         let (caller_in_queue, caller_via_queue) = match self.legs.get(&caller.id) {
             Some(leg) => (leg.in_queue.is_some(), leg.via_queue),
             None => return,
@@ -598,7 +618,7 @@ impl Engine {
             // dial still says who dialed it.
             if !peer_leg.dialed {
                 peer_leg.dialed = true;
-                peer_leg.via_queue = caller_in_queue || caller_via_queue;
+                peer_leg.via_queue = caller_in_queue || caller_via_queue || peer_is_queue_member;
             }
         }
         self.attach_local_partner(&peer.id);
@@ -647,15 +667,17 @@ impl Engine {
             leg.ringing = true;
         }
         match call.direction {
-            Direction::Undecided if call.root == caller_id => match &peer.class {
+            // Whichever leg of an operator's own call dials first decides its direction
+            // (the operator's channel itself, or a Local channel it dialed).
+            Direction::Undecided => match &peer.class {
                 ChannelClass::Trunk(_) => {
                     call.direction = Direction::Outgoing;
-                    call.from_user = match self.legs.get(caller_id).map(|leg| &leg.class) {
+                    call.from_user = match self.legs.get(&call.root).map(|leg| &leg.class) {
                         Some(ChannelClass::Extension(extension)) => extension.clone(),
                         _ => String::new(),
                     };
                     call.to_user = dialed_number(dialstring, &peer.caller_number)
-                        .or_else(|| self.legs.get(caller_id).map(|leg| leg.exten_at_creation.clone()))
+                        .or_else(|| self.legs.get(&call.root).map(|leg| leg.exten_at_creation.clone()))
                         .unwrap_or_default();
                     call.client_legs.push(peer_id.to_string());
                     let start = call.event(Status::OutgoingStart, call.to_user.clone(), at);
@@ -765,10 +787,19 @@ impl Engine {
                     call.emit(Output::Event(ring), out);
                 }
                 announce_answer(call, channel_id, &extension, at, out);
-                if let Some(leg) = self.legs.get_mut(channel_id) {
-                    leg.call = Some(unique_id);
+                let previous = self.legs.get_mut(channel_id).and_then(|leg| {
                     leg.dialed = true;
                     leg.answered = true;
+                    leg.call.replace(unique_id)
+                });
+                // A phone that picked the call up leaves its own (silent) call behind.
+                if let Some(previous) = previous {
+                    let abandoned = self.calls.get(&previous).is_some_and(|call| {
+                        call.root == channel_id && matches!(call.direction, Direction::Undecided | Direction::Internal)
+                    });
+                    if abandoned {
+                        self.calls.remove(&previous);
+                    }
                 }
             }
             ChannelClass::Local { .. } if leg.call.is_none() => {
@@ -872,7 +903,7 @@ impl Engine {
 
     /// A live channel deskhook did not see being created (deskhook started mid-call, or it
     /// appeared during a disconnect).
-    fn adopt(&mut self, channel: &Channel, at: EpochMillis, out: &mut Vec<Output>) {
+    fn adopt(&mut self, channel: &Channel, live: &HashMap<&str, &Channel>, at: EpochMillis, out: &mut Vec<Output>) {
         let class = self.settings.classifier.channel(&channel.name);
         if class == ChannelClass::Snoop {
             return;
@@ -908,11 +939,19 @@ impl Engine {
                 }
             }
             ChannelClass::Extension(_) if !dialed => {
-                // An operator's own call: outgoing if it is bridged with a trunk leg.
-                let peer = self
-                    .bridged_with(&channel.id)
-                    .into_iter()
-                    .find(|id| self.legs.get(id).is_some_and(|leg| matches!(leg.class, ChannelClass::Trunk(_))));
+                // An operator's own call: outgoing if it is bridged with a dialed trunk leg.
+                let peer = self.bridged_with(&channel.id).into_iter().find(|id| {
+                    live.get(id.as_str()).is_some_and(|peer| {
+                        is_dialed_leg(peer)
+                            && matches!(self.settings.classifier.channel(&peer.name), ChannelClass::Trunk(_))
+                    })
+                });
+                if let Some(peer) = peer.as_deref().and_then(|id| live.get(id)) {
+                    if !self.legs.contains_key(&peer.id) {
+                        let class = self.settings.classifier.channel(&peer.name);
+                        self.track(peer, class);
+                    }
+                }
                 let unique_id = channel.exported_linkedid().unwrap_or(&channel.id).to_string();
                 let mut call = Call::new(unique_id.clone(), channel.id.clone(), Direction::Undecided);
                 call.adopted = true;
@@ -924,7 +963,13 @@ impl Engine {
                     let peer_leg = self.legs.get(&peer);
                     call.to_user = peer_leg.map(|leg| leg.caller_number.clone()).unwrap_or_default();
                     call.client_legs.push(peer.clone());
-                    call.first_answer_at = Some(started_at);
+                    let talking_since = self
+                        .bridges
+                        .iter()
+                        .filter(|(_, members)| members.iter().any(|id| id == &channel.id))
+                        .filter_map(|(bridge_id, _)| self.bridge_created.get(bridge_id).copied())
+                        .min();
+                    call.first_answer_at = Some(talking_since.unwrap_or(started_at));
                     let start = call.event(Status::OutgoingStart, call.to_user.clone(), started_at);
                     call.emit(Output::Event(start), out);
                     self.stats.calls_started += 1;
@@ -939,21 +984,31 @@ impl Engine {
                 self.join(&channel.id, &unique_id);
             }
             _ => {
-                // A dialed leg: it belongs to the call of whoever it is bridged with.
+                // A dialed leg (or a Local half): it belongs to the call of whoever it is
+                // bridged with, or of its Local partner.
                 let owner = self
                     .bridged_with(&channel.id)
                     .into_iter()
                     .find_map(|id| self.legs.get(&id).and_then(|leg| leg.call.clone()));
                 if let Some(unique_id) = owner {
                     self.join(&channel.id, &unique_id);
+                    self.attach_local_partner(&channel.id);
                     if let Some(leg) = self.legs.get_mut(&channel.id) {
                         leg.dialed = true;
                     }
                     // Its conversation began before deskhook saw it: count it as answered
-                    // without announcing again what the helpdesk may already have.
+                    // (since the bridge it talks in was created) without announcing again what
+                    // the helpdesk may already have.
+                    let talking_since = self
+                        .bridges
+                        .iter()
+                        .filter(|(_, members)| members.iter().any(|id| id == &channel.id))
+                        .filter_map(|(bridge_id, _)| self.bridge_created.get(bridge_id).copied())
+                        .min()
+                        .unwrap_or(started_at);
                     if let (Some(call), ChannelClass::Extension(extension)) = (self.calls.get_mut(&unique_id), &class) {
                         if call.adopted && channel.state == "Up" && call.answered_legs.insert(channel.id.clone()) {
-                            call.first_answer_at.get_or_insert(started_at);
+                            call.first_answer_at.get_or_insert(talking_since);
                             call.last_operator = Some(extension.clone());
                         }
                     }
