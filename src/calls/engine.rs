@@ -295,7 +295,7 @@ impl Engine {
                 if call.ended {
                     self.calls.remove(&unique_id);
                 }
-            } else {
+            } else if !self.waiting_calls.contains(&unique_id) {
                 self.waiting_calls.push(unique_id);
             }
         }
@@ -556,7 +556,9 @@ impl Engine {
                 queue: name,
             }));
         }
-        self.waiting_calls.push(unique_id.to_string());
+        if !self.waiting_calls.iter().any(|waiting| waiting == unique_id) {
+            self.waiting_calls.push(unique_id.to_string());
+        }
     }
 
     /// The queue channel's first ring round is over (or the caller left the queue).
