@@ -19,6 +19,9 @@ pub struct TimedEvent {
 }
 
 /// The ARI events the call engine and the daemon act on.
+// Variants differ in size (a Dial carries two channels); events are short-lived and moved
+// once, so boxing the large ones would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AriEvent {
     ChannelCreated {

@@ -62,6 +62,7 @@ pub struct Bridge {
     pub bridge_type: String,
     pub bridge_class: String,
     pub channels: Vec<String>,
+    pub creationtime: String,
 }
 
 /// ARI `Endpoint`.

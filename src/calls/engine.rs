@@ -1,13 +1,33 @@
-//! The per-call state machine (work in progress: the API is fixed, the rules are being written).
+//! The per-call state machine: channels grouped into calls, and the rules that turn what
+//! Asterisk did into helpdesk events.
+//!
+//! Every rule is keyed by channel id, never by "the current call", so overlapping calls
+//! cannot bleed into each other; every rule is idempotent, so a repeated ARI event changes
+//! nothing. The rules, as observed on real calls (`tests/fixtures/traces/*.md`):
+//! - an inbound trunk channel (created in state `Ring`) roots an incoming call; an
+//!   extension's own channel (also `Ring`) roots a call that becomes outgoing when it dials a
+//!   trunk and internal (silent) when it dials an extension;
+//! - channels join a call when the call dials them (`Dial` caller → peer), when they are the
+//!   other half of a Local pair that joined, or when they enter a bridge with the call's client
+//!   (transfers, pickups); a channel's exported `CHANNEL(linkedid)` names its call directly;
+//! - a dial that rings an extension directly is "incoming call to personal number", unless it
+//!   descends from a queue (member legs, also through Local channels);
+//! - an incoming call ends when the client's channel is destroyed; an outgoing one when its
+//!   answered trunk leg is gone, or its caller is gone with no trunk leg left.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::ari::events::{EpochMillis, TimedEvent};
+use crate::ari::events::{AriEvent, EpochMillis, TimedEvent};
 use crate::ari::model::{Bridge, Channel};
 use crate::config::{Config, RecordingMode};
 
-use super::classify::Classifier;
-use super::event::Output;
+use super::classify::{extension_of_interface, ChannelClass, Classifier, LocalHalf};
+use super::event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};
+
+/// How long the shell may take to name a queue's members before the ring round is used instead.
+const SHELL_ANSWER_TIMEOUT_MS: EpochMillis = 5_000;
+/// Destroyed channel ids are remembered this long (event time) so late or repeated events are ignored.
+const TOMBSTONE_TTL_MS: EpochMillis = 3_600_000;
 
 /// How the engine is set up; built from the config.
 #[derive(Debug, Clone)]
@@ -15,7 +35,7 @@ pub struct EngineSettings {
     pub classifier: Classifier,
     /// `[pbx.queues]`: members by queue name, used before anything else.
     pub static_queues: BTreeMap<String, Vec<String>>,
-    /// The live daemon can read `QUEUE_MEMBER_LIST` through ARI: emit [`super::Effect::QueueMembers`].
+    /// The live daemon can read `QUEUE_MEMBER_LIST` through ARI: emit [`Effect::QueueMembers`].
     pub ask_shell_for_queue_members: bool,
     /// How long after the first member leg the ring round counts as complete.
     pub queue_ring_round_ms: i64,
@@ -42,32 +62,247 @@ pub struct EngineStats {
     pub events: u64,
     pub calls_started: u64,
     pub calls_ended: u64,
+    pub calls_adopted: u64,
+    pub calls_ended_by_resync: u64,
 }
 
-/// The call engine. See the module docs of [`crate::calls`].
+/// One channel the engine follows.
+#[derive(Debug, Clone)]
+struct Leg {
+    name: String,
+    class: ChannelClass,
+    /// The call (unique_id) this channel belongs to.
+    call: Option<String>,
+    /// True when a call dialed this channel (it is a callee leg).
+    dialed: bool,
+    /// Descends from a queue's member dial: never a "personal number" ring.
+    via_queue: bool,
+    /// The queue this channel is running `Queue()` for, if any.
+    in_queue: Option<String>,
+    ringing: bool,
+    answered: bool,
+    caller_number: String,
+    exten_at_creation: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Rooted at an extension that has not dialed anything decisive yet.
+    Undecided,
+    Incoming,
+    Outgoing,
+    /// Extension to extension: produces nothing.
+    Internal,
+}
+
+/// A queue visit whose `call to queue` event waits for its member list.
+#[derive(Debug, Clone)]
+struct PendingQueue {
+    name: String,
+    entered_at: EpochMillis,
+    queue_channel: String,
+    ring_round: Vec<String>,
+    first_member_dial_at: Option<EpochMillis>,
+    round_complete: bool,
+    /// When the shell was asked; `None` once it answered "unknown" or was never asked.
+    shell_asked_at: Option<EpochMillis>,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    unique_id: String,
+    direction: Direction,
+    root: String,
+    root_gone: bool,
+    /// Incoming: the client's number. Outgoing: the operator's extension.
+    from_user: String,
+    /// Incoming: the DID. Outgoing: the dialed number.
+    to_user: String,
+    /// Trunk channels on the client's side (incoming: the root; outgoing: the dialed trunk legs).
+    client_legs: Vec<String>,
+    first_answer_at: Option<EpochMillis>,
+    last_operator: Option<String>,
+    /// Operator legs already announced as answered.
+    answered_legs: HashSet<String>,
+    /// Legs announced as "personal number" rings.
+    rung_legs: HashSet<String>,
+    /// Extensions of the most recent ring batch (for the ended event of an unanswered call).
+    last_rang: Vec<String>,
+    recordings: Vec<String>,
+    pending_queue: Option<PendingQueue>,
+    /// Outputs waiting behind a pending queue event, in order.
+    held: Vec<Output>,
+    /// Adopted on a resync: started before deskhook saw it.
+    adopted: bool,
+    /// Its ended event is out (held behind a queue event still awaited).
+    ended: bool,
+}
+
+impl Call {
+    fn new(unique_id: String, root: String, direction: Direction) -> Self {
+        Self {
+            unique_id,
+            direction,
+            root,
+            root_gone: false,
+            from_user: String::new(),
+            to_user: String::new(),
+            client_legs: Vec::new(),
+            first_answer_at: None,
+            last_operator: None,
+            answered_legs: HashSet::new(),
+            rung_legs: HashSet::new(),
+            last_rang: Vec::new(),
+            recordings: Vec::new(),
+            pending_queue: None,
+            held: Vec::new(),
+            adopted: false,
+            ended: false,
+        }
+    }
+
+    fn event(&self, status: Status, to_user: String, at: EpochMillis) -> CallEvent {
+        CallEvent {
+            unique_id: self.unique_id.clone(),
+            status,
+            from_user: self.from_user.clone(),
+            to_user,
+            at,
+            call_duration: None,
+        }
+    }
+
+    /// Emits in call order: behind a pending queue event, outputs wait.
+    fn emit(&mut self, output: Output, out: &mut Vec<Output>) {
+        if self.pending_queue.is_some() {
+            self.held.push(output);
+        } else {
+            out.push(output);
+        }
+    }
+}
+
+/// The call engine. See the module docs.
 #[derive(Debug)]
 pub struct Engine {
     settings: EngineSettings,
+    legs: HashMap<String, Leg>,
+    calls: HashMap<String, Call>,
+    /// Bridge id → channel ids in it.
+    bridges: HashMap<String, Vec<String>>,
+    /// Bridge id → when Asterisk created it (dates conversations found on a resync).
+    bridge_created: HashMap<String, EpochMillis>,
+    /// Local pair name base (`Local/101@from-queue-00000000`) → (`;1` id, `;2` id).
+    local_pairs: HashMap<String, (Option<String>, Option<String>)>,
+    /// Destroyed channel id → when; events for them are ignored.
+    tombstones: HashMap<String, EpochMillis>,
+    /// Calls with a pending queue event (checked as time passes).
+    waiting_calls: Vec<String>,
+    last_prune_at: EpochMillis,
     stats: EngineStats,
 }
 
 impl Engine {
     pub fn new(settings: EngineSettings) -> Self {
-        Self { settings, stats: EngineStats::default() }
+        Self {
+            settings,
+            legs: HashMap::new(),
+            calls: HashMap::new(),
+            bridges: HashMap::new(),
+            bridge_created: HashMap::new(),
+            local_pairs: HashMap::new(),
+            tombstones: HashMap::new(),
+            waiting_calls: Vec::new(),
+            last_prune_at: EpochMillis::MIN,
+            stats: EngineStats::default(),
+        }
     }
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
 
-    /// Feeds one ARI event; appends what follows from it to `out`.
-    pub fn handle(&mut self, event: &TimedEvent, out: &mut Vec<Output>) {
-        let _ = (event, out);
-        self.stats.events += 1;
+    /// Calls currently open.
+    pub fn open_calls(&self) -> usize {
+        self.calls.len()
     }
 
-    /// The answer to an [`super::Effect::QueueMembers`] request: member interfaces or
-    /// extensions (`PJSIP/101`, `Local/102@from-queue/n`, `103`), or `None` when ARI could not say.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Feeds one ARI event; appends what follows from it to `out`.
+    pub fn handle(&mut self, timed: &TimedEvent, out: &mut Vec<Output>) {
+        self.stats.events += 1;
+        let at = timed.at;
+        if !self.waiting_calls.is_empty() {
+            self.advance_to(at, out);
+        }
+        match &timed.event {
+            AriEvent::ChannelCreated { channel } => self.on_created(channel, at, out),
+            AriEvent::ChannelDestroyed { channel, .. } => self.on_destroyed(&channel.id, at, out),
+            AriEvent::ChannelDialplan { channel, app, app_data } => self.on_dialplan(channel, app, app_data, at, out),
+            AriEvent::ChannelVarset { channel: Some(channel), variable, value } => {
+                self.on_varset(channel, variable, value)
+            }
+            AriEvent::ChannelCallerId { channel } | AriEvent::ChannelConnectedLine { channel } => {
+                if let Some(leg) = self.legs.get_mut(&channel.id) {
+                    leg.caller_number.clone_from(&channel.caller.number);
+                }
+            }
+            AriEvent::Dial { caller: Some(caller), peer, dialstring, dialstatus, .. } => {
+                self.on_dial(caller, peer, dialstring, dialstatus, at, out)
+            }
+            AriEvent::ChannelEnteredBridge { bridge, channel } => {
+                self.bridges.insert(bridge.id.clone(), bridge.channels.clone());
+                self.on_entered_bridge(&bridge.id, &channel.id, at, out);
+            }
+            AriEvent::ChannelLeftBridge { bridge, .. } => {
+                self.bridges.insert(bridge.id.clone(), bridge.channels.clone());
+            }
+            AriEvent::BridgeDestroyed { bridge } => {
+                self.bridges.remove(&bridge.id);
+                self.bridge_created.remove(&bridge.id);
+            }
+            _ => {}
+        }
+        if at.saturating_sub(self.last_prune_at) > TOMBSTONE_TTL_MS / 4 {
+            self.last_prune_at = at;
+            self.tombstones.retain(|_, destroyed_at| at.saturating_sub(*destroyed_at) < TOMBSTONE_TTL_MS);
+        }
+    }
+
+    /// Lets time pass without an event (the live daemon calls this a few times a second), so
+    /// that waits measured in event time, like a queue's ring round, can complete.
+    pub fn advance_to(&mut self, now: EpochMillis, out: &mut Vec<Output>) {
+        let waiting = std::mem::take(&mut self.waiting_calls);
+        for unique_id in waiting {
+            let Some(call) = self.calls.get_mut(&unique_id) else { continue };
+            let Some(pending) = call.pending_queue.as_mut() else { continue };
+            if let Some(asked_at) = pending.shell_asked_at {
+                if now.saturating_sub(asked_at) >= SHELL_ANSWER_TIMEOUT_MS {
+                    pending.shell_asked_at = None;
+                }
+            }
+            if let Some(first) = pending.first_member_dial_at {
+                if now.saturating_sub(first) >= self.settings.queue_ring_round_ms {
+                    pending.round_complete = true;
+                }
+            }
+            if pending.shell_asked_at.is_none() && pending.round_complete {
+                let members = std::mem::take(&mut pending.ring_round);
+                resolve_queue(call, members, out);
+                if call.ended {
+                    self.calls.remove(&unique_id);
+                }
+            } else if !self.waiting_calls.contains(&unique_id) {
+                self.waiting_calls.push(unique_id);
+            }
+        }
+    }
+
+    /// The answer to an [`Effect::QueueMembers`] request: member interfaces or extensions
+    /// (`PJSIP/101`, `Local/102@from-queue/n`, `103`), or `None` when ARI could not say.
     pub fn provide_queue_members(
         &mut self,
         unique_id: &str,
@@ -76,27 +311,777 @@ impl Engine {
         at: EpochMillis,
         out: &mut Vec<Output>,
     ) {
-        let _ = (unique_id, queue, members, at, out);
-    }
-
-    /// Lets time pass without an event (the live daemon calls this about once a second), so
-    /// that waits measured in event time, like a queue's ring round, can complete.
-    pub fn advance_to(&mut self, now: EpochMillis, out: &mut Vec<Output>) {
-        let _ = (now, out);
+        let Some(call) = self.calls.get_mut(unique_id) else { return };
+        let Some(pending) = call.pending_queue.as_mut() else { return };
+        if pending.name != queue || pending.shell_asked_at.is_none() {
+            return;
+        }
+        match members.map(|list| extensions_of(&list)).filter(|list| !list.is_empty()) {
+            Some(extensions) => resolve_queue(call, extensions, out),
+            None => {
+                pending.shell_asked_at = None;
+                if pending.round_complete {
+                    let members = std::mem::take(&mut pending.ring_round);
+                    resolve_queue(call, members, out);
+                }
+            }
+        }
+        if call.ended && call.pending_queue.is_none() {
+            self.calls.remove(unique_id);
+        }
+        self.advance_to(at, out);
     }
 
     /// After a (re)connect: `channels` and `bridges` are what ARI lists now. Calls whose
-    /// channels are all gone end (dated `at`); live channels the engine does not know are adopted.
+    /// channels are gone end (dated `at`); live channels the engine does not know are adopted.
     pub fn resync(&mut self, channels: &[Channel], bridges: &[Bridge], at: EpochMillis, out: &mut Vec<Output>) {
-        let _ = (channels, bridges, at, out);
+        let live: HashSet<&str> = channels.iter().map(|channel| channel.id.as_str()).collect();
+        // Channels that vanished while deskhook was not listening: destroy the callee legs
+        // first, so an ended event still names who rang or answered.
+        let mut gone: Vec<(bool, String)> = self
+            .legs
+            .iter()
+            .filter(|(id, _)| !live.contains(id.as_str()))
+            .map(|(id, leg)| (!leg.dialed, id.clone()))
+            .collect();
+        gone.sort();
+        let ended_before = self.stats.calls_ended;
+        for (_, id) in gone {
+            self.on_destroyed(&id, at, out);
+        }
+        self.stats.calls_ended_by_resync += self.stats.calls_ended - ended_before;
+
+        self.bridges = bridges.iter().map(|bridge| (bridge.id.clone(), bridge.channels.clone())).collect();
+        self.bridge_created = bridges
+            .iter()
+            .filter_map(|bridge| {
+                let created = crate::ari::events::parse_ari_timestamp(&bridge.creationtime)?;
+                Some((bridge.id.clone(), created))
+            })
+            .collect();
+        // Callers (channels that run dialplan) first: they root the calls the dialed legs join.
+        let mut unknown: Vec<&Channel> = channels
+            .iter()
+            .filter(|channel| !self.legs.contains_key(&channel.id) && !self.tombstones.contains_key(&channel.id))
+            .collect();
+        unknown.sort_by_key(|channel| (is_dialed_leg(channel), channel.creationtime.clone()));
+        let by_id: HashMap<&str, &Channel> = channels.iter().map(|channel| (channel.id.as_str(), channel)).collect();
+        for channel in unknown {
+            if !self.legs.contains_key(&channel.id) {
+                self.adopt(channel, &by_id, at, out);
+            }
+        }
+        // A conversation that began while disconnected: operators bridged with a client.
+        let bridge_ids: Vec<String> = self.bridges.keys().cloned().collect();
+        for bridge_id in bridge_ids {
+            let members = self.bridges.get(&bridge_id).cloned().unwrap_or_default();
+            for member in members {
+                self.on_entered_bridge(&bridge_id, &member, at, out);
+            }
+        }
     }
 
-    /// Calls currently open.
-    pub fn open_calls(&self) -> usize {
-        0
+    fn on_created(&mut self, channel: &Channel, at: EpochMillis, out: &mut Vec<Output>) {
+        if self.legs.contains_key(&channel.id) || self.tombstones.contains_key(&channel.id) {
+            return;
+        }
+        let class = self.settings.classifier.channel(&channel.name);
+        if class == ChannelClass::Snoop {
+            return;
+        }
+        self.track(channel, class.clone());
+        if let Some(linkedid) = channel.exported_linkedid().filter(|id| *id != channel.id) {
+            if self.calls.contains_key(linkedid) {
+                let linkedid = linkedid.to_string();
+                self.join(&channel.id, &linkedid);
+                return;
+            }
+        }
+        let inbound = matches!(channel.state.as_str(), "Ring" | "Pre-ring");
+        match class {
+            ChannelClass::Trunk(_) if inbound => {
+                self.start_incoming(channel, &channel.dialplan.exten, at, out);
+            }
+            ChannelClass::Extension(_) if inbound => {
+                let unique_id = channel.exported_linkedid().unwrap_or(&channel.id).to_string();
+                let call = Call::new(unique_id.clone(), channel.id.clone(), Direction::Undecided);
+                self.calls.insert(unique_id.clone(), call);
+                self.join(&channel.id, &unique_id);
+            }
+            ChannelClass::Local { .. } => self.attach_local_partner(&channel.id),
+            _ => {}
+        }
     }
 
-    pub fn stats(&self) -> &EngineStats {
-        &self.stats
+    fn track(&mut self, channel: &Channel, class: ChannelClass) {
+        let leg = Leg {
+            name: channel.name.clone(),
+            class: class.clone(),
+            call: None,
+            dialed: false,
+            via_queue: false,
+            in_queue: None,
+            ringing: false,
+            answered: channel.state == "Up",
+            caller_number: channel.caller.number.clone(),
+            exten_at_creation: channel.dialplan.exten.clone(),
+        };
+        self.legs.insert(channel.id.clone(), leg);
+        if let ChannelClass::Local { half, .. } = class {
+            if let Some((base, _)) = channel.name.rsplit_once(';') {
+                let pair = self.local_pairs.entry(base.to_string()).or_default();
+                match half {
+                    LocalHalf::One => pair.0 = Some(channel.id.clone()),
+                    LocalHalf::Two => pair.1 = Some(channel.id.clone()),
+                }
+            }
+        }
     }
+
+    fn start_incoming(&mut self, channel: &Channel, did: &str, at: EpochMillis, out: &mut Vec<Output>) -> bool {
+        let unique_id = channel.exported_linkedid().unwrap_or(&channel.id).to_string();
+        if self.calls.contains_key(&unique_id) {
+            self.join(&channel.id, &unique_id);
+            return false;
+        }
+        let mut call = Call::new(unique_id.clone(), channel.id.clone(), Direction::Incoming);
+        call.from_user.clone_from(&channel.caller.number);
+        call.to_user = did.to_string();
+        call.client_legs.push(channel.id.clone());
+        let start = call.event(Status::IncomingStart, call.to_user.clone(), at);
+        call.emit(Output::Event(start), out);
+        self.calls.insert(unique_id.clone(), call);
+        self.join(&channel.id, &unique_id);
+        self.stats.calls_started += 1;
+        true
+    }
+
+    fn join(&mut self, channel_id: &str, unique_id: &str) {
+        if let Some(leg) = self.legs.get_mut(channel_id) {
+            leg.call = Some(unique_id.to_string());
+        }
+    }
+
+    /// The other half of a Local pair follows its partner into the call.
+    fn attach_local_partner(&mut self, channel_id: &str) {
+        let Some(leg) = self.legs.get(channel_id) else { return };
+        let Some((base, _)) = leg.name.rsplit_once(';') else { return };
+        let Some((one, two)) = self.local_pairs.get(base) else { return };
+        let partner = if one.as_deref() == Some(channel_id) { two.clone() } else { one.clone() };
+        let Some(partner) = partner else { return };
+        let (call, via_queue) = match (self.legs.get(channel_id), self.legs.get(&partner)) {
+            (Some(me), Some(other)) if me.call.is_some() && other.call.is_none() => (me.call.clone(), me.via_queue),
+            (Some(me), Some(other)) if me.call.is_none() && other.call.is_some() => {
+                let (call, via_queue) = (other.call.clone(), other.via_queue);
+                if let Some(me) = self.legs.get_mut(channel_id) {
+                    me.call = call;
+                    me.via_queue = via_queue;
+                }
+                return;
+            }
+            _ => return,
+        };
+        if let Some(other) = self.legs.get_mut(&partner) {
+            other.call = call;
+            other.via_queue = via_queue;
+        }
+    }
+
+    fn on_varset(&mut self, channel: &Channel, variable: &str, value: &str) {
+        if variable != "MIXMONITOR_FILENAME" || value.is_empty() {
+            return;
+        }
+        let Some(unique_id) = self.legs.get(&channel.id).and_then(|leg| leg.call.clone()) else { return };
+        if let Some(call) = self.calls.get_mut(&unique_id) {
+            if !call.recordings.iter().any(|known| known == value) {
+                call.recordings.push(value.to_string());
+            }
+        }
+    }
+
+    fn on_dialplan(&mut self, channel: &Channel, app: &str, app_data: &str, at: EpochMillis, out: &mut Vec<Output>) {
+        let Some(leg) = self.legs.get_mut(&channel.id) else { return };
+        if app.eq_ignore_ascii_case("Queue") {
+            let name = app_data.split(',').next().unwrap_or_default().trim().to_string();
+            if name.is_empty() || leg.in_queue.as_deref() == Some(name.as_str()) {
+                return;
+            }
+            leg.in_queue = Some(name.clone());
+            let Some(unique_id) = leg.call.clone() else { return };
+            self.enter_queue(&unique_id, &channel.id, name, at, out);
+        } else if leg.in_queue.take().is_some() {
+            // Any other application means the channel left Queue(): its ring round is over.
+            if let Some(unique_id) = leg.call.clone() {
+                self.complete_ring_round(&unique_id, &channel.id, out);
+            }
+        }
+    }
+
+    fn enter_queue(
+        &mut self,
+        unique_id: &str,
+        queue_channel: &str,
+        name: String,
+        at: EpochMillis,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(call) = self.calls.get_mut(unique_id) else { return };
+        if call.direction != Direction::Incoming {
+            return;
+        }
+        if let Some(previous) = call.pending_queue.as_mut() {
+            // A second queue before the first was resolved: report the first with what is known.
+            let members = std::mem::take(&mut previous.ring_round);
+            resolve_queue(call, members, out);
+        }
+        if let Some(members) = self.settings.static_queues.get(&name) {
+            let event = call.event(Status::IncomingToQueue(name), members.join(","), at);
+            call.emit(Output::Event(event), out);
+            return;
+        }
+        let ask_shell = self.settings.ask_shell_for_queue_members;
+        call.pending_queue = Some(PendingQueue {
+            name: name.clone(),
+            entered_at: at,
+            queue_channel: queue_channel.to_string(),
+            ring_round: Vec::new(),
+            first_member_dial_at: None,
+            round_complete: false,
+            shell_asked_at: ask_shell.then_some(at),
+        });
+        if ask_shell {
+            out.push(Output::Effect(Effect::QueueMembers {
+                unique_id: unique_id.to_string(),
+                channel_id: queue_channel.to_string(),
+                queue: name,
+            }));
+        }
+        if !self.waiting_calls.iter().any(|waiting| waiting == unique_id) {
+            self.waiting_calls.push(unique_id.to_string());
+        }
+    }
+
+    /// The queue channel's first ring round is over (or the caller left the queue).
+    fn complete_ring_round(&mut self, unique_id: &str, queue_channel: &str, out: &mut Vec<Output>) {
+        let Some(call) = self.calls.get_mut(unique_id) else { return };
+        let Some(pending) = call.pending_queue.as_mut() else { return };
+        if pending.queue_channel != queue_channel {
+            return;
+        }
+        pending.round_complete = true;
+        if pending.shell_asked_at.is_none() {
+            let members = std::mem::take(&mut pending.ring_round);
+            resolve_queue(call, members, out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_dial(
+        &mut self,
+        caller: &Channel,
+        peer: &Channel,
+        dialstring: &str,
+        dialstatus: &str,
+        at: EpochMillis,
+        out: &mut Vec<Output>,
+    ) {
+        if self.tombstones.contains_key(&peer.id) || self.tombstones.contains_key(&caller.id) {
+            return;
+        }
+        // Legs whose creation was missed are picked up here.
+        for channel in [caller, peer] {
+            if !self.legs.contains_key(&channel.id) {
+                let class = self.settings.classifier.channel(&channel.name);
+                if class == ChannelClass::Snoop {
+                    return;
+                }
+                self.track(channel, class);
+            }
+        }
+        let Some(unique_id) = self.legs.get(&caller.id).and_then(|leg| leg.call.clone()) else { return };
+        // The caller's snapshot says it runs Queue() even when its ChannelDialplan event was
+        // filtered out or missed during a reconnect.
+        if caller.dialplan.app_name.eq_ignore_ascii_case("Queue") && dialstatus.is_empty() {
+            self.on_dialplan(caller, &caller.dialplan.app_name, &caller.dialplan.app_data, at, out);
+        }
+        let peer_is_queue_member = peer.dialplan.app_name == "AppQueue";
+        let (caller_in_queue, caller_via_queue) = match self.legs.get(&caller.id) {
+            Some(leg) => (leg.in_queue.is_some(), leg.via_queue),
+            None => return,
+        };
+        if let Some(peer_leg) = self.legs.get_mut(&peer.id) {
+            if peer_leg.call.is_none() {
+                peer_leg.call = Some(unique_id.clone());
+            }
+            if peer_leg.call.as_deref() != Some(unique_id.as_str()) {
+                return;
+            }
+            // A leg may already belong to the call through its exported linkedid; the first
+            // dial still says who dialed it.
+            if !peer_leg.dialed {
+                peer_leg.dialed = true;
+                peer_leg.via_queue = caller_in_queue || caller_via_queue || peer_is_queue_member;
+            }
+        }
+        self.attach_local_partner(&peer.id);
+        match dialstatus {
+            "" => self.on_ring(&unique_id, &caller.id, &peer.id, dialstring, caller_in_queue, at, out),
+            "ANSWER" => {
+                if caller_in_queue {
+                    self.complete_ring_round(&unique_id, &caller.id, out);
+                }
+                self.on_answer(&unique_id, &peer.id, at, out);
+            }
+            "RINGING" | "PROGRESS" | "PROCEEDING" => {
+                if caller_in_queue {
+                    self.complete_ring_round(&unique_id, &caller.id, out);
+                }
+            }
+            _ => {
+                if let Some(leg) = self.legs.get_mut(&peer.id) {
+                    leg.ringing = false;
+                }
+                if caller_in_queue {
+                    self.complete_ring_round(&unique_id, &caller.id, out);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_ring(
+        &mut self,
+        unique_id: &str,
+        caller_id: &str,
+        peer_id: &str,
+        dialstring: &str,
+        caller_in_queue: bool,
+        at: EpochMillis,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(peer) = self.legs.get(peer_id).cloned() else { return };
+        let ringing_extensions = self.ringing_extensions(unique_id);
+        let Some(call) = self.calls.get_mut(unique_id) else { return };
+        if let Some(leg) = self.legs.get_mut(peer_id) {
+            if leg.ringing {
+                return;
+            }
+            leg.ringing = true;
+        }
+        match call.direction {
+            // Whichever leg of an operator's own call dials first decides its direction
+            // (the operator's channel itself, or a Local channel it dialed).
+            Direction::Undecided => match &peer.class {
+                ChannelClass::Trunk(_) => {
+                    call.direction = Direction::Outgoing;
+                    call.from_user = match self.legs.get(&call.root).map(|leg| &leg.class) {
+                        Some(ChannelClass::Extension(extension)) => extension.clone(),
+                        _ => String::new(),
+                    };
+                    call.to_user = dialed_number(dialstring, &peer.caller_number)
+                        .or_else(|| self.legs.get(&call.root).map(|leg| leg.exten_at_creation.clone()))
+                        .unwrap_or_default();
+                    call.client_legs.push(peer_id.to_string());
+                    let start = call.event(Status::OutgoingStart, call.to_user.clone(), at);
+                    call.emit(Output::Event(start), out);
+                    self.stats.calls_started += 1;
+                }
+                ChannelClass::Extension(_) => call.direction = Direction::Internal,
+                _ => {}
+            },
+            Direction::Outgoing
+                if matches!(peer.class, ChannelClass::Trunk(_)) && !call.client_legs.iter().any(|id| id == peer_id) =>
+            {
+                call.client_legs.push(peer_id.to_string());
+            }
+            Direction::Incoming => {
+                if caller_in_queue {
+                    if let Some(pending) = call.pending_queue.as_mut() {
+                        if pending.queue_channel == caller_id && !pending.round_complete {
+                            let member = match &peer.class {
+                                ChannelClass::Extension(extension) => Some(extension.clone()),
+                                ChannelClass::Local { exten, .. } => Some(exten.clone()),
+                                _ => extension_of_interface(dialstring),
+                            };
+                            if let Some(member) = member {
+                                if !pending.ring_round.contains(&member) {
+                                    pending.ring_round.push(member);
+                                }
+                            }
+                            pending.first_member_dial_at.get_or_insert(at);
+                        }
+                    }
+                }
+                if let ChannelClass::Extension(extension) = &peer.class {
+                    if ringing_extensions.is_empty() {
+                        call.last_rang.clear();
+                    }
+                    if !call.last_rang.contains(extension) {
+                        call.last_rang.push(extension.clone());
+                    }
+                    if !peer.via_queue && call.rung_legs.insert(peer_id.to_string()) {
+                        let ring = call.event(Status::IncomingToPersonal, extension.clone(), at);
+                        call.emit(Output::Event(ring), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Extension legs of a call that are ringing right now.
+    fn ringing_extensions(&self, unique_id: &str) -> Vec<String> {
+        self.legs
+            .values()
+            .filter(|leg| leg.ringing && leg.call.as_deref() == Some(unique_id))
+            .filter_map(|leg| match &leg.class {
+                ChannelClass::Extension(extension) => Some(extension.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn on_answer(&mut self, unique_id: &str, peer_id: &str, at: EpochMillis, out: &mut Vec<Output>) {
+        let Some(leg) = self.legs.get_mut(peer_id) else { return };
+        leg.ringing = false;
+        leg.answered = true;
+        let class = leg.class.clone();
+        let Some(call) = self.calls.get_mut(unique_id) else { return };
+        match (call.direction, &class) {
+            (Direction::Incoming, ChannelClass::Extension(extension)) => {
+                announce_answer(call, peer_id, extension, at, out);
+            }
+            (Direction::Outgoing, ChannelClass::Trunk(_)) if call.first_answer_at.is_none() => {
+                call.first_answer_at = Some(at);
+                let answered = call.event(Status::OutgoingAnswered, call.to_user.clone(), at);
+                call.emit(Output::Event(answered), out);
+                let started = Effect::ConversationStarted {
+                    unique_id: call.unique_id.clone(),
+                    client_channel_id: peer_id.to_string(),
+                };
+                call.emit(Output::Effect(started), out);
+            }
+            _ => {}
+        }
+    }
+
+    /// An operator who enters a bridge with an incoming call's client talks to that client:
+    /// after an attended transfer or a pickup this is the only sign of it.
+    fn on_entered_bridge(&mut self, bridge_id: &str, channel_id: &str, at: EpochMillis, out: &mut Vec<Output>) {
+        let Some(members) = self.bridges.get(bridge_id) else { return };
+        let client_call = members.iter().find_map(|member| {
+            let unique_id = self.legs.get(member)?.call.as_ref()?;
+            let call = self.calls.get(unique_id)?;
+            (call.direction == Direction::Incoming && call.client_legs.iter().any(|id| id == member))
+                .then(|| unique_id.clone())
+        });
+        let Some(unique_id) = client_call else { return };
+        let Some(leg) = self.legs.get(channel_id) else { return };
+        match leg.class.clone() {
+            ChannelClass::Extension(extension) => {
+                let from_elsewhere = leg.call.as_deref() != Some(unique_id.as_str()) || !leg.dialed;
+                let Some(call) = self.calls.get_mut(&unique_id) else { return };
+                if call.answered_legs.contains(channel_id) || call.root == channel_id {
+                    return;
+                }
+                if from_elsewhere && call.rung_legs.insert(channel_id.to_string()) {
+                    let ring = call.event(Status::IncomingToPersonal, extension.clone(), at);
+                    call.emit(Output::Event(ring), out);
+                }
+                announce_answer(call, channel_id, &extension, at, out);
+                let previous = self.legs.get_mut(channel_id).and_then(|leg| {
+                    leg.dialed = true;
+                    leg.answered = true;
+                    leg.call.replace(unique_id)
+                });
+                // A phone that picked the call up leaves its own (silent) call behind.
+                if let Some(previous) = previous {
+                    let abandoned = self.calls.get(&previous).is_some_and(|call| {
+                        call.root == channel_id && matches!(call.direction, Direction::Undecided | Direction::Internal)
+                    });
+                    if abandoned {
+                        self.calls.remove(&previous);
+                    }
+                }
+            }
+            ChannelClass::Local { .. } if leg.call.is_none() => {
+                self.join(channel_id, &unique_id);
+                self.attach_local_partner(channel_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_destroyed(&mut self, channel_id: &str, at: EpochMillis, out: &mut Vec<Output>) {
+        let Some(leg) = self.legs.remove(channel_id) else { return };
+        self.tombstones.insert(channel_id.to_string(), at);
+        if let ChannelClass::Local { .. } = leg.class {
+            if let Some((base, _)) = leg.name.rsplit_once(';') {
+                if let Some(pair) = self.local_pairs.get_mut(base) {
+                    if pair.0.as_deref() == Some(channel_id) {
+                        pair.0 = None;
+                    }
+                    if pair.1.as_deref() == Some(channel_id) {
+                        pair.1 = None;
+                    }
+                    if pair.0.is_none() && pair.1.is_none() {
+                        self.local_pairs.remove(base);
+                    }
+                }
+            }
+        }
+        let Some(unique_id) = leg.call else { return };
+        if leg.in_queue.is_some() {
+            self.complete_ring_round(&unique_id, channel_id, out);
+        }
+        let Some(call) = self.calls.get_mut(&unique_id) else { return };
+        let is_root = call.root == channel_id;
+        if is_root {
+            call.root_gone = true;
+        }
+        let ends = match call.direction {
+            Direction::Incoming => call.client_legs.iter().any(|id| id == channel_id),
+            Direction::Outgoing => {
+                let was_client = call.client_legs.iter().any(|id| id == channel_id);
+                call.client_legs.retain(|id| id != channel_id);
+                let live_clients = call.client_legs.iter().any(|id| self.legs.contains_key(id));
+                (was_client && leg.answered && !live_clients) || (call.root_gone && !live_clients)
+            }
+            Direction::Undecided | Direction::Internal => {
+                if is_root {
+                    self.calls.remove(&unique_id);
+                }
+                false
+            }
+        };
+        if ends {
+            self.end_call(&unique_id, at, out);
+        }
+    }
+
+    fn end_call(&mut self, unique_id: &str, at: EpochMillis, out: &mut Vec<Output>) {
+        let Some(mut call) = self.calls.remove(unique_id) else { return };
+        if let Some(pending) = call.pending_queue.as_mut() {
+            if pending.shell_asked_at.is_none() {
+                let members = std::mem::take(&mut pending.ring_round);
+                resolve_queue(&mut call, members, out);
+            }
+        }
+        let (status, to_user) = match call.direction {
+            Direction::Incoming => {
+                let to_user = match &call.last_operator {
+                    Some(operator) => operator.clone(),
+                    None => call.last_rang.join(","),
+                };
+                (Status::IncomingEnded, to_user)
+            }
+            _ => (Status::OutgoingEnded, call.to_user.clone()),
+        };
+        let mut ended = call.event(status, to_user, at);
+        ended.call_duration =
+            call.first_answer_at.map(|answered_at| (at.saturating_sub(answered_at).max(0) / 1000) as u64);
+        let answered = ended.call_duration.is_some();
+        call.emit(Output::Event(ended), out);
+        if answered && self.settings.recordings == RecordingMode::Mixmonitor {
+            for path in std::mem::take(&mut call.recordings) {
+                let recording = RecordingRef { unique_id: call.unique_id.clone(), source: RecordingSource::File(path) };
+                call.emit(Output::Recording(recording), out);
+            }
+        }
+        let closed = Effect::CallClosed { unique_id: call.unique_id.clone(), answered };
+        call.emit(Output::Effect(closed), out);
+        self.stats.calls_ended += 1;
+        if call.pending_queue.is_some() {
+            // The shell's answer is still awaited: keep the call (and its held outputs) until then.
+            call.ended = true;
+            self.calls.insert(unique_id.to_string(), call);
+        }
+        for leg in self.legs.values_mut() {
+            if leg.call.as_deref() == Some(unique_id) {
+                leg.call = None;
+            }
+        }
+    }
+
+    /// A live channel deskhook did not see being created (deskhook started mid-call, or it
+    /// appeared during a disconnect).
+    fn adopt(&mut self, channel: &Channel, live: &HashMap<&str, &Channel>, at: EpochMillis, out: &mut Vec<Output>) {
+        let class = self.settings.classifier.channel(&channel.name);
+        if class == ChannelClass::Snoop {
+            return;
+        }
+        self.track(channel, class.clone());
+        let dialed = is_dialed_leg(channel);
+        if let Some(linkedid) = channel.exported_linkedid().filter(|id| *id != channel.id) {
+            if self.calls.contains_key(linkedid) {
+                let linkedid = linkedid.to_string();
+                self.join(&channel.id, &linkedid);
+                if let Some(leg) = self.legs.get_mut(&channel.id) {
+                    leg.dialed = dialed;
+                }
+                return;
+            }
+        }
+        let started_at = crate::ari::events::parse_ari_timestamp(&channel.creationtime).unwrap_or(at);
+        match class {
+            ChannelClass::Trunk(_) if !dialed => {
+                // The DID is only known at creation; FROM_DID (FreePBX) keeps it when exported.
+                let did = channel
+                    .channelvars
+                    .as_ref()
+                    .and_then(|vars| vars.get("FROM_DID"))
+                    .filter(|did| !did.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| channel.dialplan.exten.clone());
+                if self.start_incoming(channel, &did, started_at, out) {
+                    self.stats.calls_adopted += 1;
+                    if let Some(call) = self.calls.get_mut(channel.exported_linkedid().unwrap_or(&channel.id)) {
+                        call.adopted = true;
+                    }
+                }
+            }
+            ChannelClass::Extension(_) if !dialed => {
+                // An operator's own call: outgoing if it is bridged with a dialed trunk leg.
+                let peer = self.bridged_with(&channel.id).into_iter().find(|id| {
+                    live.get(id.as_str()).is_some_and(|peer| {
+                        is_dialed_leg(peer)
+                            && matches!(self.settings.classifier.channel(&peer.name), ChannelClass::Trunk(_))
+                    })
+                });
+                if let Some(peer) = peer.as_deref().and_then(|id| live.get(id)) {
+                    if !self.legs.contains_key(&peer.id) {
+                        let class = self.settings.classifier.channel(&peer.name);
+                        self.track(peer, class);
+                    }
+                }
+                let unique_id = channel.exported_linkedid().unwrap_or(&channel.id).to_string();
+                let mut call = Call::new(unique_id.clone(), channel.id.clone(), Direction::Undecided);
+                call.adopted = true;
+                if let ChannelClass::Extension(extension) = &class {
+                    call.from_user.clone_from(extension);
+                }
+                if let Some(peer) = peer {
+                    call.direction = Direction::Outgoing;
+                    let peer_leg = self.legs.get(&peer);
+                    call.to_user = peer_leg.map(|leg| leg.caller_number.clone()).unwrap_or_default();
+                    call.client_legs.push(peer.clone());
+                    let talking_since = self
+                        .bridges
+                        .iter()
+                        .filter(|(_, members)| members.iter().any(|id| id == &channel.id))
+                        .filter_map(|(bridge_id, _)| self.bridge_created.get(bridge_id).copied())
+                        .min();
+                    call.first_answer_at = Some(talking_since.unwrap_or(started_at));
+                    let start = call.event(Status::OutgoingStart, call.to_user.clone(), started_at);
+                    call.emit(Output::Event(start), out);
+                    self.stats.calls_started += 1;
+                    self.stats.calls_adopted += 1;
+                    if let Some(leg) = self.legs.get_mut(&peer) {
+                        leg.call = Some(unique_id.clone());
+                        leg.dialed = true;
+                        leg.answered = true;
+                    }
+                }
+                self.calls.insert(unique_id.clone(), call);
+                self.join(&channel.id, &unique_id);
+            }
+            _ => {
+                // A dialed leg (or a Local half): it belongs to the call of whoever it is
+                // bridged with, or of its Local partner.
+                let owner = self
+                    .bridged_with(&channel.id)
+                    .into_iter()
+                    .find_map(|id| self.legs.get(&id).and_then(|leg| leg.call.clone()));
+                if let Some(unique_id) = owner {
+                    self.join(&channel.id, &unique_id);
+                    self.attach_local_partner(&channel.id);
+                    if let Some(leg) = self.legs.get_mut(&channel.id) {
+                        leg.dialed = true;
+                    }
+                    // Its conversation began before deskhook saw it: count it as answered
+                    // (since the bridge it talks in was created) without announcing again what
+                    // the helpdesk may already have.
+                    let talking_since = self
+                        .bridges
+                        .iter()
+                        .filter(|(_, members)| members.iter().any(|id| id == &channel.id))
+                        .filter_map(|(bridge_id, _)| self.bridge_created.get(bridge_id).copied())
+                        .min()
+                        .unwrap_or(started_at);
+                    if let (Some(call), ChannelClass::Extension(extension)) = (self.calls.get_mut(&unique_id), &class) {
+                        if call.adopted && channel.state == "Up" && call.answered_legs.insert(channel.id.clone()) {
+                            call.first_answer_at.get_or_insert(talking_since);
+                            call.last_operator = Some(extension.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn bridged_with(&self, channel_id: &str) -> Vec<String> {
+        self.bridges
+            .values()
+            .filter(|members| members.iter().any(|id| id == channel_id))
+            .flat_map(|members| members.iter().filter(|id| *id != channel_id).cloned())
+            .collect()
+    }
+}
+
+/// Announces that `extension` (leg `leg_id`) answered an incoming call, once per leg.
+fn announce_answer(call: &mut Call, leg_id: &str, extension: &str, at: EpochMillis, out: &mut Vec<Output>) {
+    if !call.answered_legs.insert(leg_id.to_string()) {
+        return;
+    }
+    let first = call.first_answer_at.is_none();
+    call.first_answer_at.get_or_insert(at);
+    call.last_operator = Some(extension.to_string());
+    let answered = call.event(Status::IncomingAnswered, extension.to_string(), at);
+    call.emit(Output::Event(answered), out);
+    if first {
+        if let Some(client) = call.client_legs.first().cloned() {
+            let started = Effect::ConversationStarted { unique_id: call.unique_id.clone(), client_channel_id: client };
+            call.emit(Output::Effect(started), out);
+        }
+    }
+}
+
+/// Emits the pending `call to queue` event with `members`, then everything held behind it.
+fn resolve_queue(call: &mut Call, mut members: Vec<String>, out: &mut Vec<Output>) {
+    let Some(pending) = call.pending_queue.take() else { return };
+    sort_extensions(&mut members);
+    let event = call.event(Status::IncomingToQueue(pending.name), members.join(","), pending.entered_at);
+    out.push(Output::Event(event));
+    out.append(&mut call.held);
+}
+
+/// Extensions named by member interfaces, in a stable natural order, without duplicates.
+fn extensions_of(interfaces: &[String]) -> Vec<String> {
+    let mut extensions: Vec<String> =
+        interfaces.iter().flat_map(|item| item.split(',')).filter_map(extension_of_interface).collect();
+    sort_extensions(&mut extensions);
+    extensions
+}
+
+fn sort_extensions(extensions: &mut Vec<String>) {
+    extensions.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    extensions.dedup();
+}
+
+/// The number an outgoing dial sends to the trunk: `89161234567@provider` → `89161234567`.
+fn dialed_number(dialstring: &str, peer_caller_number: &str) -> Option<String> {
+    let target = dialstring.rsplit('/').next().unwrap_or(dialstring);
+    let number = target.split('@').next().unwrap_or(target).trim();
+    let looks_like_number =
+        !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#'));
+    if looks_like_number {
+        return Some(number.to_string());
+    }
+    (!peer_caller_number.is_empty()).then(|| peer_caller_number.to_string())
+}
+
+/// A channel created by Dial/Queue rather than by a phone or carrier calling in.
+fn is_dialed_leg(channel: &Channel) -> bool {
+    matches!(channel.dialplan.app_name.as_str(), "AppDial" | "AppQueue")
+        || channel.dialplan.app_data == "(Outgoing Line)"
 }

@@ -153,7 +153,14 @@ impl CallEvent {
 impl RecordingRef {
     /// The `replay` line of a recording (SPEC §5).
     pub fn replay_line(&self) -> String {
-        serde_json::json!({"status": "record", "unique_id": self.unique_id, "record": self.source.as_str()}).to_string()
+        #[derive(Serialize)]
+        struct Line<'a> {
+            status: &'a str,
+            unique_id: &'a str,
+            record: &'a str,
+        }
+        let line = Line { status: "record", unique_id: &self.unique_id, record: self.source.as_str() };
+        serde_json::to_string(&line).unwrap_or_default()
     }
 }
 

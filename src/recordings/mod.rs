@@ -1,1 +1,11 @@
-//! Call recordings to the helpdesk: MixMonitor file pickup and recording through ARI snoop. (Being built.)
+//! Call recordings to the helpdesk: which files may be read, when a MixMonitor file is
+//! complete, and the pickup that turns a finished call's recording into an upload.
+//!
+//! The call engine names the files (`MIXMONITOR_FILENAME`) after the call's ended event; this
+//! module never trusts that name: only files inside `recordings.dirs` are ever opened.
+
+pub mod mixmonitor;
+pub mod safety;
+
+pub use mixmonitor::{wait_until_complete, FileReady};
+pub use safety::{AllowedDirs, PickupError};
