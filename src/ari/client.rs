@@ -85,6 +85,11 @@ impl AriError {
             AriError::Status { status: 403, .. } => {
                 "give the ARI user write access in ari.conf (read_only = no)".into()
             }
+            AriError::Status { status: 503, .. } => {
+                "none needed if Asterisk is starting or restarting; otherwise check that it is fully booted \
+                 (`asterisk -rx \"core show uptime\"`)"
+                    .into()
+            }
             AriError::Status { .. } | AriError::Network { .. } | AriError::Decode { .. } => {
                 "check Asterisk's log (/var/log/asterisk/messages) for the ARI request".into()
             }

@@ -34,7 +34,7 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     }
     let systemd = Systemd::from_env();
     let watchdog = systemd.watchdog_interval();
-    let notifier = Systemd::from_env();
+    let notifier = systemd.clone();
     let daemon = match Daemon::start_with_systemd(config, Box::new(Tee::new(sinks)), Presence::new(), systemd) {
         Ok(daemon) => daemon,
         Err(error) => {

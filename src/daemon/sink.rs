@@ -249,6 +249,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].contains("\"start of an incoming call\""), "{text}");
-        assert_eq!(lines[1], r#"{"record":"/r.wav","status":"record","unique_id":"1.1"}"#);
+        let record: serde_json::Value = serde_json::from_str(lines[1]).expect("json");
+        assert_eq!(record, serde_json::json!({"status": "record", "unique_id": "1.1", "record": "/r.wav"}));
     }
 }

@@ -5,8 +5,19 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
+/// The watchdog deadline in microseconds, as sd_watchdog_enabled(3) reads it: `WATCHDOG_USEC`
+/// applies to this process unless `WATCHDOG_PID` names another one.
+fn watchdog_usec(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<u64> {
+    let usec = usec?.trim().parse::<u64>().ok().filter(|usec| *usec > 0)?;
+    match pid.map(|pid| pid.trim().parse::<u32>()) {
+        None => Some(usec),
+        Some(Ok(pid)) if pid == own_pid => Some(usec),
+        Some(_) => None,
+    }
+}
+
 /// What systemd asked for, read once from the environment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Systemd {
     notify: bool,
     watchdog_every: Option<Duration>,
@@ -16,10 +27,13 @@ pub struct Systemd {
 impl Systemd {
     pub fn from_env() -> Self {
         let notify = std::env::var_os("NOTIFY_SOCKET").is_some_and(|socket| !socket.is_empty());
-        let mut usec = 0u64;
-        let watchdog = notify && sd_notify::watchdog_enabled(false, &mut usec) && usec > 0;
+        let usec = watchdog_usec(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        );
         // Ping at half the deadline, as sd_watchdog_enabled(3) recommends.
-        let watchdog_every = watchdog.then(|| Duration::from_micros(usec / 2));
+        let watchdog_every = usec.filter(|_| notify).map(|usec| Duration::from_micros(usec / 2));
         Self { notify, watchdog_every, last_ping: Instant::now() }
     }
 
@@ -60,5 +74,20 @@ impl Systemd {
                 tracing::debug!("sd_notify failed: {error}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_applies_to_this_process_unless_another_pid_is_named() {
+        assert_eq!(watchdog_usec(Some("30000000"), None, 7), Some(30_000_000));
+        assert_eq!(watchdog_usec(Some("30000000"), Some("7"), 7), Some(30_000_000));
+        assert_eq!(watchdog_usec(Some("30000000"), Some("8"), 7), None);
+        assert_eq!(watchdog_usec(Some("0"), None, 7), None);
+        assert_eq!(watchdog_usec(Some("soon"), None, 7), None);
+        assert_eq!(watchdog_usec(None, Some("7"), 7), None);
     }
 }

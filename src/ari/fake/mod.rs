@@ -298,6 +298,11 @@ impl FakeAri {
         lock(&self.shared.pbx).channels()
     }
 
+    /// Live bridges now (what `GET /bridges` answers).
+    pub fn live_bridges(&self) -> Vec<Value> {
+        lock(&self.shared.pbx).bridges()
+    }
+
     pub fn set_queue_members(&self, queue: &str, members: &str) {
         lock(&self.shared.queue_members).insert(queue.into(), members.into());
     }

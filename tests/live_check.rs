@@ -1,0 +1,230 @@
+//! `deskhook check` and `deskhook endpoints` against what admins actually hit: nothing
+//! listening, a wrong password, TLS spoken to a plain port and the reverse, an Asterisk too
+//! old for subscribeAll, no endpoints, missing directories, and the all-good case.
+
+mod live_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use deskhook::ari::fake::{FakeAri, FakeAriOptions};
+use live_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A config for `check`: `[ari]` at `url`, storage and recordings in `dir` unless `extra` says otherwise.
+fn check_config(dir: &Path, url: &str, password: &str, extra: &str) -> String {
+    let recordings = dir.join("monitor");
+    std::fs::create_dir_all(&recordings).expect("recordings dir");
+    let storage =
+        if extra.contains("[storage]") { String::new() } else { format!("[storage]\ndir = \"{}\"\n", dir.display()) };
+    let recordings = if extra.contains("[recordings]") {
+        String::new()
+    } else {
+        format!("[recordings]\nmode = \"mixmonitor\"\ndirs = [\"{}\"]\n", recordings.display())
+    };
+    let text = format!(
+        "[ari]\nurl = \"{url}\"\nusername = \"deskhook\"\npassword = \"{password}\"\nrequest_timeout = \"3s\"\n\
+         [pbx]\ntrunks = [\"provider\"]\n{storage}{recordings}{extra}\n"
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config written");
+    path.to_str().expect("utf8").to_string()
+}
+
+async fn check(config: &str) -> (i32, String) {
+    let (code, stdout, stderr) = run_command(&["check", "--config", config]).await;
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD), "the password leaked");
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// A loopback port with nothing listening on it.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A TLS server on loopback that answers every request with 401, like Asterisk's TLS port.
+async fn tls_port() -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("localhost.crt"))
+        .expect("cert file")
+        .collect::<Result<_, _>>()
+        .expect("cert parses");
+    let key = PrivateKeyDer::from_pem_file(dir.join("localhost.key")).expect("key parses");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate accepted");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut buffer = [0u8; 2048];
+                    let _ = tls.read(&mut buffer).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_names_http_conf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = closed_port();
+    let config = check_config(dir.path(), &format!("http://127.0.0.1:{port}"), PASSWORD, "");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("nothing listens at 127.0.0.1:{port}")), "{output}");
+    assert!(output.contains("http.conf") && output.contains("bindport"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_names_ari_conf() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = check_config(dir.path(), &fake.url(), "wrong-password", "");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("HTTP 401"), "{output}");
+    assert!(output.contains("ari.conf") && output.contains("[ari] username and password"), "{output}");
+    assert!(fake.status().auth_failures >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_pointed_at_the_plain_http_port_says_so() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = check_config(dir.path(), &format!("https://{}", fake.address()), PASSWORD, "");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("speaks plain HTTP, but [ari] url says https://"), "{output}");
+    assert!(output.contains("write http:// in [ari] url"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_pointed_at_a_tls_port_says_so() {
+    let address = tls_port().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = check_config(dir.path(), &format!("http://{address}"), PASSWORD, "");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("speaks TLS, but [ari] url says http://"), "{output}");
+    assert!(output.contains("write https:// in [ari] url"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asterisk_older_than_13_6_is_a_problem() {
+    let mut options = FakeAriOptions::lab("deskhook", PASSWORD);
+    options.asterisk_info["system"]["version"] = "13.5.0".into();
+    let fake = FakeAri::start(options).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, "");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("Asterisk 13.5.0 is older than 13.6"), "{output}");
+    assert!(output.contains("subscribeAll"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_endpoints_is_a_problem_for_check_and_endpoints() {
+    let mut options = FakeAriOptions::lab("deskhook", PASSWORD);
+    options.endpoints = serde_json::json!([]);
+    let fake = FakeAri::start(options).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, "");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("ARI lists no endpoints") && output.contains("pjsip show endpoints"), "{output}");
+    let (code, _, stderr) = run_command(&["endpoints", "--config", &config]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("ARI lists no endpoints"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_directories_and_an_unknown_trunk_are_problems() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("not-created");
+    let monitor = dir.path().join("no-monitor");
+    let extra = format!(
+        "[storage]\ndir = \"{}\"\n[recordings]\nmode = \"mixmonitor\"\ndirs = [\"{}\"]\n",
+        storage.display(),
+        monitor.display()
+    );
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, &extra).replace('\\', "/");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("trunks = [\"provider\"]", "trunks = [\"provider\", \"sipnet\"]"),
+    )
+    .expect("rewrite");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("{} does not exist", storage.display())), "{output}");
+    assert!(output.contains("StateDirectory=deskhook"), "{output}");
+    assert!(output.contains(&format!("{} does not exist", monitor.display())), "{output}");
+    assert!(output.contains("[pbx] trunks names \"sipnet\", but ARI has no such endpoint"), "{output}");
+    assert!(output.contains("3 problems found"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_working_setup_passes_with_warnings_only() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The helpdesk stand-in is the fake itself: any HTTP answer proves the URL is reachable.
+    let extra = format!("[helpdesk]\nwebhook_url = \"{}/webhooks/asterisk/t0ken\"\n", fake.url());
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, &extra);
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("Asterisk 22.10.1"), "{output}");
+    assert!(output.contains("the event websocket accepts deskhook"), "{output}");
+    assert!(output.contains("3 extensions, 1 trunk (provider)"), "{output}");
+    assert!(output.contains("is writable") && output.contains("is readable"), "{output}");
+    assert!(output.contains("is plain http"), "{output}");
+    assert!(output.contains("is reachable (HTTP 401)"), "{output}");
+    assert!(!output.contains("t0ken"), "the webhook's secret path leaked: {output}");
+    assert!(output.contains("no problem found (1 warning)"), "{output}");
+    // The websocket probe used its own application name, so a running daemon keeps its own.
+    assert!(fake.status().last_events_query.contains("app=deskhook-check"), "{:?}", fake.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_lists_every_endpoint_with_its_class() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, "");
+    let (code, stdout, stderr) = run_command(&["endpoints", "--config", &config]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|line| line.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["TECHNOLOGY", "RESOURCE", "STATE", "CLASS"]);
+    assert_eq!(
+        rows[1..],
+        [
+            vec!["PJSIP", "101", "online", "extension"],
+            vec!["PJSIP", "102", "online", "extension"],
+            vec!["PJSIP", "103", "online", "extension"],
+            vec!["PJSIP", "provider", "online", "trunk"],
+        ]
+    );
+    let (code, _, stderr) =
+        run_command(&["endpoints", "--config", &check_config(dir.path(), &fake.url(), "nope", "")]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("HTTP 401") && stderr.contains("ari.conf"), "{stderr}");
+}

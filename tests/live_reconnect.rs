@@ -1,0 +1,224 @@
+//! The live daemon when ARI misbehaves: the websocket drops mid-call (Asterisk still has the
+//! call, or restarted without it), a wrong password, a silent socket, another client taking
+//! the application over, and shutting down on SIGTERM/SIGINT.
+
+mod common;
+mod live_support;
+
+use std::time::{Duration, Instant};
+
+use deskhook::ari::fake::{FakeAri, FakeTrace, Pace};
+use live_support::*;
+use serde_json::Value;
+
+const SPEEDUP: f64 = 10.0;
+
+/// Index just after both legs of the call are bridged (the call is answered and talking).
+fn after_answer(trace: &FakeTrace) -> usize {
+    let first = trace.position(0, &[r#""type":"ChannelEnteredBridge""#]).expect("a bridge");
+    trace.position(first + 1, &[r#""type":"ChannelEnteredBridge""#]).expect("a second leg in the bridge") + 1
+}
+
+async fn connected_daemon(fake: &FakeAri, dir: &std::path::Path, ari_extra: &str) -> Deskhook {
+    let config = write_config(dir, &fake.url(), PASSWORD, ari_extra);
+    let deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8"), "--print-events"]);
+    if fake.wait_for(PATIENCE, |status| status.ready).await.is_err() {
+        panic!("deskhook never connected\n{}", deskhook.stderr_text());
+    }
+    deskhook
+}
+
+async fn drop_mid_call_with_channels_kept(name: &str) {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let trace = trace(name);
+    let cut = after_answer(&trace);
+    fake.play(&trace, 0..cut, Pace::Recorded { speedup: SPEEDUP }).await;
+    fake.drop_connections();
+    // The fake holds the rest of the call until the daemon is back and has resynced.
+    let report = fake.play(&trace, cut..trace.len(), Pace::Recorded { speedup: SPEEDUP }).await;
+    assert_eq!(report.lost, 0);
+    assert!(fake.status().connections >= 2, "the daemon reconnected");
+    let expected = common::expected_values(name);
+    deskhook.wait_stdout_lines(expected.len()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    deskhook.stop().await;
+    let got = deskhook.events();
+    assert_eq!(got, expected, "{name} across a reconnect:\n{}", common::diff(&got, &expected));
+    assert_eq!(
+        deskhook.stderr_count("ARI connection to"),
+        2,
+        "one line for the outage, one for the recovery:\n{}",
+        deskhook.stderr_text()
+    );
+    assert_eq!(
+        deskhook.stderr_count("lost (the socket closed without a close frame)"),
+        1,
+        "{}",
+        deskhook.stderr_text()
+    );
+    assert_eq!(deskhook.stderr_count("restored after"), 1, "{}", deskhook.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_while_asterisk_keeps_the_call_loses_and_duplicates_nothing() {
+    drop_mid_call_with_channels_kept("01-in-direct-answered").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_during_a_queue_call_loses_and_duplicates_nothing() {
+    drop_mid_call_with_channels_kept("04-in-queue-answered-by-102").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_took_the_call_away_still_ends_it_once_and_later_calls_work() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let name = "01-in-direct-answered";
+    let trace = trace(name);
+    let cut = after_answer(&trace);
+    fake.play(&trace, 0..cut, Pace::Recorded { speedup: SPEEDUP }).await;
+    let expected = common::expected_values(name);
+    // start, personal number, answered: everything before the hangup.
+    deskhook.wait_stdout_lines(3).await;
+    fake.restart(Duration::from_millis(700)).await;
+    deskhook
+        .wait_until("the ended event", |d| d.stdout_lines().iter().any(|l| l.contains("incoming call is ended")))
+        .await;
+
+    // A call placed after the restart goes through normally.
+    let next = "02-in-direct-noanswer-callercancel";
+    let next_trace = live_support::trace(next);
+    let before_next = deskhook.stdout_lines().len();
+    fake.play(&next_trace, 0..next_trace.len(), Pace::Recorded { speedup: SPEEDUP }).await;
+    let next_expected = common::expected_values(next);
+    deskhook.wait_stdout_lines(before_next + next_expected.len()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    deskhook.stop().await;
+
+    let got = deskhook.events();
+    let (first_call, second_call): (Vec<Value>, Vec<Value>) =
+        got.iter().cloned().partition(|event| event["unique_id"] == expected[0]["unique_id"]);
+    assert_eq!(first_call[..3], expected[..3], "{}", common::diff(&first_call, &expected));
+    let ended: Vec<&Value> = first_call.iter().filter(|e| e["status"] == "incoming call is ended").collect();
+    assert_eq!(ended.len(), 1, "ended exactly once: {first_call:#?}");
+    assert_eq!(ended[0]["to_user"], "101");
+    assert_eq!(ended[0]["from_user"], "+79161234567");
+    assert!(ended[0]["call_duration"].as_u64().is_some(), "an answered call has a duration: {}", ended[0]);
+    // Dated at the resync, after the answer (event time, not the wall clock of the test run).
+    assert!(ended[0]["datetime"].as_str().is_some_and(|d| d.starts_with("21.11.2026-07:58:")), "{}", ended[0]);
+    assert_eq!(second_call, next_expected, "{}", common::diff(&second_call, &next_expected));
+    let log = deskhook.stderr_text();
+    assert_eq!(deskhook.stderr_count("Asterisk restarted"), 1, "{log}");
+    assert_eq!(deskhook.stderr_count("had no live channels left"), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_reported_once_with_its_fix_and_retried_with_backoff() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &fake.url(), "not-the-password", "");
+    let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
+    let started = Instant::now();
+    let status = fake.wait_for(PATIENCE, |status| status.auth_failures >= 3).await;
+    assert!(status.is_ok(), "deskhook kept retrying: {status:?}\n{}", deskhook.stderr_text());
+    // Backoff: three attempts need at least the first two delays (0.5 s + 1 s, before jitter).
+    assert!(started.elapsed() >= Duration::from_millis(1400), "retries are spaced out: {:?}", started.elapsed());
+    assert!(deskhook.is_running(), "a wrong password must not stop the daemon");
+    let log = deskhook.stderr_text();
+    assert_eq!(deskhook.stderr_count("HTTP 401"), 1, "logged once per outage, not per attempt:\n{log}");
+    assert!(log.contains("ari.conf") && log.contains("[ari] username and password"), "{log}");
+    assert!(!log.contains("not-the-password"), "the password leaked into the log");
+    // SIGINT (Ctrl-C) stops it too, even in the middle of a backoff wait.
+    deskhook.signal("INT");
+    let exit = deskhook.wait_exit(Duration::from_secs(5)).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_daemon_in_the_middle_of_a_call_within_5_seconds() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let trace = trace("01-in-direct-answered");
+    fake.play(&trace, 0..after_answer(&trace), Pace::MaxSpeed).await;
+    deskhook.wait_stdout_lines(3).await;
+    let asked = Instant::now();
+    deskhook.signal("TERM");
+    let exit = deskhook.wait_exit(Duration::from_secs(5)).await;
+    assert!(exit.is_some_and(|s| s.success()), "exit 0 within 5 s, got {exit:?} after {:?}", asked.elapsed());
+    assert!(deskhook.stderr_text().contains("SIGTERM received"), "{}", deskhook.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_is_declared_dead_and_replaced() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deskhook = connected_daemon(&fake, dir.path(), "ping_interval = \"200ms\"\nidle_timeout = \"1s\"\n").await;
+    fake.freeze_connections();
+    let status = fake.wait_for(PATIENCE, |status| status.connections >= 2 && status.ready).await;
+    assert!(status.is_ok(), "{status:?}\n{}", deskhook.stderr_text());
+    assert_eq!(deskhook.stderr_count("no frame for 1.0 s"), 1, "{}", deskhook.stderr_text());
+    deskhook.wait_stderr("restored after").await;
+    deskhook.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_replaced_is_logged_with_its_fix_and_deskhook_retries() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    fake.replace_application();
+    let status = fake.wait_for(PATIENCE, |status| status.connections >= 2 && status.ready).await;
+    assert!(status.is_ok(), "{status:?}\n{}", deskhook.stderr_text());
+    let log = deskhook.stderr_text();
+    assert_eq!(deskhook.stderr_count("ApplicationReplaced"), 1, "{log}");
+    assert!(log.contains("[ari] app"), "the fix names the config key: {log}");
+    deskhook.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let config = write_config(dir.path(), &fake.url(), PASSWORD, "");
+    let mut deskhook = Deskhook::spawn_with_env(
+        &["run", "--config", config.to_str().expect("utf8")],
+        &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf8")), ("WATCHDOG_USEC", "400000")],
+    );
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            let deadline = Instant::now() + PATIENCE;
+            while Instant::now() < deadline {
+                if let Ok(size) = socket.recv(&mut buffer) {
+                    let text = String::from_utf8_lossy(&buffer[..size]).into_owned();
+                    let done = text.contains("STOPPING=1");
+                    received.lock().expect("not poisoned").push(text);
+                    if done {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let has = |needle: &str| received.lock().expect("not poisoned").iter().any(|m| m.contains(needle));
+    let deadline = Instant::now() + PATIENCE;
+    while !(has("READY=1") && has("WATCHDOG=1")) {
+        assert!(Instant::now() < deadline, "got {:?}\n{}", received.lock().expect("ok"), deskhook.stderr_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    deskhook.stop().await;
+    tokio::task::spawn_blocking(move || listener.join()).await.expect("join").expect("listener");
+    assert!(has("STOPPING=1"), "{:?}", received.lock().expect("ok"));
+}
