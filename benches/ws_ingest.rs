@@ -1,2 +1,126 @@
-//! Benchmark placeholder; being built.
-fn main() {}
+//! ws_ingest: a burst of 50,000 recorded ARI events (the 70-call busy stretch, repeated) sent as
+//! fast as the fake ARI can write them through a real loopback websocket into the running
+//! daemon (reader thread → queue → parse + call engine task → sink task). Reports end-to-end events/s and how
+//! long the reading side ever stalled. Goals: ≥ 100,000 events/s; the reader never stalls ≥ 10 ms.
+//!
+//! Run: `cargo bench --bench ws_ingest` (prints a table; no criterion, one process, 3 rounds).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
+use deskhook::calls::Output;
+use deskhook::config::Config;
+use deskhook::daemon::{Daemon, Sink, SinkFuture};
+use deskhook::presence::Presence;
+
+const BURST: usize = 50_000;
+const ROUNDS: usize = 3;
+
+/// Counts helpdesk events; the cheapest possible sink, so the bench measures ingest.
+struct CountingSink(Arc<AtomicU64>);
+
+impl Sink for CountingSink {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        if matches!(output, Output::Event(_)) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        Box::pin(async {})
+    }
+}
+
+/// BURST messages: the busy stretch repeated, each copy with uniqueids of its own (the
+/// recording's `179523…` ids renumbered), so every copy is 70 new calls for the engine.
+fn burst(recorded: &str, round: usize) -> FakeTrace {
+    let copies = recorded.lines().count().max(1);
+    let mut text = String::with_capacity(recorded.len() * (BURST / copies + 1));
+    for copy in 0..BURST / copies + 1 {
+        text.push_str(&recorded.replace("179523", &format!("1795{}", 30 + round * 10 + copy)));
+        text.push('\n');
+    }
+    let trace = FakeTrace::parse(&text).expect("busy-stretch parses");
+    FakeTrace { messages: trace.messages.into_iter().take(BURST).collect() }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traces");
+    let recorded = std::fs::read_to_string(fixtures.join("busy-stretch.jsonl")).expect("busy-stretch trace");
+    let fake = FakeAri::start(FakeAriOptions::lab("deskhook", "bench")).await.expect("fake ARI");
+    let settings = std::fs::read_to_string(fixtures.join("busy-stretch.toml")).expect("busy-stretch.toml");
+    let mut config = Config::from_toml(&settings, "busy-stretch.toml").expect("config");
+    config.ari.url = fake.url();
+    config.ari.password = "bench".into();
+    let events = Arc::new(AtomicU64::new(0));
+    let daemon = Daemon::start(&config, Box::new(CountingSink(events.clone())), Presence::new()).expect("daemon");
+    fake.wait_for(Duration::from_secs(10), |status| status.ready).await.expect("daemon connects");
+    let stats = daemon.stats();
+
+    println!("ws_ingest: {BURST} ARI messages from busy-stretch.jsonl per burst, fake ARI → websocket → daemon");
+    println!(
+        "{:>5} {:>9} {:>8} {:>8} {:>11} {:>10} {:>10} {:>12} {:>7}",
+        "round", "events/s", "e2e ms", "send ms", "busy max µs", "busy ≥1ms", "gap max ms", "write max ms", "calls"
+    );
+    for round in 1..=ROUNDS {
+        let base = stats.processed.load(Ordering::Relaxed);
+        let calls_before = events.load(Ordering::Relaxed);
+        let received_before = stats.reader.messages.load(Ordering::Relaxed);
+        fake.reset_write_marks();
+        stats.reader.reset_marks();
+        let trace = burst(&recorded, round);
+        let started = Instant::now();
+        let sender = {
+            let fake_trace = trace.clone();
+            let fake = &fake;
+            async move { fake.play(&fake_trace, 0..BURST, Pace::MaxSpeed).await }
+        };
+        let reader_stats = stats.reader.clone();
+        // The gap before the burst's first frame is idle time, not a stall: start measuring
+        // gaps once the burst is flowing.
+        let marks = async {
+            while reader_stats.messages.load(Ordering::Relaxed) < received_before + 64 {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            reader_stats.longest_gap_us.store(0, Ordering::Relaxed);
+        };
+        let (report, ()) = tokio::join!(sender, marks);
+        let sent_in = started.elapsed();
+        assert_eq!(report.sent, BURST, "every message was sent");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // Done when the engine has handled the whole burst and the sink has every event it produced.
+        while stats.processed.load(Ordering::Relaxed) < base + BURST as u64
+            || events.load(Ordering::Relaxed) < stats.events.load(Ordering::Relaxed)
+        {
+            assert!(Instant::now() < deadline, "the engine did not catch up");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        let total = started.elapsed();
+        let status = fake.status();
+        println!(
+            "{round:>5} {:>9.0} {:>8.1} {:>8.1} {:>11} {:>10} {:>10.2} {:>12.2} {:>7}",
+            BURST as f64 / total.as_secs_f64(),
+            total.as_secs_f64() * 1000.0,
+            sent_in.as_secs_f64() * 1000.0,
+            stats.reader.longest_busy_us.load(Ordering::Relaxed),
+            stats.reader.slow_frames.load(Ordering::Relaxed),
+            stats.reader.longest_gap_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            status.longest_write_us as f64 / 1000.0,
+            events.load(Ordering::Relaxed) - calls_before,
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!(
+        "e2e = first message sent → last message handled by the engine and its last event in the sink; send = time the fake needed to write the \
+         burst;\nbusy = time the reading task spent on one frame (≥1ms: frames where it was preempted); gap = longest \
+         time between two frames\nduring the burst (includes the sender's own pace); write = longest single \
+         write+flush of the fake ARI (what Asterisk's\nwebsocket_write_timeout of 100 ms would see); calls = helpdesk \
+         events produced (each copy of the stretch is 70 new calls)"
+    );
+    daemon.stop(Duration::from_secs(4)).await;
+    fake.shutdown();
+}

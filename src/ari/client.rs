@@ -96,6 +96,19 @@ impl AriError {
         }
     }
 
+    /// The fix when ARI worked before and stopped answering: a refused or unavailable server
+    /// then means Asterisk is restarting or stopped, not that http.conf is wrong.
+    pub fn fix_after_outage(&self) -> String {
+        match self {
+            AriError::Refused { .. } | AriError::Timeout { .. } | AriError::Status { status: 503, .. } => {
+                "none if Asterisk is restarting; otherwise start it (`systemctl status asterisk`); deskhook \
+                 reconnects by itself"
+                    .into()
+            }
+            _ => self.fix(),
+        }
+    }
+
     /// A short stable name of the kind of failure, so a reconnect loop can log a change once.
     pub fn class(&self) -> &'static str {
         match self {

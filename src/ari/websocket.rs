@@ -58,6 +58,8 @@ pub struct ReaderStats {
     pub longest_busy_us: AtomicU64,
     /// Longest time, in microseconds, between two consecutive frames (meaningful during a burst).
     pub longest_gap_us: AtomicU64,
+    /// Frames the loop spent a millisecond or more on (the thread was preempted, or worse).
+    pub slow_frames: AtomicU64,
 }
 
 impl ReaderStats {
@@ -65,6 +67,7 @@ impl ReaderStats {
     pub fn reset_marks(&self) {
         self.longest_busy_us.store(0, Ordering::Relaxed);
         self.longest_gap_us.store(0, Ordering::Relaxed);
+        self.slow_frames.store(0, Ordering::Relaxed);
     }
 }
 
@@ -275,18 +278,16 @@ async fn supervise(
                 };
                 if log_it {
                     let error = diagnose(error, &settings).await;
-                    let attempt_kind = if ever_connected { "reconnecting to" } else { "connecting to" };
+                    let (attempt_kind, fix) = if ever_connected {
+                        ("reconnecting to", error.fix_after_outage())
+                    } else {
+                        ("connecting to", error.fix())
+                    };
                     match error {
                         AriError::Unauthorized { .. } | AriError::NoAri { .. } | AriError::BadUrl(..) => {
-                            tracing::error!(
-                                "{attempt_kind} ARI failed: {error}; fix: {}; retrying with backoff",
-                                error.fix()
-                            )
+                            tracing::error!("{attempt_kind} ARI failed: {error}; fix: {fix}; retrying with backoff")
                         }
-                        _ => tracing::warn!(
-                            "{attempt_kind} ARI failed: {error}; fix: {}; retrying with backoff",
-                            error.fix()
-                        ),
+                        _ => tracing::warn!("{attempt_kind} ARI failed: {error}; fix: {fix}; retrying with backoff"),
                     }
                 } else {
                     tracing::debug!("ARI connect attempt failed: {error}");
@@ -373,7 +374,11 @@ async fn read_until_closed(
                 if replaced {
                     break End::Replaced;
                 }
-                stats.longest_busy_us.fetch_max(received.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let busy_us = received.elapsed().as_micros() as u64;
+                stats.longest_busy_us.fetch_max(busy_us, Ordering::Relaxed);
+                if busy_us >= 1000 {
+                    stats.slow_frames.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Some(Ok(Message::Close(_))) => break End::Lost("Asterisk closed the websocket".into()),
             Some(Ok(_)) => {}

@@ -220,7 +220,12 @@ pub struct FakeAri {
 impl FakeAri {
     /// Starts the server on `127.0.0.1:0`.
     pub async fn start(options: FakeAriOptions) -> std::io::Result<FakeAri> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, options).await
+    }
+
+    /// Starts the server on a given address (e.g. `127.0.0.1:8088` to stand in for Asterisk by hand).
+    pub async fn start_on(address: SocketAddr, options: FakeAriOptions) -> std::io::Result<FakeAri> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let (status, _) = watch::channel(FakeStatus::default());
         let stop = CancellationToken::new();
