@@ -94,9 +94,15 @@ impl Shared {
                 let count = entries.len();
                 *self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(entries);
                 self.cache.clear();
+                crate::metrics::counter("deskhook_forward_table_loads_total", "Forward table files loaded.").inc();
                 tracing::info!("forward table {shown}: loaded {count} phones");
             }
             Err(error) => {
+                crate::metrics::counter(
+                    "deskhook_forward_table_rejected_total",
+                    "Forward table files rejected as broken (the previous table stays).",
+                )
+                .inc();
                 let kept = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len();
                 tracing::warn!(
                     "forward table {shown}: {error}; keeping the previous table ({kept} phones) until the file is fixed"
