@@ -306,3 +306,21 @@ async fn healthz_says_which_part_is_down_and_metrics_are_prometheus_text() {
     assert_eq!(status, 200);
     assert!(text.contains("# TYPE deskhook_forward_lookups_total counter"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolvers_own_timeout_leaves_the_rest_of_the_budget_to_the_next_one() {
+    let crm = fake_http_crm(&[("79161234567", "202", "Slow Client")]).await;
+    crm.set_mode(Mode::Slow(Duration::from_secs(10)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = table_file(&dir, "managers.csv", "79161234567,101,\"Petrov, Ivan\"\n");
+    let config = config(&format!(
+        "[forward]\nbudget_ms = 5000\n\
+         [[forward.resolvers]]\nkind = \"http\"\nurl = \"{}\"\nnumber_field = \"data.manager.ext\"\ntimeout_ms = 200\n\
+         [[forward.resolvers]]\nkind = \"table\"\npath = {:?}\n",
+        crm.url("/lookup?phone={phone}"),
+        table.display().to_string()
+    ));
+    let forward = Forward::start(&config, Presence::new(), None).await;
+    assert_eq!(forward.phone("79161234567").await, PETROV, "the table answers after the CRM's 200 ms are up");
+    assert_eq!(crm.hits(), 1);
+}
