@@ -75,8 +75,8 @@ fn stats() -> &'static Stats {
 }
 
 impl ForwardService {
-    /// Builds the chain from `config.forward`. Must be called inside a Tokio runtime only if
-    /// lookups are made (construction itself starts no tasks).
+    /// Builds the chain from `config.forward` (loads the tables, starts their file watchers).
+    /// Starts no async task: it may be built outside a runtime; lookups need a Tokio runtime.
     pub fn new(
         config: &Config,
         presence: Presence,

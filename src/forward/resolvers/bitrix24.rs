@@ -136,6 +136,16 @@ impl Bitrix24Resolver {
         Ok(json.get("result").cloned().unwrap_or(Value::Null))
     }
 
+    /// A refusal met on the long way: no fallback is left, so the admin must grant the scopes.
+    fn scope_error(&self, refusal: Refusal) -> ResolveError {
+        match refusal {
+            Refusal::Refused(code) => {
+                self.status_error(403, format!("{code}: give the webhook the crm and user scopes"))
+            }
+            Refusal::Failed(error) => error,
+        }
+    }
+
     fn status_error(&self, status: u16, detail: String) -> ResolveError {
         ResolveError::Status { status, host: self.client.host().to_string(), detail: Some(detail) }
     }
@@ -169,7 +179,7 @@ impl Bitrix24Resolver {
             .call("crm.duplicate.findbycomm", json!({ "type": "PHONE", "values": spellings }), query.deadline)
             .await?;
         // Nothing found is `"result": []`; found is `{"CONTACT": [ids], "COMPANY": [...], "LEAD": [...]}`.
-        let result = self.result(&reply).map_err(Refusal::into_error)?;
+        let result = self.result(&reply).map_err(|refusal| self.scope_error(refusal))?;
         let first_of =
             |kind: &str| result.get(kind).and_then(Value::as_array).and_then(|ids| ids.first()).and_then(json_id);
         let (method, id) = match (first_of("CONTACT"), first_of("COMPANY"), first_of("LEAD")) {
@@ -179,7 +189,7 @@ impl Bitrix24Resolver {
             (None, None, None) => return Ok(Vec::new()),
         };
         let reply = self.call(method, json!({ "id": id }), query.deadline).await?;
-        let entity = self.result(&reply).map_err(Refusal::into_error)?;
+        let entity = self.result(&reply).map_err(|refusal| self.scope_error(refusal))?;
         let person = [json_text(entity.get("NAME")), json_text(entity.get("LAST_NAME"))]
             .into_iter()
             .filter(|part| !part.is_empty())
@@ -207,7 +217,7 @@ impl Bitrix24Resolver {
         }
         let fetched = async {
             let reply = self.call("user.get", json!({ "ID": user_id }), deadline).await?;
-            let result = self.result(&reply).map_err(Refusal::into_error)?;
+            let result = self.result(&reply).map_err(|refusal| self.scope_error(refusal))?;
             let user = result.as_array().and_then(|users| users.first()).cloned().unwrap_or(Value::Null);
             Ok::<_, ResolveError>(json_text(user.get("UF_PHONE_INNER")))
         }
@@ -229,19 +239,6 @@ enum Refusal {
     /// The webhook may not call this method (scope or method missing).
     Refused(String),
     Failed(ResolveError),
-}
-
-impl Refusal {
-    fn into_error(self) -> ResolveError {
-        match self {
-            Refusal::Refused(code) => ResolveError::Status {
-                status: 403,
-                host: String::from("Bitrix24"),
-                detail: Some(format!("{code}: give the webhook the crm and user scopes")),
-            },
-            Refusal::Failed(error) => error,
-        }
-    }
 }
 
 impl From<ResolveError> for Refusal {
