@@ -249,6 +249,9 @@ pub enum ResolverConfig {
         timeout_ms: Option<u64>,
         #[serde(default)]
         rate_per_sec: Option<f64>,
+        /// Which REST methods find the client (see [`Bitrix24Lookup`]).
+        #[serde(default)]
+        lookup: Bitrix24Lookup,
     },
     Amocrm {
         base_url: String,
@@ -268,7 +271,22 @@ pub enum ResolverConfig {
         name_field: String,
         #[serde(default)]
         timeout_ms: Option<u64>,
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
     },
+}
+
+/// How the `bitrix24` resolver finds a client by phone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bitrix24Lookup {
+    /// `telephony`, switching to `duplicates` when the webhook lacks the telephony scope.
+    #[default]
+    Auto,
+    /// `telephony.externalCall.searchCrmEntities` (one request; scope `telephony`).
+    Telephony,
+    /// `crm.duplicate.findbycomm` + `crm.*.get` + `user.get` (scopes `crm`, `user`).
+    Duplicates,
 }
 
 fn default_history_age() -> u32 {
@@ -282,6 +300,18 @@ fn default_name_field() -> String {
 }
 
 impl ResolverConfig {
+    /// The resolver's own `timeout_ms`, if set.
+    pub fn timeout(&self) -> Option<Duration> {
+        let millis = match self {
+            ResolverConfig::Table { timeout_ms, .. }
+            | ResolverConfig::History { timeout_ms, .. }
+            | ResolverConfig::Bitrix24 { timeout_ms, .. }
+            | ResolverConfig::Amocrm { timeout_ms, .. }
+            | ResolverConfig::Http { timeout_ms, .. } => *timeout_ms,
+        };
+        millis.map(Duration::from_millis)
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ResolverConfig::Table { .. } => "table",
@@ -504,6 +534,20 @@ impl Config {
             if let Some((key, value)) = url_key {
                 if let Err(problem) = check_http_url(&value.replace("{phone}", "0")) {
                     return err(&section, key, format!("{problem}, expected an http(s):// address"));
+                }
+            }
+            if resolver.timeout().is_some_and(|timeout| timeout.is_zero()) {
+                return err(&section, "timeout_ms", "is 0, expected milliseconds such as 800".into());
+            }
+            let rate = match resolver {
+                ResolverConfig::Bitrix24 { rate_per_sec, .. }
+                | ResolverConfig::Amocrm { rate_per_sec, .. }
+                | ResolverConfig::Http { rate_per_sec, .. } => *rate_per_sec,
+                _ => None,
+            };
+            if let Some(rate) = rate {
+                if !(rate.is_finite() && rate > 0.0 && rate <= 1000.0) {
+                    return err(&section, "rate_per_sec", format!("is {rate}, expected requests per second such as 2"));
                 }
             }
             if let ResolverConfig::Table { path, .. } = resolver {

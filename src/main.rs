@@ -94,10 +94,8 @@ fn main() -> ExitCode {
             let _ = webhook;
             Ok(commands::demo::demo(&Config::default()))
         }
-        Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false).map(|config| {
-            let _ = (phone, trunk);
-            commands::lookup::lookup(&config)
-        }),
+        Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false)
+            .map(|config| commands::lookup::lookup(&config, &phone, trunk.as_deref())),
         Command::Outbox { action, config } => config_or_exit(config.as_deref(), false).map(|config| {
             let _ = action as u8;
             commands::outbox::outbox(&config)
