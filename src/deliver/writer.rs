@@ -172,6 +172,8 @@ impl Writer {
                 metrics::evicted().add(effects.evicted);
                 metrics::dead_lettered().add(effects.dead_lettered);
                 self.current = effects.counts;
+                // Counts first: whoever is woken by a reply must see them.
+                self.counts.store(self.current);
                 if !effects.added.is_empty() {
                     // The sender may be gone (shutdown); the rows stay pending for the next start.
                     let _ = self.added.send(effects.added);
@@ -195,11 +197,13 @@ impl Writer {
         }
         if recount {
             match count_rows(&self.conn) {
-                Ok(counts) => self.current = counts,
+                Ok(counts) => {
+                    self.current = counts;
+                    self.counts.store(self.current);
+                }
                 Err(error) => tracing::warn!(path = %self.path, %error, "cannot count the outbox's rows"),
             }
         }
-        self.counts.store(self.current);
     }
 
     /// Deletes delivered rows older than `keep_delivered`, a chunk per transaction.
