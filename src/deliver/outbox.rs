@@ -19,7 +19,7 @@ const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
-    id              INTEGER PRIMARY KEY,
+    id              INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: ids order a call's requests
     unique_id       TEXT    NOT NULL,
     kind            TEXT    NOT NULL CHECK (kind IN ('form', 'upload')),
     status          TEXT    NOT NULL,
@@ -285,11 +285,22 @@ pub(crate) fn requeue_generation(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT value FROM outbox_meta WHERE key = 'requeue_gen'", [], |row| row.get(0))
 }
 
+/// A consistent read of pending rows.
+pub(crate) struct PendingSnapshot {
+    pub rows: Vec<PendingRow>,
+    /// The requeue generation the snapshot saw.
+    pub generation: i64,
+    /// The highest id ever assigned when the snapshot was taken: any row inserted later has a higher one.
+    pub max_id: i64,
+}
+
 /// Pending rows requeued after generation `after` (all pending rows when `after` is `None`),
 /// read in one snapshot with the current generation.
-pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlite::Result<(Vec<PendingRow>, i64)> {
+pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlite::Result<PendingSnapshot> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let generation = requeue_generation(&tx)?;
+    let max_id: i64 =
+        tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'", [], |row| row.get(0))?;
     let rows = {
         let mut statement = tx.prepare_cached(
             "SELECT id, unique_id, next_attempt_at FROM outbox
@@ -303,7 +314,7 @@ pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlit
         rows
     };
     tx.commit()?;
-    Ok((rows, generation))
+    Ok(PendingSnapshot { rows, generation, max_id })
 }
 
 /// One row with its payload, or `None` when it no longer exists.

@@ -12,6 +12,8 @@ pub(crate) struct Scheduler {
     /// Heads of calls with nothing in flight, by (due, id).
     due: BTreeSet<(i64, i64, String)>,
     known: HashSet<i64>,
+    /// Rows re-queued by an admin while their previous try was still settling: sent again once it has.
+    readded: HashMap<i64, PendingRow>,
     in_flight: usize,
 }
 
@@ -46,6 +48,18 @@ impl Scheduler {
         Self::reschedule(&mut self.due, &row.unique_id, queue);
     }
 
+    /// Adds a row an admin re-queued (`deskhook outbox retry`). Unlike a duplicate load, a row
+    /// still in flight here was just dead-lettered by its worker: it goes again once that settles.
+    pub fn add_requeued(&mut self, row: PendingRow) {
+        let in_flight = self.known.contains(&row.id)
+            && !self.calls.get(&row.unique_id).is_some_and(|queue| queue.rows.iter().any(|q| q.id == row.id));
+        if in_flight {
+            self.readded.insert(row.id, row);
+        } else {
+            self.add(row);
+        }
+    }
+
     /// The next row to send if one is due at `now_ms`; its call is busy until `finished`/`retry_later`.
     pub fn next_ready(&mut self, now_ms: i64) -> Option<(String, i64)> {
         let (due_ms, _, _) = self.due.first()?;
@@ -72,10 +86,14 @@ impl Scheduler {
     pub fn finished(&mut self, unique_id: &str, id: i64) {
         self.known.remove(&id);
         self.release(unique_id);
+        if let Some(row) = self.readded.remove(&id) {
+            self.add(row);
+        }
     }
 
     /// Row `id` failed and is tried again at `due_ms`, still ahead of the call's later rows.
     pub fn retry_later(&mut self, unique_id: &str, id: i64, due_ms: i64) {
+        self.readded.remove(&id);
         if let Some(queue) = self.calls.get_mut(unique_id) {
             let at = queue.rows.partition_point(|q| q.id < id);
             queue.rows.insert(at, Queued { id, due_ms });
@@ -155,6 +173,22 @@ mod tests {
         assert_eq!(scheduler.next_ready(10), None);
         assert_eq!(scheduler.next_due(), Some(500));
         assert_eq!(scheduler.next_ready(500), Some(("a".into(), 1)), "the retried row stays first");
+    }
+
+    #[test]
+    fn a_row_requeued_while_its_try_settles_is_sent_again_after() {
+        let mut scheduler = Scheduler::default();
+        scheduler.add(row(1, "a", 0));
+        assert_eq!(scheduler.next_ready(0), Some(("a".into(), 1)));
+        // A duplicate load of a row in flight is ignored...
+        scheduler.add(row(1, "a", 0));
+        // ...but the try dead-lettered it and an admin re-queued it before the worker reported back.
+        scheduler.add_requeued(row(1, "a", 5));
+        assert_eq!(scheduler.next_ready(10), None, "not twice at once");
+        scheduler.finished("a", 1);
+        assert_eq!(scheduler.next_ready(10), Some(("a".into(), 1)));
+        scheduler.finished("a", 1);
+        assert_eq!(scheduler.next_ready(10), None);
     }
 
     #[test]

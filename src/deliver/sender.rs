@@ -16,7 +16,9 @@ use tokio::task::JoinSet;
 
 use super::metrics;
 use super::omnidesk::{upload_form, FORM_CONTENT_TYPE};
-use super::outbox::{load_row, now_ms, pending_rows, requeue_generation, PendingRow, RowState, StoredRow};
+use super::outbox::{
+    load_row, now_ms, pending_rows, requeue_generation, PendingRow, PendingSnapshot, RowState, StoredRow,
+};
 use super::policy::{
     classify_status, humanize, parse_retry_after, scrub, RetryPolicy, StatusClass, TryResult, Verdict,
 };
@@ -86,13 +88,18 @@ impl Dispatcher {
     pub async fn run(mut self) {
         let mut scheduler = Scheduler::default();
         let mut workers = JoinSet::new();
+        // Rows up to this id were in the first load; their `added` notices may still be queued
+        // and must not bring back a row that has been delivered since.
+        let mut loaded_up_to = i64::MIN;
         let mut generation = match self.load(None).await {
-            Ok((rows, generation)) => {
-                if !rows.is_empty() {
-                    tracing::info!(pending = rows.len(), "resuming helpdesk requests left pending by the previous run");
+            Ok(snapshot) => {
+                if !snapshot.rows.is_empty() {
+                    let pending = snapshot.rows.len();
+                    tracing::info!(pending, "resuming helpdesk requests left pending by the previous run");
                 }
-                rows.into_iter().for_each(|row| scheduler.add(row));
-                Some(generation)
+                snapshot.rows.into_iter().for_each(|row| scheduler.add(row));
+                loaded_up_to = snapshot.max_id;
+                Some(snapshot.generation)
             }
             Err(error) => {
                 tracing::error!(%error, "cannot read pending requests from the outbox; will try again");
@@ -133,15 +140,22 @@ impl Dispatcher {
                     Next::Finished => scheduler.finished(&done.unique_id, done.id),
                     Next::RetryAt(at) => scheduler.retry_later(&done.unique_id, done.id, at),
                 },
-                Some(rows) = self.added.recv() => rows.into_iter().for_each(|row| scheduler.add(row)),
+                Some(rows) = self.added.recv() => {
+                    rows.into_iter().filter(|row| row.id > loaded_up_to).for_each(|row| scheduler.add(row));
+                }
                 Some(_) = workers.join_next() => {}
                 _ = wake => {}
                 _ = requeue_poll.tick() => {
+                    let full_load = generation.is_none();
                     if let Some(rows) = self.requeued(&mut generation).await {
-                        if !rows.is_empty() {
-                            tracing::info!(requeued = rows.len(), "picked up requests re-queued by `deskhook outbox retry`");
+                        if full_load {
+                            rows.into_iter().for_each(|row| scheduler.add(row));
+                        } else {
+                            if !rows.is_empty() {
+                                tracing::info!(requeued = rows.len(), "picked up requests re-queued by `deskhook outbox retry`");
+                            }
+                            rows.into_iter().for_each(|row| scheduler.add_requeued(row));
                         }
-                        rows.into_iter().for_each(|row| scheduler.add(row));
                     }
                 }
             }
@@ -168,7 +182,7 @@ impl Dispatcher {
         metrics::in_flight().set(0);
     }
 
-    async fn load(&self, after: Option<i64>) -> Result<(Vec<PendingRow>, i64), String> {
+    async fn load(&self, after: Option<i64>) -> Result<PendingSnapshot, String> {
         let reader = self.ctx.reader.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -194,7 +208,7 @@ impl Dispatcher {
             }
         }
         match self.load(*generation).await {
-            Ok((rows, current)) => {
+            Ok(PendingSnapshot { rows, generation: current, .. }) => {
                 *generation = Some(current);
                 // `retry` and `purge` change the counts behind the writer's back.
                 let _ = self.ctx.writer.send(WriterCommand::Recount);
