@@ -101,6 +101,22 @@ impl Scheduler {
         self.release(unique_id);
     }
 
+    /// Makes every waiting call due at `now_ms` (the helpdesk is back; backoffs no longer apply),
+    /// keeping their relative order.
+    pub fn expedite(&mut self, now_ms: i64) {
+        let waiting: Vec<(i64, i64, String)> = self.due.iter().filter(|(due, _, _)| *due > now_ms).cloned().collect();
+        for (due, id, unique_id) in waiting {
+            self.due.remove(&(due, id, unique_id.clone()));
+            if let Some(queue) = self.calls.get_mut(&unique_id) {
+                queue.scheduled = None;
+                if let Some(head) = queue.rows.front_mut() {
+                    head.due_ms = head.due_ms.min(now_ms);
+                }
+                Self::reschedule(&mut self.due, &unique_id, queue);
+            }
+        }
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -189,6 +205,18 @@ mod tests {
         assert_eq!(scheduler.next_ready(10), Some(("a".into(), 1)));
         scheduler.finished("a", 1);
         assert_eq!(scheduler.next_ready(10), None);
+    }
+
+    #[test]
+    fn expediting_makes_waiting_calls_due_in_their_order() {
+        let mut scheduler = Scheduler::default();
+        scheduler.add(row(1, "a", 60_000));
+        scheduler.add(row(2, "b", 30_000));
+        scheduler.add(row(3, "c", 0));
+        scheduler.expedite(100);
+        assert_eq!(scheduler.next_ready(100), Some(("c".into(), 3)));
+        assert_eq!(scheduler.next_ready(100), Some(("a".into(), 1)));
+        assert_eq!(scheduler.next_ready(100), Some(("b".into(), 2)));
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub(crate) struct Done {
     unique_id: String,
     id: i64,
     next: Next,
+    /// This try was the first success after failures: the helpdesk is back.
+    recovered: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -136,10 +138,16 @@ impl Dispatcher {
                     }
                     return;
                 }
-                Some(done) = self.done.recv() => match done.next {
-                    Next::Finished => scheduler.finished(&done.unique_id, done.id),
-                    Next::RetryAt(at) => scheduler.retry_later(&done.unique_id, done.id, at),
-                },
+                Some(done) = self.done.recv() => {
+                    match done.next {
+                        Next::Finished => scheduler.finished(&done.unique_id, done.id),
+                        Next::RetryAt(at) => scheduler.retry_later(&done.unique_id, done.id, at),
+                    }
+                    if done.recovered {
+                        // Other calls wait out backoffs of up to max_backoff: the outage is over, go now.
+                        scheduler.expedite(now_ms());
+                    }
+                }
                 Some(rows) = self.added.recv() => {
                     rows.into_iter().filter(|row| row.id > loaded_up_to).for_each(|row| scheduler.add(row));
                 }
@@ -228,19 +236,24 @@ struct DoneGuard {
     unique_id: String,
     id: i64,
     next: Next,
+    recovered: bool,
 }
 
 impl Drop for DoneGuard {
     fn drop(&mut self) {
-        let _ =
-            self.ctx.done.send(Done { unique_id: std::mem::take(&mut self.unique_id), id: self.id, next: self.next });
+        let _ = self.ctx.done.send(Done {
+            unique_id: std::mem::take(&mut self.unique_id),
+            id: self.id,
+            next: self.next,
+            recovered: self.recovered,
+        });
     }
 }
 
 /// One try of row `id`: load, send, decide, commit the outcome.
 async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
     let fallback = Next::RetryAt(now_ms().saturating_add(INTERNAL_RETRY.as_millis() as i64));
-    let mut guard = DoneGuard { ctx: ctx.clone(), unique_id, id, next: fallback };
+    let mut guard = DoneGuard { ctx: ctx.clone(), unique_id, id, next: fallback, recovered: false };
     let row = match read_row(&ctx, id).await {
         Ok(Some(row)) if row.state == RowState::Pending => row,
         Ok(_) => {
@@ -256,7 +269,7 @@ async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
     let tries = row.tries.saturating_add(1);
     let result = ctx.sink.try_send(&row.request).await;
     let verdict = ctx.policy.verdict(result, tries, row.enqueued_ms, now_ms());
-    ctx.report(&row, tries, &verdict);
+    guard.recovered = ctx.report(&row, tries, &verdict);
     let (reply, stored) = oneshot::channel();
     let command = WriterCommand::Finish { id, tries, verdict: verdict.clone(), reply };
     let recorded = match ctx.writer.send(command) {
@@ -292,17 +305,19 @@ async fn read_row(ctx: &SenderContext, id: i64) -> Result<Option<StoredRow>, Str
 }
 
 impl SenderContext {
-    /// Logs a try's outcome: outages once (and their end), dead letters always.
-    fn report(&self, row: &StoredRow, tries: u32, verdict: &Verdict) {
+    /// Logs a try's outcome: outages once (and their end), dead letters always. True when
+    /// this success ends an outage.
+    fn report(&self, row: &StoredRow, tries: u32, verdict: &Verdict) -> bool {
         let request = &row.request;
         let host = self.sink.host();
         match verdict {
             Verdict::Delivered => {
                 metrics::delivered().inc();
+                tracing::debug!(unique_id = request.unique_id(), status = request.status(), tries, "delivered");
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!(helpdesk = host, "the helpdesk accepts requests again; sending the backlog");
+                    return true;
                 }
-                tracing::debug!(unique_id = request.unique_id(), status = request.status(), tries, "delivered");
             }
             Verdict::RetryAt { at_ms, error } => {
                 metrics::failed_tries().inc();
@@ -328,6 +343,7 @@ impl SenderContext {
                 );
             }
         }
+        false
     }
 }
 
