@@ -16,7 +16,6 @@ use deskhook::config::{DurationSpec, HelpdeskConfig};
 /// Retry settings that keep each test to a few seconds.
 pub fn fast_config() -> HelpdeskConfig {
     HelpdeskConfig {
-        webhook_url: String::new(),
         retention: DurationSpec::secs(3600),
         connect_timeout: DurationSpec(Duration::from_secs(2)),
         request_timeout: DurationSpec(Duration::from_secs(5)),
@@ -26,6 +25,7 @@ pub fn fast_config() -> HelpdeskConfig {
         outbox_max_rows: 100_000,
         client_error_tries: 2,
         keep_delivered: DurationSpec::secs(3600),
+        ..HelpdeskConfig::default()
     }
 }
 
