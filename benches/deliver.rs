@@ -4,6 +4,8 @@
 //! - sustained: events/s from the first enqueue until the receiver has accepted every one of a
 //!   20,000-event burst (2,000 interleaved calls, one enqueue per event, each fsynced);
 //! - paced: at 100 events/s for 10 s, p50/p99/max latency from `enqueue` to the receiver.
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it only does a short smoke run.
 
 #[path = "../tests/deliver_support/mod.rs"]
 mod deliver_support;
@@ -16,10 +18,15 @@ use deliver_support::{call_and_seq, event};
 use deskhook::config::HelpdeskConfig;
 use deskhook::deliver::{Delivery, DeliveryHandle, Outbox, Request};
 
-const BURST_CALLS: usize = 2_000;
 const EVENTS_PER_CALL: usize = 10;
 const PACED_RATE: u64 = 100;
-const PACED_SECONDS: u64 = 10;
+
+/// How much to run: the real measurement, or a smoke run that only proves the bench works.
+#[derive(Clone, Copy)]
+struct Size {
+    burst_calls: usize,
+    paced_seconds: u64,
+}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
@@ -30,9 +37,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let size =
+        if full { Size { burst_calls: 2_000, paced_seconds: 10 } } else { Size { burst_calls: 50, paced_seconds: 1 } };
+    if !full {
+        println!("smoke run: pass --bench (cargo bench --bench deliver) for real numbers");
+    }
     runtime.block_on(async {
-        sustained().await;
-        paced().await;
+        sustained(size).await;
+        paced(size).await;
     });
 }
 
@@ -44,13 +57,14 @@ async fn start(cfg: &HelpdeskConfig) -> (Receiver, DeliveryHandle, tempfile::Tem
     (receiver, handle, storage)
 }
 
-async fn sustained() {
+async fn sustained(size: Size) {
+    let burst_calls = size.burst_calls;
     let cfg = HelpdeskConfig::default();
     let (receiver, handle, _storage) = start(&cfg).await;
     let utc = jiff::tz::TimeZone::UTC;
-    let total = BURST_CALLS * EVENTS_PER_CALL;
+    let total = burst_calls * EVENTS_PER_CALL;
     let requests: Vec<Request> = (0..EVENTS_PER_CALL)
-        .flat_map(|seq| (0..BURST_CALLS).map(move |call| (call, seq)))
+        .flat_map(|seq| (0..burst_calls).map(move |call| (call, seq)))
         .map(|(call, seq)| Request::event(&event(&format!("1700000000.{call}"), seq, EVENTS_PER_CALL), &utc))
         .collect();
 
@@ -66,7 +80,7 @@ async fn sustained() {
     let delivered = started.elapsed();
     handle.shutdown().await;
     println!(
-        "sustained: {total} events ({BURST_CALLS} calls x {EVENTS_PER_CALL}, max_parallel {}) stored in {:.2}s \
+        "sustained: {total} events ({burst_calls} calls x {EVENTS_PER_CALL}, max_parallel {}) stored in {:.2}s \
          ({:.0}/s durable enqueue), all delivered in {:.2}s = {:.0} events/s",
         cfg.max_parallel,
         enqueued.as_secs_f64(),
@@ -76,11 +90,12 @@ async fn sustained() {
     );
 }
 
-async fn paced() {
+async fn paced(size: Size) {
+    let paced_seconds = size.paced_seconds;
     let cfg = HelpdeskConfig::default();
     let (receiver, handle, _storage) = start(&cfg).await;
     let utc = jiff::tz::TimeZone::UTC;
-    let total = (PACED_RATE * PACED_SECONDS) as usize;
+    let total = (PACED_RATE * paced_seconds) as usize;
     let calls = 50;
     let per_call = total / calls;
     let mut sent_at: HashMap<(String, usize), Instant> = HashMap::with_capacity(total);

@@ -151,7 +151,14 @@ impl Dispatcher {
                 Some(rows) = self.added.recv() => {
                     rows.into_iter().filter(|row| row.id > loaded_up_to).for_each(|row| scheduler.add(row));
                 }
-                Some(_) = workers.join_next() => {}
+                Some(joined) = workers.join_next() => {
+                    if let Err(error) = joined {
+                        if error.is_panic() {
+                            // Its DoneGuard already put the row back for a later try.
+                            tracing::error!(%error, "a helpdesk delivery worker panicked; its request will be tried again");
+                        }
+                    }
+                }
                 _ = wake => {}
                 _ = requeue_poll.tick() => {
                     let full_load = generation.is_none();
