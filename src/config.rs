@@ -125,12 +125,16 @@ pub struct HelpdeskConfig {
     pub request_timeout: DurationSpec,
     /// The longest wait between two tries of one request.
     pub max_backoff: DurationSpec,
+    /// The wait before the first retry; each further retry waits about twice as long.
+    pub min_backoff: DurationSpec,
     /// How many calls are delivered in parallel.
     pub max_parallel: usize,
     /// The outbox's size cap in rows.
     pub outbox_max_rows: u64,
     /// Tries before a request answered with a non-retryable 4xx is dead-lettered.
     pub client_error_tries: u32,
+    /// How long delivered requests stay in the outbox (inspection, start/ended deduplication).
+    pub keep_delivered: DurationSpec,
 }
 
 impl Default for HelpdeskConfig {
@@ -141,9 +145,11 @@ impl Default for HelpdeskConfig {
             connect_timeout: DurationSpec::secs(5),
             request_timeout: DurationSpec::secs(30),
             max_backoff: DurationSpec::secs(300),
+            min_backoff: DurationSpec::secs(1),
             max_parallel: 8,
             outbox_max_rows: 1_000_000,
             client_error_tries: 3,
+            keep_delivered: DurationSpec::secs(86_400),
         }
     }
 }
@@ -483,6 +489,22 @@ impl Config {
         }
         if self.helpdesk.max_parallel == 0 {
             return err("helpdesk", "max_parallel", "is 0, expected at least 1".into());
+        }
+        if self.helpdesk.min_backoff.get().is_zero()
+            || self.helpdesk.min_backoff.get() > self.helpdesk.max_backoff.get()
+        {
+            return err(
+                "helpdesk",
+                "min_backoff",
+                format!(
+                    "is {:?}, expected more than 0 and at most max_backoff ({:?})",
+                    self.helpdesk.min_backoff.get(),
+                    self.helpdesk.max_backoff.get()
+                ),
+            );
+        }
+        if self.helpdesk.client_error_tries == 0 {
+            return err("helpdesk", "client_error_tries", "is 0, expected at least 1".into());
         }
         if self.helpdesk.outbox_max_rows < 100 {
             return err(
