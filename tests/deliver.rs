@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deliver_support::receiver::{reserve_addr, Receiver, Reply, Seen, TOKEN};
-use deliver_support::{call_and_seq, capture_logs, event, fast_config, wait_until};
+use deliver_support::{call_and_seq, capture_logs, event, fast_config, multipart_parts, wait_until};
 use deskhook::deliver::{DeliverError, Delivery, DeliveryHandle, Outbox, Request, RowState};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -357,50 +357,6 @@ async fn a_form_post_is_byte_exact() {
          &status=incoming+call+is+ended&call_duration=42"
     );
     handle.shutdown().await;
-}
-
-/// One part of a `multipart/form-data` body.
-struct Part {
-    name: String,
-    filename: Option<String>,
-    content_type: Option<String>,
-    data: Vec<u8>,
-}
-
-/// Splits a `multipart/form-data` body (RFC 7578) into its parts.
-fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<Part> {
-    let find = |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).position(|w| w == needle);
-    let boundary = content_type.split("boundary=").nth(1).expect("boundary").trim_matches('"');
-    let delimiter = format!("--{boundary}");
-    let closing = format!("\r\n{delimiter}");
-    let start = find(body, delimiter.as_bytes()).expect("first delimiter");
-    let mut rest = &body[start + delimiter.len()..];
-    let mut parts = Vec::new();
-    while !rest.starts_with(b"--") {
-        rest = rest.strip_prefix(b"\r\n").expect("CRLF after delimiter");
-        let headers_end = find(rest, b"\r\n\r\n").expect("part headers");
-        let headers = String::from_utf8_lossy(&rest[..headers_end]).into_owned();
-        rest = &rest[headers_end + 4..];
-        let end = find(rest, closing.as_bytes()).expect("part end");
-        let data = rest[..end].to_vec();
-        rest = &rest[end + closing.len()..];
-        let attribute = |name: &str| {
-            let prefix = format!("{name}=\"");
-            let start = headers.find(&prefix)? + prefix.len();
-            headers[start..].split('"').next().map(str::to_string)
-        };
-        let content_type = headers.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-type").then(|| value.trim().to_string())
-        });
-        parts.push(Part {
-            name: attribute("; name").expect("part name"),
-            filename: attribute("; filename"),
-            content_type,
-            data,
-        });
-    }
-    parts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
