@@ -125,12 +125,16 @@ pub struct HelpdeskConfig {
     pub request_timeout: DurationSpec,
     /// The longest wait between two tries of one request.
     pub max_backoff: DurationSpec,
+    /// The wait before the first retry; each further retry waits about twice as long.
+    pub min_backoff: DurationSpec,
     /// How many calls are delivered in parallel.
     pub max_parallel: usize,
     /// The outbox's size cap in rows.
     pub outbox_max_rows: u64,
     /// Tries before a request answered with a non-retryable 4xx is dead-lettered.
     pub client_error_tries: u32,
+    /// How long delivered requests stay in the outbox (inspection, start/ended deduplication).
+    pub keep_delivered: DurationSpec,
 }
 
 impl Default for HelpdeskConfig {
@@ -141,9 +145,11 @@ impl Default for HelpdeskConfig {
             connect_timeout: DurationSpec::secs(5),
             request_timeout: DurationSpec::secs(30),
             max_backoff: DurationSpec::secs(300),
+            min_backoff: DurationSpec::secs(1),
             max_parallel: 8,
             outbox_max_rows: 1_000_000,
             client_error_tries: 3,
+            keep_delivered: DurationSpec::secs(86_400),
         }
     }
 }
@@ -249,6 +255,9 @@ pub enum ResolverConfig {
         timeout_ms: Option<u64>,
         #[serde(default)]
         rate_per_sec: Option<f64>,
+        /// Which REST methods find the client (see [`Bitrix24Lookup`]).
+        #[serde(default)]
+        lookup: Bitrix24Lookup,
     },
     Amocrm {
         base_url: String,
@@ -268,7 +277,22 @@ pub enum ResolverConfig {
         name_field: String,
         #[serde(default)]
         timeout_ms: Option<u64>,
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
     },
+}
+
+/// How the `bitrix24` resolver finds a client by phone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bitrix24Lookup {
+    /// `telephony`, switching to `duplicates` when the webhook lacks the telephony scope.
+    #[default]
+    Auto,
+    /// `telephony.externalCall.searchCrmEntities` (one request; scope `telephony`).
+    Telephony,
+    /// `crm.duplicate.findbycomm` + `crm.*.get` + `user.get` (scopes `crm`, `user`).
+    Duplicates,
 }
 
 fn default_history_age() -> u32 {
@@ -282,6 +306,18 @@ fn default_name_field() -> String {
 }
 
 impl ResolverConfig {
+    /// The resolver's own `timeout_ms`, if set.
+    pub fn timeout(&self) -> Option<Duration> {
+        let millis = match self {
+            ResolverConfig::Table { timeout_ms, .. }
+            | ResolverConfig::History { timeout_ms, .. }
+            | ResolverConfig::Bitrix24 { timeout_ms, .. }
+            | ResolverConfig::Amocrm { timeout_ms, .. }
+            | ResolverConfig::Http { timeout_ms, .. } => *timeout_ms,
+        };
+        millis.map(Duration::from_millis)
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ResolverConfig::Table { .. } => "table",
@@ -454,6 +490,22 @@ impl Config {
         if self.helpdesk.max_parallel == 0 {
             return err("helpdesk", "max_parallel", "is 0, expected at least 1".into());
         }
+        if self.helpdesk.min_backoff.get().is_zero()
+            || self.helpdesk.min_backoff.get() > self.helpdesk.max_backoff.get()
+        {
+            return err(
+                "helpdesk",
+                "min_backoff",
+                format!(
+                    "is {:?}, expected more than 0 and at most max_backoff ({:?})",
+                    self.helpdesk.min_backoff.get(),
+                    self.helpdesk.max_backoff.get()
+                ),
+            );
+        }
+        if self.helpdesk.client_error_tries == 0 {
+            return err("helpdesk", "client_error_tries", "is 0, expected at least 1".into());
+        }
         if self.helpdesk.outbox_max_rows < 100 {
             return err(
                 "helpdesk",
@@ -504,6 +556,20 @@ impl Config {
             if let Some((key, value)) = url_key {
                 if let Err(problem) = check_http_url(&value.replace("{phone}", "0")) {
                     return err(&section, key, format!("{problem}, expected an http(s):// address"));
+                }
+            }
+            if resolver.timeout().is_some_and(|timeout| timeout.is_zero()) {
+                return err(&section, "timeout_ms", "is 0, expected milliseconds such as 800".into());
+            }
+            let rate = match resolver {
+                ResolverConfig::Bitrix24 { rate_per_sec, .. }
+                | ResolverConfig::Amocrm { rate_per_sec, .. }
+                | ResolverConfig::Http { rate_per_sec, .. } => *rate_per_sec,
+                _ => None,
+            };
+            if let Some(rate) = rate {
+                if !(rate.is_finite() && rate > 0.0 && rate <= 1000.0) {
+                    return err(&section, "rate_per_sec", format!("is {rate}, expected requests per second such as 2"));
                 }
             }
             if let ResolverConfig::Table { path, .. } = resolver {

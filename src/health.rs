@@ -1,1 +1,92 @@
-//! Shared liveness flags (ARI connected, storage writable) read by `/healthz` and `check`. (Being built.)
+//! Shared liveness flags (ARI connected, storage writable) that the live daemon sets and
+//! `/healthz` reads. Cloning shares the same flags; reading or writing one is one atomic.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+struct Flags {
+    ari_connected: AtomicBool,
+    storage_writable: AtomicBool,
+}
+
+/// Both flags start false: deskhook is not healthy until the daemon has seen ARI and storage work.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    flags: Arc<Flags>,
+}
+
+/// What `/healthz` answers, as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    pub healthy: bool,
+    pub ari_connected: bool,
+    pub storage_writable: bool,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_ari_connected(&self, connected: bool) {
+        self.flags.ari_connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn set_storage_writable(&self, writable: bool) {
+        self.flags.storage_writable.store(writable, Ordering::Relaxed);
+    }
+
+    pub fn ari_connected(&self) -> bool {
+        self.flags.ari_connected.load(Ordering::Relaxed)
+    }
+
+    pub fn storage_writable(&self) -> bool {
+        self.flags.storage_writable.load(Ordering::Relaxed)
+    }
+
+    pub fn report(&self) -> HealthReport {
+        let ari_connected = self.ari_connected();
+        let storage_writable = self.storage_writable();
+        HealthReport { healthy: ari_connected && storage_writable, ari_connected, storage_writable }
+    }
+}
+
+/// Writes, syncs and removes a small probe file in `dir`: the honest test of "storage writable".
+pub fn probe_storage(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let probe = dir.join(format!(".deskhook-probe-{}", std::process::id()));
+    let result = std::fs::File::create(&probe).and_then(|mut file| {
+        file.write_all(b"ok")?;
+        file.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    result.and(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_when_both_flags_are_set_on_any_clone() {
+        let health = Health::new();
+        assert!(!health.report().healthy);
+        let daemon_side = health.clone();
+        daemon_side.set_ari_connected(true);
+        assert_eq!(health.report(), HealthReport { healthy: false, ari_connected: true, storage_writable: false });
+        daemon_side.set_storage_writable(true);
+        assert!(health.report().healthy);
+    }
+
+    #[test]
+    fn storage_probe_reports_a_missing_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(probe_storage(dir.path()).is_ok());
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0, "the probe file is removed");
+        assert!(probe_storage(&dir.path().join("missing")).is_err());
+    }
+}

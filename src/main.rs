@@ -96,13 +96,15 @@ fn main() -> ExitCode {
             config_or_exit(config.as_deref(), false).map(|config| commands::endpoints::endpoints(&config))
         }
         Command::Demo { webhook } => Ok(commands::demo::demo(webhook.as_deref())),
-        Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false).map(|config| {
-            let _ = (phone, trunk);
-            commands::lookup::lookup(&config)
-        }),
+        Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false)
+            .map(|config| commands::lookup::lookup(&config, &phone, trunk.as_deref())),
         Command::Outbox { action, config } => config_or_exit(config.as_deref(), false).map(|config| {
-            let _ = action as u8;
-            commands::outbox::outbox(&config)
+            let action = match action {
+                OutboxAction::List => commands::outbox::OutboxAction::List,
+                OutboxAction::Retry => commands::outbox::OutboxAction::Retry,
+                OutboxAction::Purge => commands::outbox::OutboxAction::Purge,
+            };
+            commands::outbox::outbox(&config, action, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
         }),
     };
     ExitCode::from(code.unwrap_or_else(|exit| exit).clamp(0, 255) as u8)

@@ -1,2 +1,195 @@
-//! Durable delivery to the helpdesk: the SQLite outbox, the Omnidesk/Deskie request formats,
-//! and the sender that retries with backoff, in order per call. (Being built.)
+//! Durable delivery to the helpdesk: every request is committed to a SQLite outbox under
+//! `storage.dir` before it is tried, then sent to `helpdesk.webhook_url` in order per call,
+//! calls in parallel, retried with backoff until accepted or dead-lettered.
+//!
+//! - `request`: what is stored (an event form or a recording upload);
+//! - `omnidesk`: the wire formats (SPEC §3);
+//! - `outbox`: the SQLite file, its reads and the admin commands (`deskhook outbox`);
+//! - `writer`: the single writer thread with group commit;
+//! - `scheduler` + `sender`: which row goes next, and the HTTP tries;
+//! - `policy`: retry, backoff, `Retry-After`, retention, and error texts without secrets.
+//!
+//! It never touches ARI or the call engine: the daemon turns engine output into [`Request`]s
+//! and calls [`DeliveryHandle::enqueue`].
+
+mod metrics;
+mod omnidesk;
+mod outbox;
+mod policy;
+mod request;
+mod scheduler;
+mod sender;
+mod writer;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+pub use omnidesk::{form_body, FORM_CONTENT_TYPE};
+pub use outbox::{ListedRow, Listing, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
+pub use policy::humanize;
+pub use request::{Request, UPLOAD_STATUS};
+
+use crate::config::{redacted_url, HelpdeskConfig};
+use policy::RetryPolicy;
+use sender::{Control, Dispatcher, SenderContext, Sink};
+use writer::{SharedCounts, WriterCommand};
+
+/// Why the outbox or the delivery cannot do what was asked; phrased for the admin.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("cannot create storage.dir {dir}: {source}; create it and make it writable by the deskhook user")]
+    StorageDir { dir: String, source: std::io::Error },
+    #[error("cannot open the outbox {path}: {source}; check that storage.dir is writable by the deskhook user")]
+    Open { path: String, source: rusqlite::Error },
+    #[error(
+        "the outbox {path} was written by a newer deskhook (schema {version}); run that version or move the file away"
+    )]
+    NewerSchema { path: String, version: i64 },
+    #[error("outbox {path}: {source}")]
+    Database { path: String, source: rusqlite::Error },
+    #[error("cannot commit to the outbox {path}: {message}; the requests were NOT stored (is the disk full?)")]
+    Commit { path: String, message: String },
+    #[error(
+        "the outbox is full ({rows} rows, helpdesk.outbox_max_rows = {max_rows}): {refused} request(s) refused; \
+         see `deskhook outbox list`"
+    )]
+    Full { rows: u64, max_rows: u64, refused: u64 },
+    #[error("delivery to the helpdesk has stopped; the requests were not stored")]
+    Stopped,
+    #[error("helpdesk.webhook_url {shown} is not usable: {reason}")]
+    WebhookUrl { shown: String, reason: String },
+    #[error("cannot set up the HTTPS client: {message}")]
+    HttpClient { message: String },
+    #[error("delivery must be started inside a tokio runtime")]
+    NoRuntime,
+    #[error("cannot start the outbox writer thread: {source}")]
+    Thread { source: std::io::Error },
+}
+
+/// Starts delivery; see [`Delivery::start`].
+pub struct Delivery;
+
+impl Delivery {
+    /// Spawns the writer thread and the sender on the current tokio runtime, resuming rows a
+    /// previous run left pending. An empty `webhook_url` means "log only": every request is
+    /// still stored (so start/ended stay deduplicated), then written to the log at info level
+    /// (target `deskhook::helpdesk`) and counted as delivered; recordings are never deleted.
+    pub fn start(outbox: Outbox, webhook_url: &str, cfg: &HelpdeskConfig) -> Result<DeliveryHandle, DeliverError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DeliverError::NoRuntime)?;
+        let sink = build_sink(webhook_url, cfg)?;
+        let reader = outbox::connect(outbox.path(), false)?;
+        let counts = Arc::new(SharedCounts::default());
+        let (added_tx, added_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let path = outbox.path().to_path_buf();
+        let writer = writer::spawn(outbox, counts.clone(), added_tx)?;
+        match &sink {
+            Sink::Http { host, .. } => {
+                tracing::info!(helpdesk = %host, outbox = %path.display(), "delivering to the helpdesk")
+            }
+            Sink::Log => tracing::warn!(
+                outbox = %path.display(),
+                "helpdesk.webhook_url is empty: helpdesk events are only logged, nothing is sent"
+            ),
+        }
+        let ctx = Arc::new(SenderContext {
+            sink,
+            policy: RetryPolicy::from_config(cfg),
+            writer: writer.clone(),
+            reader: Arc::new(Mutex::new(reader)),
+            done: done_tx,
+            healthy: AtomicBool::new(true),
+        });
+        let dispatcher = Dispatcher {
+            ctx,
+            max_parallel: cfg.max_parallel.max(1),
+            added: added_rx,
+            done: done_rx,
+            control: control_rx,
+        };
+        runtime.spawn(dispatcher.run());
+        Ok(DeliveryHandle { inner: Arc::new(Inner { writer, control: control_tx, counts }) })
+    }
+}
+
+fn build_sink(webhook_url: &str, cfg: &HelpdeskConfig) -> Result<Sink, DeliverError> {
+    if webhook_url.trim().is_empty() {
+        return Ok(Sink::Log);
+    }
+    let shown = redacted_url(webhook_url);
+    let url = reqwest::Url::parse(webhook_url)
+        .map_err(|error| DeliverError::WebhookUrl { shown: shown.clone(), reason: error.to_string() })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(DeliverError::WebhookUrl {
+            shown,
+            reason: "expected an http:// or https:// address with a host".into(),
+        });
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout.get())
+        .timeout(cfg.request_timeout.get())
+        // A redirected POST turns into a GET without the body: report it instead of following.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("deskhook/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| DeliverError::HttpClient { message: error.to_string() })?;
+    Ok(Sink::Http {
+        client,
+        url,
+        raw: webhook_url.to_string(),
+        host: shown,
+        request_timeout: cfg.request_timeout.get(),
+    })
+}
+
+/// The daemon's side of a running delivery. Cheap to clone.
+#[derive(Clone)]
+pub struct DeliveryHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Sender<WriterCommand>,
+    control: tokio::sync::mpsc::UnboundedSender<Control>,
+    counts: Arc<SharedCounts>,
+}
+
+impl DeliveryHandle {
+    /// Stores `requests` durably (fsynced) and has them sent. Their order, and so the order
+    /// per call, is fixed when `enqueue` is called, not when the future is awaited: callers
+    /// may keep several enqueues outstanding. A start/ended event already stored for its call
+    /// is skipped. `Err` means nothing of this call was stored (outbox full, disk error, stopped).
+    pub fn enqueue(
+        &self,
+        requests: Vec<Request>,
+    ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
+        let (reply, stored) = tokio::sync::oneshot::channel();
+        let sent = if requests.is_empty() {
+            let _ = reply.send(Ok(()));
+            Ok(())
+        } else {
+            self.inner.writer.send(WriterCommand::Enqueue { requests, reply }).map_err(|_| DeliverError::Stopped)
+        };
+        async move {
+            sent?;
+            stored.await.map_err(|_| DeliverError::Stopped)?
+        }
+    }
+
+    /// Rows by state, as of the last commit (for `/metrics` and health).
+    pub fn counts(&self) -> OutboxCounts {
+        self.inner.counts.snapshot()
+    }
+
+    /// Stops sending: requests in flight get a few seconds to finish (the rest stay pending
+    /// and are sent again on the next start), everything enqueued before is committed.
+    /// Later `enqueue` calls fail with [`DeliverError::Stopped`].
+    pub async fn shutdown(&self) {
+        let (reply, stopped) = tokio::sync::oneshot::channel();
+        if self.inner.control.send(Control::Shutdown(reply)).is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}

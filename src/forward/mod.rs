@@ -1,1 +1,32 @@
-//! `/forward`: the dialplan's "who is this caller's manager?" server and its resolvers. (Being built.)
+//! `/forward`: the dialplan asks "who is this caller's manager?" before the IVR and sends the
+//! call to the returned extension, or down its normal route on an empty answer (SPEC §4).
+//!
+//! - `phone` normalises numbers; `answer` shapes the hashcompat body and cleans names;
+//! - `resolvers` are the sources (table, history, bitrix24, amocrm, http); `limiter` keeps
+//!   CRM rate limits; `chain` asks them in order within timeouts, skipping offline phones;
+//! - `cache` remembers answers; `service` adds single-flight and the budget; `server` is
+//!   the axum app (`/forward`, `/healthz`, `/metrics`).
+//!
+//! This module never touches ARI: endpoint states come through `crate::presence::Presence`,
+//! liveness through `crate::health::Health`, the call history through `crate::history`.
+
+pub mod answer;
+pub mod cache;
+pub mod chain;
+pub mod limiter;
+pub mod phone;
+pub mod resolvers;
+pub mod server;
+pub mod service;
+
+pub use answer::Answer;
+pub use phone::{PhoneError, PhoneNormalizer};
+pub use server::{router, serve};
+pub use service::{Diagnosis, ForwardService};
+
+/// Why the `/forward` service could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForwardError {
+    #[error("forward: cannot set up the HTTP client for CRM lookups ({0})")]
+    HttpClient(String),
+}

@@ -5,7 +5,9 @@
 //! module never trusts that name: only files inside `recordings.dirs` are ever opened.
 
 pub mod mixmonitor;
+pub mod pickup;
 pub mod safety;
 
 pub use mixmonitor::{wait_until_complete, FileReady};
+pub use pickup::Pickup;
 pub use safety::{AllowedDirs, PickupError};

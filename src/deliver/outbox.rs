@@ -1,0 +1,381 @@
+//! The SQLite outbox file under `storage.dir`: schema, opening (WAL), and the reads and admin
+//! changes (`deskhook outbox list|retry|purge`). Routine writes go through `writer`, the
+//! single writer thread of a running delivery.
+
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::request::{Request, RequestKind};
+use super::DeliverError;
+use crate::config::HelpdeskConfig;
+
+/// The outbox's file name inside `storage.dir`.
+pub const OUTBOX_FILE: &str = "outbox.sqlite3";
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: ids order a call's requests
+    unique_id       TEXT    NOT NULL,
+    kind            TEXT    NOT NULL CHECK (kind IN ('form', 'upload')),
+    status          TEXT    NOT NULL,
+    once_key        TEXT    UNIQUE,
+    body            TEXT,
+    path            BLOB,
+    delete_after    INTEGER NOT NULL DEFAULT 0,
+    state           TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    tries           INTEGER NOT NULL DEFAULT 0,
+    enqueued_at     INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    finished_at     INTEGER,
+    last_error      TEXT,
+    requeue_gen     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, id);
+CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('requeue_gen', 0);
+";
+
+/// The outbox's limits from `[helpdesk]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_rows: u64,
+    pub keep_delivered: Duration,
+}
+
+/// The durable store of helpdesk requests. Open it, then hand it to [`super::Delivery::start`],
+/// or use it directly for the admin commands.
+pub struct Outbox {
+    pub(crate) path: PathBuf,
+    pub(crate) conn: Connection,
+    pub(crate) limits: Limits,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Where a row is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl RowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowState::Pending => "pending",
+            RowState::Delivered => "delivered",
+            RowState::Dead => "dead",
+        }
+    }
+
+    fn parse(text: &str) -> RowState {
+        match text {
+            "delivered" => RowState::Delivered,
+            "dead" => RowState::Dead,
+            _ => RowState::Pending,
+        }
+    }
+}
+
+/// How many rows are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub dead: u64,
+    pub delivered: u64,
+}
+
+impl OutboxCounts {
+    pub fn rows(&self) -> u64 {
+        self.pending + self.dead + self.delivered
+    }
+}
+
+/// One undelivered row as `deskhook outbox list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRow {
+    pub id: i64,
+    pub unique_id: String,
+    pub status: String,
+    pub state: RowState,
+    pub tries: u32,
+    /// Unix milliseconds of the next try (pending rows only).
+    pub next_attempt_ms: Option<i64>,
+    pub enqueued_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// Pending and dead rows (oldest first, at most the limit asked for) and the counts of all rows.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub path: PathBuf,
+    pub rows: Vec<ListedRow>,
+    pub counts: OutboxCounts,
+}
+
+/// A pending row as the scheduler knows it: no payload, only what ordering needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingRow {
+    pub id: i64,
+    pub unique_id: String,
+    pub due_ms: i64,
+}
+
+/// A row loaded to be sent.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredRow {
+    pub request: Request,
+    pub state: RowState,
+    pub tries: u32,
+    pub enqueued_ms: i64,
+}
+
+impl Outbox {
+    /// Opens (creating if needed) `dir/outbox.sqlite3`; `dir` is `storage.dir`.
+    pub fn open(dir: &Path, cfg: &HelpdeskConfig) -> Result<Outbox, DeliverError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| DeliverError::StorageDir { dir: dir.display().to_string(), source })?;
+        let path = dir.join(OUTBOX_FILE);
+        let conn = connect(&path, true)?;
+        let limits = Limits { max_rows: cfg.outbox_max_rows.max(1), keep_delivered: cfg.keep_delivered.get() };
+        Ok(Outbox { path, conn, limits })
+    }
+
+    /// Like [`Outbox::open`], but `None` when no outbox file exists yet (nothing was ever enqueued).
+    pub fn open_existing(dir: &Path, cfg: &HelpdeskConfig) -> Result<Option<Outbox>, DeliverError> {
+        if !dir.join(OUTBOX_FILE).exists() {
+            return Ok(None);
+        }
+        Outbox::open(dir, cfg).map(Some)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many rows are in each state.
+    pub fn counts(&self) -> Result<OutboxCounts, DeliverError> {
+        count_rows(&self.conn).map_err(|source| self.db_error(source))
+    }
+
+    /// Pending and dead rows, oldest first, at most `limit` of them; what `deskhook outbox list` prints.
+    pub fn listing(&self, limit: usize) -> Result<Listing, DeliverError> {
+        let read = || -> rusqlite::Result<Listing> {
+            let mut statement = self.conn.prepare(
+                "SELECT id, unique_id, status, state, tries, next_attempt_at, enqueued_at, last_error
+                 FROM outbox WHERE state IN ('pending', 'dead') ORDER BY id LIMIT ?1",
+            )?;
+            let rows = statement
+                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                    let state = RowState::parse(&row.get::<_, String>(3)?);
+                    Ok(ListedRow {
+                        id: row.get(0)?,
+                        unique_id: row.get(1)?,
+                        status: row.get(2)?,
+                        state,
+                        tries: row.get(4)?,
+                        next_attempt_ms: (state == RowState::Pending).then(|| row.get(5)).transpose()?,
+                        enqueued_ms: row.get(6)?,
+                        last_error: row.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Listing { path: self.path.clone(), rows, counts: count_rows(&self.conn)? })
+        };
+        read().map_err(|source| self.db_error(source))
+    }
+
+    /// Puts every dead row back in the queue (tries reset, retention restarts now); a running
+    /// deskhook picks them up within a few seconds. Returns how many.
+    pub fn retry_dead(&mut self) -> Result<usize, DeliverError> {
+        let now = now_ms();
+        let change = |conn: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let generation = bump_requeue_generation(&tx)?;
+            let count = tx.execute(
+                "UPDATE outbox SET state = 'pending', tries = 0, enqueued_at = ?1, next_attempt_at = ?1,
+                 finished_at = NULL, requeue_gen = ?2 WHERE state = 'dead'",
+                params![now, generation],
+            )?;
+            tx.commit()?;
+            Ok(count)
+        };
+        let path = self.path.clone();
+        change(&mut self.conn).map_err(|source| DeliverError::Database { path: path.display().to_string(), source })
+    }
+
+    /// Deletes every dead row. Returns how many.
+    pub fn purge_dead(&mut self) -> Result<usize, DeliverError> {
+        let change = |conn: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump_requeue_generation(&tx)?;
+            let count = tx.execute("DELETE FROM outbox WHERE state = 'dead'", [])?;
+            tx.commit()?;
+            Ok(count)
+        };
+        let path = self.path.clone();
+        change(&mut self.conn).map_err(|source| DeliverError::Database { path: path.display().to_string(), source })
+    }
+
+    pub(crate) fn db_error(&self, source: rusqlite::Error) -> DeliverError {
+        DeliverError::Database { path: self.path.display().to_string(), source }
+    }
+}
+
+/// Opens the file in WAL mode; `create` puts the schema in place (the writer's and admin's
+/// connections), a reader only checks that the file is not from a newer deskhook.
+pub(crate) fn connect(path: &Path, create: bool) -> Result<Connection, DeliverError> {
+    let shown = path.display().to_string();
+    let open_error = |source| DeliverError::Open { path: shown.clone(), source };
+    let conn = Connection::open(path).map_err(open_error)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(open_error)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(open_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %shown, mode, "the outbox could not switch to WAL mode; delivery will be slower");
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(open_error)?;
+    if version > SCHEMA_VERSION {
+        return Err(DeliverError::NewerSchema { path: shown, version });
+    }
+    if !create {
+        return Ok(conn);
+    }
+    conn.execute_batch(SCHEMA).map_err(open_error)?;
+    if version < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_error)?;
+    }
+    Ok(conn)
+}
+
+pub(crate) fn count_rows(conn: &Connection) -> rusqlite::Result<OutboxCounts> {
+    let mut counts = OutboxCounts::default();
+    let mut statement = conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let count: i64 = row.get(1)?;
+        let count = u64::try_from(count).unwrap_or(0);
+        match RowState::parse(&row.get::<_, String>(0)?) {
+            RowState::Pending => counts.pending = count,
+            RowState::Delivered => counts.delivered = count,
+            RowState::Dead => counts.dead = count,
+        }
+    }
+    Ok(counts)
+}
+
+fn bump_requeue_generation(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.execute("UPDATE outbox_meta SET value = value + 1 WHERE key = 'requeue_gen'", [])?;
+    conn.query_row("SELECT value FROM outbox_meta WHERE key = 'requeue_gen'", [], |row| row.get(0))
+}
+
+/// The requeue generation: bumped by every admin change a running delivery must notice.
+pub(crate) fn requeue_generation(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT value FROM outbox_meta WHERE key = 'requeue_gen'", [], |row| row.get(0))
+}
+
+/// A consistent read of pending rows.
+pub(crate) struct PendingSnapshot {
+    pub rows: Vec<PendingRow>,
+    /// The requeue generation the snapshot saw.
+    pub generation: i64,
+    /// The highest id ever assigned when the snapshot was taken: any row inserted later has a higher one.
+    pub max_id: i64,
+}
+
+/// Pending rows requeued after generation `after` (all pending rows when `after` is `None`),
+/// read in one snapshot with the current generation.
+pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlite::Result<PendingSnapshot> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let generation = requeue_generation(&tx)?;
+    let max_id: i64 =
+        tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'", [], |row| row.get(0))?;
+    let rows = {
+        let mut statement = tx.prepare_cached(
+            "SELECT id, unique_id, next_attempt_at FROM outbox
+             WHERE state = 'pending' AND requeue_gen > ?1 ORDER BY id",
+        )?;
+        let rows = statement
+            .query_map([after.unwrap_or(i64::MIN)], |row| {
+                Ok(PendingRow { id: row.get(0)?, unique_id: row.get(1)?, due_ms: row.get(2)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows
+    };
+    tx.commit()?;
+    Ok(PendingSnapshot { rows, generation, max_id })
+}
+
+/// One row with its payload, or `None` when it no longer exists.
+pub(crate) fn load_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredRow>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT unique_id, kind, status, once_key, body, path, delete_after, state, tries, enqueued_at
+         FROM outbox WHERE id = ?1",
+    )?;
+    statement
+        .query_row([id], |row| {
+            let kind: String = row.get(1)?;
+            let kind = if kind == "upload" {
+                let path: Vec<u8> = row.get(5)?;
+                RequestKind::Upload {
+                    path: PathBuf::from(std::ffi::OsString::from_vec(path)),
+                    delete_after: row.get(6)?,
+                }
+            } else {
+                RequestKind::Form {
+                    status: row.get(2)?,
+                    once_per_call: row.get::<_, Option<String>>(3)?.is_some(),
+                    body: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                }
+            };
+            Ok(StoredRow {
+                request: Request { unique_id: row.get(0)?, kind },
+                state: RowState::parse(&row.get::<_, String>(7)?),
+                tries: row.get(8)?,
+                enqueued_ms: row.get(9)?,
+            })
+        })
+        .optional()
+}
+
+/// Inserts one request unless it is a start/ended event already stored; returns its id if inserted.
+pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> rusqlite::Result<Option<i64>> {
+    let mut statement = conn.prepare_cached(
+        "INSERT OR IGNORE INTO outbox
+         (unique_id, kind, status, once_key, body, path, delete_after, enqueued_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+    )?;
+    let (kind, body, path, delete_after) = match &request.kind {
+        RequestKind::Form { body, .. } => ("form", Some(body.as_str()), None, false),
+        RequestKind::Upload { path, delete_after } => {
+            ("upload", None, Some(path.as_os_str().as_bytes()), *delete_after)
+        }
+    };
+    let inserted = statement.execute(params![
+        request.unique_id,
+        kind,
+        request.status(),
+        request.once_key(),
+        body,
+        path,
+        delete_after,
+        now
+    ])?;
+    Ok((inserted == 1).then(|| conn.last_insert_rowid()))
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}

@@ -1,0 +1,112 @@
+//! What the outbox stores and the sender sends: one helpdesk request, either an event form or a
+//! recording upload. Built from the call engine's output; knows nothing of SQLite or HTTP.
+
+use std::path::{Path, PathBuf};
+
+use crate::calls::CallEvent;
+
+use super::omnidesk;
+
+/// One request to the helpdesk webhook, as committed to the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub(crate) unique_id: String,
+    pub(crate) kind: RequestKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RequestKind {
+    /// An event POST: the `application/x-www-form-urlencoded` body, already encoded.
+    Form { status: String, once_per_call: bool, body: String },
+    /// A recording upload (`multipart/form-data`), read from `path` when it is sent.
+    Upload { path: PathBuf, delete_after: bool },
+}
+
+/// The `status` an upload carries (SPEC §3), also shown by `deskhook outbox list`.
+pub const UPLOAD_STATUS: &str = "record";
+
+impl Request {
+    /// The form POST of one call event; `zone` is `pbx.timezone` (the `datetime` field).
+    pub fn event(event: &CallEvent, zone: &jiff::tz::TimeZone) -> Request {
+        Request {
+            unique_id: event.unique_id.clone(),
+            kind: RequestKind::Form {
+                status: event.status.text().into_owned(),
+                once_per_call: event.status.is_once_per_call(),
+                body: omnidesk::form_body(&event.form_fields(zone)),
+            },
+        }
+    }
+
+    /// The upload of a recording file of call `unique_id`; with `delete_after` the file is
+    /// removed once the helpdesk accepted it.
+    pub fn upload(unique_id: impl Into<String>, path: impl Into<PathBuf>, delete_after: bool) -> Request {
+        Request { unique_id: unique_id.into(), kind: RequestKind::Upload { path: path.into(), delete_after } }
+    }
+
+    /// The call's linkedid: requests of one call are delivered in the order they were enqueued.
+    pub fn unique_id(&self) -> &str {
+        &self.unique_id
+    }
+
+    /// The helpdesk `status` (`record` for uploads).
+    pub fn status(&self) -> &str {
+        match &self.kind {
+            RequestKind::Form { status, .. } => status,
+            RequestKind::Upload { .. } => UPLOAD_STATUS,
+        }
+    }
+
+    /// The encoded form body, for event requests.
+    pub fn form_body(&self) -> Option<&str> {
+        match &self.kind {
+            RequestKind::Form { body, .. } => Some(body),
+            RequestKind::Upload { .. } => None,
+        }
+    }
+
+    /// The file to upload, for recording requests.
+    pub fn upload_path(&self) -> Option<&Path> {
+        match &self.kind {
+            RequestKind::Form { .. } => None,
+            RequestKind::Upload { path, .. } => Some(path),
+        }
+    }
+
+    /// Start and ended events are stored at most once per call: this key makes a second one a no-op.
+    pub(crate) fn once_key(&self) -> Option<String> {
+        match &self.kind {
+            RequestKind::Form { status, once_per_call: true, .. } => Some(format!("{}\n{status}", self.unique_id)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::Status;
+
+    fn event(status: Status) -> CallEvent {
+        CallEvent {
+            unique_id: "1700000000.1".into(),
+            status,
+            from_user: "79161234567".into(),
+            to_user: "101".into(),
+            at: 1_714_554_000_000,
+            call_duration: None,
+        }
+    }
+
+    #[test]
+    fn only_start_and_ended_events_carry_a_deduplication_key() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let start = Request::event(&event(Status::IncomingStart), &utc);
+        assert_eq!(start.once_key().as_deref(), Some("1700000000.1\nstart of an incoming call"));
+        assert!(Request::event(&event(Status::IncomingEnded), &utc).once_key().is_some());
+        assert_eq!(Request::event(&event(Status::IncomingAnswered), &utc).once_key(), None);
+        assert_eq!(Request::upload("1700000000.1", "/tmp/a.wav", false).once_key(), None);
+        assert_eq!(start.status(), "start of an incoming call");
+        assert_eq!(Request::upload("1", "/x", true).status(), "record");
+    }
+}

@@ -1,0 +1,462 @@
+//! The sender: a dispatcher task that picks due rows (per call in order, calls in parallel up
+//! to `helpdesk.max_parallel`) and one worker task per try, which loads the row, sends it,
+//! applies the retry policy and waits until the outcome is committed before the call's next
+//! row may go. So after a crash at most one request per call is sent twice.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use rusqlite::Connection;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::metrics;
+use super::omnidesk::{upload_form, FORM_CONTENT_TYPE};
+use super::outbox::{
+    load_row, now_ms, pending_rows, requeue_generation, PendingRow, PendingSnapshot, RowState, StoredRow,
+};
+use super::policy::{
+    classify_status, humanize, parse_retry_after, scrub, RetryPolicy, StatusClass, TryResult, Verdict,
+};
+use super::request::{Request, RequestKind};
+use super::scheduler::Scheduler;
+use super::writer::WriterCommand;
+
+/// How often the outbox is checked for rows re-queued by `deskhook outbox retry`.
+const REQUEUE_POLL: Duration = Duration::from_secs(2);
+/// How long shutdown waits for requests in flight before abandoning them (they stay pending).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// A try whose bookkeeping failed (the outbox could not be read) is retried after this.
+const INTERNAL_RETRY: Duration = Duration::from_secs(1);
+/// How much of the helpdesk's answer is read (to reuse the connection) and quoted in errors.
+const RESPONSE_READ_LIMIT: usize = 64 * 1024;
+const RESPONSE_QUOTE_CHARS: usize = 200;
+
+/// Where requests go.
+pub(crate) enum Sink {
+    Http {
+        client: reqwest::Client,
+        url: reqwest::Url,
+        raw: String,
+        host: String,
+        request_timeout: Duration,
+    },
+    /// No webhook configured: each request is written to the log and counts as delivered.
+    Log,
+}
+
+pub(crate) struct SenderContext {
+    pub sink: Sink,
+    pub policy: RetryPolicy,
+    pub writer: Sender<WriterCommand>,
+    pub reader: Arc<Mutex<Connection>>,
+    pub done: UnboundedSender<Done>,
+    /// False while the helpdesk fails, so an outage is logged once, not once per request.
+    pub healthy: AtomicBool,
+}
+
+pub(crate) enum Control {
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A worker's report: what became of its row in memory.
+pub(crate) struct Done {
+    unique_id: String,
+    id: i64,
+    next: Next,
+    /// This try was the first success after failures: the helpdesk is back.
+    recovered: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Next {
+    Finished,
+    RetryAt(i64),
+}
+
+pub(crate) struct Dispatcher {
+    pub ctx: Arc<SenderContext>,
+    pub max_parallel: usize,
+    pub added: UnboundedReceiver<Vec<PendingRow>>,
+    pub done: UnboundedReceiver<Done>,
+    pub control: UnboundedReceiver<Control>,
+}
+
+impl Dispatcher {
+    pub async fn run(mut self) {
+        let mut scheduler = Scheduler::default();
+        let mut workers = JoinSet::new();
+        // Rows up to this id were in the first load; their `added` notices may still be queued
+        // and must not bring back a row that has been delivered since.
+        let mut loaded_up_to = i64::MIN;
+        let mut generation = match self.load(None).await {
+            Ok(snapshot) => {
+                if !snapshot.rows.is_empty() {
+                    let pending = snapshot.rows.len();
+                    tracing::info!(pending, "resuming helpdesk requests left pending by the previous run");
+                }
+                snapshot.rows.into_iter().for_each(|row| scheduler.add(row));
+                loaded_up_to = snapshot.max_id;
+                Some(snapshot.generation)
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read pending requests from the outbox; will try again");
+                None
+            }
+        };
+        let mut requeue_poll = tokio::time::interval(REQUEUE_POLL);
+        requeue_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let now = now_ms();
+            while scheduler.in_flight() < self.max_parallel {
+                let Some((unique_id, id)) = scheduler.next_ready(now) else { break };
+                workers.spawn(deliver_one(self.ctx.clone(), unique_id, id));
+            }
+            metrics::in_flight().set(scheduler.in_flight() as i64);
+            let wake_at = if scheduler.in_flight() < self.max_parallel { scheduler.next_due() } else { None };
+            let wake = async move {
+                match wake_at {
+                    Some(at) => {
+                        let wait = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                control = self.control.recv() => {
+                    // Every handle dropped counts as a shutdown request nobody waits for.
+                    let reply = control.map(|Control::Shutdown(reply)| reply);
+                    self.stop(workers).await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(());
+                    }
+                    return;
+                }
+                Some(done) = self.done.recv() => {
+                    match done.next {
+                        Next::Finished => scheduler.finished(&done.unique_id, done.id),
+                        Next::RetryAt(at) => scheduler.retry_later(&done.unique_id, done.id, at),
+                    }
+                    if done.recovered {
+                        // Other calls wait out backoffs of up to max_backoff: the outage is over, go now.
+                        scheduler.expedite(now_ms());
+                    }
+                }
+                Some(rows) = self.added.recv() => {
+                    rows.into_iter().filter(|row| row.id > loaded_up_to).for_each(|row| scheduler.add(row));
+                }
+                Some(joined) = workers.join_next() => {
+                    if let Err(error) = joined {
+                        if error.is_panic() {
+                            // Its DoneGuard already put the row back for a later try.
+                            tracing::error!(%error, "a helpdesk delivery worker panicked; its request will be tried again");
+                        }
+                    }
+                }
+                _ = wake => {}
+                _ = requeue_poll.tick() => {
+                    let full_load = generation.is_none();
+                    if let Some(rows) = self.requeued(&mut generation).await {
+                        if full_load {
+                            rows.into_iter().for_each(|row| scheduler.add(row));
+                        } else {
+                            if !rows.is_empty() {
+                                tracing::info!(requeued = rows.len(), "picked up requests re-queued by `deskhook outbox retry`");
+                            }
+                            rows.into_iter().for_each(|row| scheduler.add_requeued(row));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets requests in flight finish for a moment, abandons the rest (they stay pending),
+    /// then has the writer commit everything queued and stop.
+    async fn stop(&mut self, mut workers: JoinSet<()>) {
+        let in_flight = workers.len();
+        let drained =
+            tokio::time::timeout(SHUTDOWN_GRACE, async { while workers.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight,
+                "helpdesk requests still in flight at shutdown stay pending and are sent again on the next start"
+            );
+            workers.shutdown().await;
+        }
+        let (stopped, writer_done) = oneshot::channel();
+        if self.ctx.writer.send(WriterCommand::Stop(stopped)).is_ok() {
+            let _ = writer_done.await;
+        }
+        metrics::in_flight().set(0);
+    }
+
+    async fn load(&self, after: Option<i64>) -> Result<PendingSnapshot, String> {
+        let reader = self.ctx.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            pending_rows(&mut conn, after).map_err(|error| error.to_string())
+        })
+        .await
+        .map_err(|error| error.to_string())?
+    }
+
+    /// Rows re-queued by an admin since `generation` (all pending rows if the first load failed).
+    async fn requeued(&self, generation: &mut Option<i64>) -> Option<Vec<PendingRow>> {
+        if let Some(known) = *generation {
+            let reader = self.ctx.reader.clone();
+            let current = tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                requeue_generation(&conn).ok()
+            })
+            .await
+            .ok()
+            .flatten()?;
+            if current == known {
+                return None;
+            }
+        }
+        match self.load(*generation).await {
+            Ok(PendingSnapshot { rows, generation: current, .. }) => {
+                *generation = Some(current);
+                // `retry` and `purge` change the counts behind the writer's back.
+                let _ = self.ctx.writer.send(WriterCommand::Recount);
+                Some(rows)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read re-queued requests from the outbox");
+                None
+            }
+        }
+    }
+}
+
+/// Reports the row's fate to the dispatcher when the worker ends, even if it is aborted.
+struct DoneGuard {
+    ctx: Arc<SenderContext>,
+    unique_id: String,
+    id: i64,
+    next: Next,
+    recovered: bool,
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        let _ = self.ctx.done.send(Done {
+            unique_id: std::mem::take(&mut self.unique_id),
+            id: self.id,
+            next: self.next,
+            recovered: self.recovered,
+        });
+    }
+}
+
+/// One try of row `id`: load, send, decide, commit the outcome.
+async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
+    let fallback = Next::RetryAt(now_ms().saturating_add(INTERNAL_RETRY.as_millis() as i64));
+    let mut guard = DoneGuard { ctx: ctx.clone(), unique_id, id, next: fallback, recovered: false };
+    let row = match read_row(&ctx, id).await {
+        Ok(Some(row)) if row.state == RowState::Pending => row,
+        Ok(_) => {
+            // Purged or already settled by an admin: nothing to send.
+            guard.next = Next::Finished;
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(id, %error, "cannot read a helpdesk request from the outbox; will try again");
+            return;
+        }
+    };
+    let tries = row.tries.saturating_add(1);
+    let result = ctx.sink.try_send(&row.request).await;
+    let verdict = ctx.policy.verdict(result, tries, row.enqueued_ms, now_ms());
+    guard.recovered = ctx.report(&row, tries, &verdict);
+    let (reply, stored) = oneshot::channel();
+    let command = WriterCommand::Finish { id, tries, verdict: verdict.clone(), reply };
+    let recorded = match ctx.writer.send(command) {
+        Ok(()) => matches!(stored.await, Ok(Ok(()))),
+        Err(_) => false,
+    };
+    if !recorded {
+        tracing::warn!(id, "cannot record a helpdesk request's outcome in the outbox; it may be sent again");
+    }
+    if let (Verdict::Delivered, RequestKind::Upload { path, delete_after: true }, Sink::Http { .. }) =
+        (&verdict, &row.request.kind, &ctx.sink)
+    {
+        if let Err(error) = tokio::fs::remove_file(path).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %error, "uploaded recording could not be deleted");
+            }
+        }
+    }
+    guard.next = match verdict {
+        Verdict::Delivered | Verdict::Dead { .. } => Next::Finished,
+        Verdict::RetryAt { at_ms, .. } => Next::RetryAt(at_ms),
+    };
+}
+
+async fn read_row(ctx: &SenderContext, id: i64) -> Result<Option<StoredRow>, String> {
+    let reader = ctx.reader.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        load_row(&conn, id).map_err(|error| error.to_string())
+    })
+    .await
+    .map_err(|error| error.to_string())?
+}
+
+impl SenderContext {
+    /// Logs a try's outcome: outages once (and their end), dead letters always. True when
+    /// this success ends an outage.
+    fn report(&self, row: &StoredRow, tries: u32, verdict: &Verdict) -> bool {
+        let request = &row.request;
+        let host = self.sink.host();
+        match verdict {
+            Verdict::Delivered => {
+                metrics::delivered().inc();
+                tracing::debug!(unique_id = request.unique_id(), status = request.status(), tries, "delivered");
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!(helpdesk = host, "the helpdesk accepts requests again; sending the backlog");
+                    return true;
+                }
+            }
+            Verdict::RetryAt { at_ms, error } => {
+                metrics::failed_tries().inc();
+                let wait = humanize(Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0)));
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        helpdesk = host,
+                        %error,
+                        "the helpdesk is failing; requests stay in the outbox and are retried with backoff"
+                    );
+                }
+                tracing::debug!(unique_id = request.unique_id(), status = request.status(), tries, %error, retry_in = %wait, "try failed");
+            }
+            Verdict::Dead { error } => {
+                metrics::failed_tries().inc();
+                tracing::error!(
+                    helpdesk = host,
+                    unique_id = request.unique_id(),
+                    status = request.status(),
+                    tries,
+                    %error,
+                    "helpdesk request dead-lettered; see `deskhook outbox list`, re-send with `deskhook outbox retry`"
+                );
+            }
+        }
+        false
+    }
+}
+
+impl Sink {
+    fn host(&self) -> &str {
+        match self {
+            Sink::Http { host, .. } => host,
+            Sink::Log => "<log only>",
+        }
+    }
+
+    async fn try_send(&self, request: &Request) -> TryResult {
+        let Sink::Http { client, url, raw, host, request_timeout } = self else {
+            log_only(request);
+            return TryResult::Accepted;
+        };
+        let builder = match &request.kind {
+            RequestKind::Form { body, .. } => {
+                client.post(url.clone()).header(CONTENT_TYPE, FORM_CONTENT_TYPE).body(body.clone())
+            }
+            RequestKind::Upload { path, .. } => match upload_form(&request.unique_id, path).await {
+                Ok(form) => client.post(url.clone()).multipart(form),
+                Err(error) => return TryResult::Unsendable { error: scrub(&error.to_string(), raw) },
+            },
+        };
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let error = describe_transport_error(&error, host, *request_timeout);
+                return TryResult::Transient { error: scrub(&error, raw), retry_after: None };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, now_ms()));
+        let quoted = read_quote(response).await;
+        let error = || {
+            let mut text = format!("HTTP {status} from {host}");
+            if !quoted.is_empty() {
+                text.push_str(": ");
+                text.push_str(&quoted);
+            }
+            scrub(&text, raw)
+        };
+        match classify_status(status.as_u16()) {
+            StatusClass::Accepted => TryResult::Accepted,
+            StatusClass::Transient => TryResult::Transient { error: error(), retry_after },
+            StatusClass::Rejected if status.is_redirection() => TryResult::Rejected {
+                error: format!("{}; set helpdesk.webhook_url to the address it redirects to", error()),
+            },
+            StatusClass::Rejected => TryResult::Rejected { error: error() },
+        }
+    }
+}
+
+fn log_only(request: &Request) {
+    match &request.kind {
+        RequestKind::Form { body, .. } => {
+            let fields: Vec<String> =
+                form_urlencoded::parse(body.as_bytes()).map(|(name, value)| format!("{name}={value}")).collect();
+            tracing::info!(target: "deskhook::helpdesk", unique_id = request.unique_id(), "event (helpdesk.webhook_url is empty, not sent): {}", fields.join(" "));
+        }
+        RequestKind::Upload { path, .. } => {
+            tracing::info!(target: "deskhook::helpdesk", unique_id = request.unique_id(), path = %path.display(), "recording (helpdesk.webhook_url is empty, not uploaded)");
+        }
+    }
+}
+
+/// Reads (a bounded part of) the answer so the connection can be reused; returns its start.
+async fn read_quote(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < RESPONSE_READ_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let mut quote: String = text.trim().chars().take(RESPONSE_QUOTE_CHARS).collect();
+    quote = quote.replace(['\r', '\n'], " ");
+    quote
+}
+
+/// A network error in words an admin can act on, without the URL's path.
+fn describe_transport_error(error: &reqwest::Error, host: &str, request_timeout: Duration) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let detail = if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(": ")) };
+    if error.is_connect() {
+        format!("cannot connect to {host}{detail}")
+    } else if error.is_timeout() {
+        format!(
+            "no complete answer from {host} within helpdesk.request_timeout = {}{detail}",
+            humanize(request_timeout)
+        )
+    } else {
+        format!("request to {host} failed{detail}")
+    }
+}

@@ -1,0 +1,148 @@
+//! The HTTP side every CRM resolver shares: its rate limiter, deadlines, a size cap on
+//! answers, and the rule that 429/503 means "not found now, and rest a while".
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::ResolveError;
+use crate::config::redacted_url;
+use crate::forward::limiter::RateLimiter;
+
+/// Answers larger than this are not a lookup result.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long to leave a CRM alone after 429/503 when it does not say (`Retry-After`).
+const DEFAULT_REST: Duration = Duration::from_secs(5);
+/// The longest rest honoured from `Retry-After`.
+const MAX_REST: Duration = Duration::from_secs(60);
+
+/// A CRM's answer that got past the rate limits.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self, host: &str) -> Result<serde_json::Value, ResolveError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|error| ResolveError::Format { host: host.to_string(), reason: format!("not JSON ({error})") })
+    }
+}
+
+#[derive(Debug)]
+pub struct CrmClient {
+    http: reqwest::Client,
+    limiter: RateLimiter,
+    /// `scheme://host[:port]`: the only part of the CRM's address that may be logged.
+    host: String,
+    failing: AtomicBool,
+}
+
+impl CrmClient {
+    pub fn new(http: reqwest::Client, url: &str, rate_per_sec: f64) -> Self {
+        let burst = rate_per_sec.ceil().clamp(1.0, 100.0) as u32;
+        Self {
+            http,
+            limiter: RateLimiter::new(rate_per_sec, burst),
+            host: redacted_url(url),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends `request` once a rate-limit slot is free, within `deadline`.
+    /// 429 and 503 become [`ResolveError::Status`] and make the client rest; other statuses are the caller's to read.
+    pub async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Reply, ResolveError> {
+        self.limiter.acquire(deadline).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        crate::metrics::counter("deskhook_forward_crm_requests_total", "Requests sent to CRMs and lookup services.")
+            .inc();
+        let result = self.exchange(request.timeout(remaining.max(Duration::from_millis(1)))).await;
+        self.note_outcome(&result);
+        result
+    }
+
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Reply, ResolveError> {
+        let transport = |error: reqwest::Error| ResolveError::Transport {
+            host: self.host.clone(),
+            // reqwest's message may carry the full URL (with the CRM's token): keep only its kind.
+            reason: describe_transport_error(&error),
+        };
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        if status == 429 || status == 503 {
+            let rest = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map_or(DEFAULT_REST, Duration::from_secs)
+                .min(MAX_REST);
+            self.limiter.cool_down(rest);
+            crate::metrics::counter(
+                "deskhook_forward_crm_rate_limited_total",
+                "CRM answers 429/503 (too many requests).",
+            )
+            .inc();
+            return Err(ResolveError::Status {
+                status,
+                host: self.host.clone(),
+                detail: Some("too many requests".into()),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ResolveError::Format {
+                    host: self.host.clone(),
+                    reason: "answer larger than 1 MiB".into(),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Reply { status, body: Bytes::from(body) })
+    }
+
+    /// Logs the first failure and the recovery, not every failed call.
+    fn note_outcome(&self, result: &Result<Reply, ResolveError>) {
+        let failed = match result {
+            Ok(reply) => reply.status >= 500,
+            Err(_) => true,
+        };
+        let was_failing = self.failing.swap(failed, Ordering::Relaxed);
+        match (was_failing, failed, result) {
+            (false, true, Err(error)) => {
+                tracing::warn!(crm = %self.host, %error, "CRM lookups failing; calls go their normal route meanwhile")
+            }
+            (false, true, Ok(reply)) => {
+                tracing::warn!(crm = %self.host, status = reply.status, "CRM lookups failing; calls go their normal route meanwhile")
+            }
+            (true, false, _) => tracing::info!(crm = %self.host, "CRM lookups work again"),
+            _ => {}
+        }
+    }
+}
+
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connect() {
+        "cannot connect".into()
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off".into()
+    } else if error.is_redirect() {
+        "too many redirects".into()
+    } else {
+        "the connection failed".into()
+    }
+}

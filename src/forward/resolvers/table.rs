@@ -1,0 +1,277 @@
+//! The `table` resolver: a CSV file `phone,extension[,name]` kept in memory and reloaded when
+//! the file changes (notify, watching the directory so editors' save-by-rename is seen too).
+//! A file that does not parse keeps the last good table and logs the line that is wrong.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use notify::Watcher;
+
+use crate::forward::answer::{is_valid_extension, Answer};
+use crate::forward::cache::AnswerCache;
+use crate::forward::phone::PhoneNormalizer;
+
+/// Quiet time after a change before the file is read: editors write in several steps.
+const SETTLE: Duration = Duration::from_millis(100);
+/// How often the file's mtime is checked when the OS cannot watch it.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// What is wrong with a table file, naming the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct TableError {
+    pub line: u64,
+    pub message: String,
+}
+
+type Entries = HashMap<String, Answer>;
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    phones: PhoneNormalizer,
+    entries: RwLock<Arc<Entries>>,
+    cache: Arc<AnswerCache>,
+}
+
+#[derive(Debug)]
+pub struct TableResolver {
+    shared: Arc<Shared>,
+    // Dropping the resolver drops the watcher, which ends the reload thread.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl TableResolver {
+    /// Loads `path` now (an unreadable or broken file starts an empty table, logged) and
+    /// keeps watching it.
+    pub fn open(path: &Path, phones: PhoneNormalizer, cache: Arc<AnswerCache>) -> Self {
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            phones,
+            entries: RwLock::new(Arc::new(Entries::new())),
+            cache,
+        });
+        shared.reload();
+        let watcher = watch(&shared);
+        Self { shared, _watcher: watcher }
+    }
+
+    pub fn lookup(&self, phone: &str) -> Option<Answer> {
+        let entries = Arc::clone(&self.shared.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        entries.get(phone).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shared.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+impl Shared {
+    /// Reads the file; installs it when it parses, otherwise keeps the current table.
+    fn reload(&self) {
+        let shown = self.path.display();
+        let text = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(
+                    "forward table {shown}: cannot read it ({error}); keeping the previous table, fix the path or permissions"
+                );
+                return;
+            }
+        };
+        match parse_table(&text, &self.phones) {
+            Ok(entries) => {
+                let count = entries.len();
+                *self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(entries);
+                self.cache.clear();
+                crate::metrics::counter("deskhook_forward_table_loads_total", "Forward table files loaded.").inc();
+                tracing::info!("forward table {shown}: loaded {count} phones");
+            }
+            Err(error) => {
+                crate::metrics::counter(
+                    "deskhook_forward_table_rejected_total",
+                    "Forward table files rejected as broken (the previous table stays).",
+                )
+                .inc();
+                let kept = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len();
+                tracing::warn!(
+                    "forward table {shown}: {error}; keeping the previous table ({kept} phones) until the file is fixed"
+                );
+            }
+        }
+    }
+}
+
+/// Parses `phone,extension[,name]` lines. A first line without digits in its phone column
+/// is a header; `#` starts a comment line; later rows win over earlier ones for the same phone.
+pub fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<Entries, TableError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let mut entries = Entries::new();
+    let mut record = csv::StringRecord::new();
+    let mut first = true;
+    loop {
+        let line = reader.position().line();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(error) => {
+                let line = error.position().map_or(line, csv::Position::line);
+                let message = match error.kind() {
+                    csv::ErrorKind::Utf8 { .. } => "is not UTF-8 text; save the file as UTF-8".to_string(),
+                    _ => format!("cannot be read as CSV ({error})"),
+                };
+                return Err(TableError { line, message });
+            }
+        }
+        let line = record.position().map_or(line, csv::Position::line);
+        let was_first = std::mem::replace(&mut first, false);
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let phone_field = record.get(0).unwrap_or_default();
+        if was_first && !phone_field.bytes().any(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if !(2..=3).contains(&record.len()) {
+            return Err(TableError {
+                line,
+                message: format!("has {} columns, expected phone,extension[,name]", record.len()),
+            });
+        }
+        let phone = phones
+            .normalise(phone_field)
+            .map_err(|error| TableError { line, message: format!("{error} (found {phone_field:?})") })?;
+        let extension = record.get(1).unwrap_or_default();
+        if !is_valid_extension(extension) {
+            return Err(TableError {
+                line,
+                message: format!("{extension:?} is not an extension, expected digits such as 101"),
+            });
+        }
+        let name = record.get(2).unwrap_or_default();
+        if let Some(answer) = Answer::new(extension, name, "table") {
+            entries.insert(phone, answer);
+        }
+    }
+    Ok(entries)
+}
+
+/// Starts watching the table's directory; falls back to polling the mtime when the OS refuses.
+fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
+    let (changed, changes) = mpsc::channel::<()>();
+    let file_name = shared.path.file_name().map(|name| name.to_os_string());
+    let watched_dir = match shared.path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event.paths.iter().any(|path| path.file_name().map(|name| name.to_os_string()) == file_name) {
+            let _ = changed.send(());
+        }
+    })
+    .and_then(|mut watcher| {
+        watcher.watch(&watched_dir, notify::RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    });
+    let weak = Arc::downgrade(shared);
+    match watcher {
+        Ok(watcher) => {
+            let spawned = std::thread::Builder::new()
+                .name("forward-table".into())
+                .spawn(move || reload_on_change(&weak, &changes));
+            if let Err(error) = spawned {
+                tracing::warn!("forward table: cannot start its reload thread ({error}); edits need a restart");
+            }
+            Some(watcher)
+        }
+        Err(error) => {
+            tracing::warn!(
+                "forward table {}: cannot watch {} ({error}); checking the file every {}s instead",
+                shared.path.display(),
+                watched_dir.display(),
+                POLL_EVERY.as_secs()
+            );
+            let spawned = std::thread::Builder::new().name("forward-table-poll".into()).spawn(move || poll(&weak));
+            if let Err(error) = spawned {
+                tracing::warn!("forward table: cannot start its poll thread ({error}); edits need a restart");
+            }
+            None
+        }
+    }
+}
+
+fn reload_on_change(shared: &Weak<Shared>, changes: &mpsc::Receiver<()>) {
+    while changes.recv().is_ok() {
+        // Wait until the writer is done: no further change for SETTLE.
+        loop {
+            match changes.recv_timeout(SETTLE) {
+                Ok(()) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        shared.reload();
+    }
+}
+
+fn poll(shared: &Weak<Shared>) {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
+    let mut seen: Option<SystemTime> = shared.upgrade().and_then(|shared| modified(&shared.path));
+    loop {
+        std::thread::sleep(POLL_EVERY);
+        let Some(shared) = shared.upgrade() else { return };
+        let now = modified(&shared.path);
+        if now != seen {
+            seen = now;
+            shared.reload();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rows_headers_comments_and_quoted_names() {
+        let text = "phone,extension,name\n# managers\n+7 916 123-45-67, 101 ,\"Petrov, Ivan\"\n\n89161112233,102\n";
+        let entries = parse_table(text.as_bytes(), &PhoneNormalizer::default()).expect("valid table");
+        assert_eq!(entries.len(), 2);
+        let petrov = &entries["79161234567"];
+        assert_eq!((petrov.number.as_str(), petrov.name.as_str()), ("101", "Petrov, Ivan"));
+        assert_eq!(entries["79161112233"].name, "");
+    }
+
+    #[test]
+    fn a_broken_row_is_named_by_its_line() {
+        let phones = PhoneNormalizer::default();
+        let error = parse_table(b"79161234567,101\n79161234568\n", &phones).expect_err("one column");
+        assert_eq!(error.line, 2, "{error}");
+        let error = parse_table(b"79161234567,101\nnot-a-phone,102\n", &phones).expect_err("bad phone");
+        assert_eq!(error.line, 2, "{error}");
+        let error = parse_table(b"79161234567,10 1\n", &phones).expect_err("bad extension");
+        assert_eq!(error.line, 1, "{error}");
+        let error = parse_table(b"79161234567,101,\xff\xfe\n", &phones).expect_err("not utf-8");
+        assert!(error.message.contains("UTF-8"), "{error}");
+    }
+}

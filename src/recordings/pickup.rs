@@ -1,0 +1,213 @@
+//! MixMonitor pickup: after a call's ended event, wait for each of its recording files to be
+//! complete and hand it to the outbox as an upload, in the order the recordings were started.
+//!
+//! Promised pickups are journaled in SQLite (`storage.dir/recordings.sqlite`) before they are
+//! worked on, so a restart while a file is still being closed does not lose the upload.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection};
+use tokio::sync::mpsc;
+
+use crate::calls::{RecordingRef, RecordingSource};
+use crate::config::RecordingsConfig;
+use crate::deliver::{DeliveryHandle, Request};
+use crate::metrics;
+
+use super::mixmonitor::wait_until_complete;
+use super::safety::{AllowedDirs, PickupError};
+
+/// The journal's file name under `storage.dir`.
+pub const JOURNAL_FILE: &str = "recordings.sqlite";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PickupStartError {
+    #[error("cannot open the recordings journal {path}: {source}; check that storage.dir is writable")]
+    Journal { path: String, source: rusqlite::Error },
+}
+
+struct Journal {
+    conn: Mutex<Connection>,
+}
+
+impl Journal {
+    fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS pending (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                unique_id TEXT NOT NULL,
+                file TEXT NOT NULL,
+                UNIQUE (unique_id, file)
+            );",
+        )?;
+        Ok(Journal { conn: Mutex::new(conn) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add(&self, batch: &[(String, String)]) -> Result<(), rusqlite::Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for (unique_id, file) in batch {
+            tx.execute("INSERT OR IGNORE INTO pending (unique_id, file) VALUES (?1, ?2)", params![unique_id, file])?;
+        }
+        tx.commit()
+    }
+
+    fn done(&self, unique_id: &str, file: &str) {
+        let result =
+            self.lock().execute("DELETE FROM pending WHERE unique_id = ?1 AND file = ?2", params![unique_id, file]);
+        if let Err(error) = result {
+            tracing::warn!(%error, unique_id, "cannot clear a finished recording from the journal");
+        }
+    }
+
+    /// Pickups a previous run promised, grouped by call in their original order.
+    fn unfinished(&self) -> Result<Vec<(String, Vec<String>)>, rusqlite::Error> {
+        let conn = self.lock();
+        let mut statement = conn.prepare("SELECT unique_id, file FROM pending ORDER BY id")?;
+        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        let mut calls: Vec<(String, Vec<String>)> = Vec::new();
+        for row in rows {
+            let (unique_id, file) = row?;
+            match calls.iter_mut().find(|(id, _)| *id == unique_id) {
+                Some((_, files)) => files.push(file),
+                None => calls.push((unique_id, vec![file])),
+            }
+        }
+        Ok(calls)
+    }
+}
+
+/// Hands finished calls' MixMonitor files to the outbox.
+#[derive(Clone)]
+pub struct Pickup {
+    tx: mpsc::UnboundedSender<(String, Vec<String>)>,
+    journal: Arc<Journal>,
+}
+
+struct Worker {
+    allowed: AllowedDirs,
+    settle: Duration,
+    wait_timeout: Duration,
+    delete_after: bool,
+    delivery: DeliveryHandle,
+    journal: Arc<Journal>,
+}
+
+impl Pickup {
+    /// Opens the journal, resumes what a previous run left, and starts the pickup on the
+    /// current tokio runtime.
+    pub fn start(
+        cfg: &RecordingsConfig,
+        storage_dir: &Path,
+        delivery: DeliveryHandle,
+    ) -> Result<Pickup, PickupStartError> {
+        let path = storage_dir.join(JOURNAL_FILE);
+        let journal = Journal::open(&path)
+            .map_err(|source| PickupStartError::Journal { path: path.display().to_string(), source })?;
+        let journal = Arc::new(journal);
+        let resumed = journal
+            .unfinished()
+            .map_err(|source| PickupStartError::Journal { path: path.display().to_string(), source })?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<String>)>();
+        let worker = Arc::new(Worker {
+            allowed: AllowedDirs::new(&cfg.dirs),
+            settle: cfg.settle.get(),
+            wait_timeout: cfg.wait_timeout.get(),
+            delete_after: cfg.delete_after_upload,
+            delivery,
+            journal: journal.clone(),
+        });
+        if !resumed.is_empty() {
+            tracing::info!(calls = resumed.len(), "resuming recording pickups left by the previous run");
+        }
+        for call in resumed {
+            let _ = tx.send(call);
+        }
+        tokio::spawn(async move {
+            while let Some((unique_id, files)) = rx.recv().await {
+                // Calls in parallel; one call's files strictly in order.
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.pick_up(&unique_id, files).await });
+            }
+        });
+        Ok(Pickup { tx, journal })
+    }
+
+    /// Promises the upload of a finished call's recordings: journaled before this returns.
+    pub async fn submit(&self, recordings: Vec<RecordingRef>) {
+        let mut by_call: Vec<(String, Vec<String>)> = Vec::new();
+        for recording in recordings {
+            let RecordingSource::File(file) = recording.source else { continue };
+            match by_call.iter_mut().find(|(id, _)| *id == recording.unique_id) {
+                Some((_, files)) => files.push(file),
+                None => by_call.push((recording.unique_id, vec![file])),
+            }
+        }
+        if by_call.is_empty() {
+            return;
+        }
+        let rows: Vec<(String, String)> =
+            by_call.iter().flat_map(|(id, files)| files.iter().map(move |file| (id.clone(), file.clone()))).collect();
+        let journal = self.journal.clone();
+        let stored = tokio::task::spawn_blocking(move || journal.add(&rows)).await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(
+                "cannot journal recording pickups; they are still attempted but would not survive a restart"
+            );
+        }
+        for call in by_call {
+            let _ = self.tx.send(call);
+        }
+    }
+}
+
+impl Worker {
+    async fn pick_up(&self, unique_id: &str, files: Vec<String>) {
+        for file in files {
+            match wait_until_complete(&self.allowed, &file, self.settle, self.wait_timeout).await {
+                Ok(ready) => {
+                    let upload = Request::upload(unique_id, PathBuf::from(&ready.path), self.delete_after);
+                    match self.delivery.enqueue(vec![upload]).await {
+                        Ok(()) => {
+                            metrics::counter("deskhook_recordings_queued_total", "Recordings handed to the outbox.")
+                                .inc();
+                            tracing::info!(unique_id, file = %ready.path.display(), bytes = ready.size, "recording queued for upload");
+                        }
+                        Err(error) => {
+                            // Keep the journal row: the next start tries again.
+                            tracing::error!(unique_id, %error, "cannot queue a recording upload");
+                            continue;
+                        }
+                    }
+                }
+                Err(problem) => report(unique_id, &problem),
+            }
+            let journal = self.journal.clone();
+            let (id, name) = (unique_id.to_string(), file.clone());
+            let _ = tokio::task::spawn_blocking(move || journal.done(&id, &name)).await;
+        }
+    }
+}
+
+fn report(unique_id: &str, problem: &PickupError) {
+    match problem {
+        PickupError::NotAbsolute(_) | PickupError::OutsideDirs { .. } => {
+            metrics::counter("deskhook_recordings_refused_total", "Recording paths refused (outside recordings.dirs).")
+                .inc();
+            tracing::error!(unique_id, %problem, "recording not uploaded; add its directory to recordings.dirs if it is genuine");
+        }
+        _ => {
+            metrics::counter("deskhook_recordings_missing_total", "Recordings missing, empty or never completed.")
+                .inc();
+            tracing::warn!(unique_id, %problem, "recording not uploaded");
+        }
+    }
+}
