@@ -116,6 +116,28 @@ async fn a_restart_that_took_the_call_away_still_ends_it_once_and_later_calls_wo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_arrive_before_a_slow_snapshot_are_not_undone_by_it() {
+    let fake = lab_fake().await;
+    // The channel list answers late, with the empty state of when it was asked, while the call's
+    // events already flow: the daemon must apply the snapshot before those events, not after.
+    // (The daemon lists channels, then bridges; the replay starts once both were asked for, so
+    // the bridges answer lands about 300 ms into the call, which lasts about 1.1 s at this pace.)
+    fake.delay_listings(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let name = "01-in-direct-answered";
+    let trace = trace(name);
+    fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: SPEEDUP / 2.0 }).await;
+    let expected = common::expected_values(name);
+    deskhook.wait_stdout_lines(expected.len()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    deskhook.stop().await;
+    let got = deskhook.events();
+    assert_eq!(got, expected, "{}", common::diff(&got, &expected));
+    assert_eq!(deskhook.stderr_count("had no live channels left"), 0, "{}", deskhook.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_reported_once_with_its_fix_and_retried_with_backoff() {
     let fake = lab_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -29,6 +29,19 @@ const TICK: Duration = Duration::from_millis(200);
 const BATCH: usize = 512;
 /// On shutdown, how long the engine may keep working through what was already read.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// How long events are held back waiting for the snapshot after a connect.
+const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(30);
+/// How many events are held back at most waiting for the snapshot.
+const HELD_LIMIT: usize = 200_000;
+
+/// Events that arrived on a new connection before ARI's channel list did. The snapshot was
+/// taken after they started flowing, so it is applied first and they are handled after it:
+/// applying an older snapshot after newer events would end calls that just started.
+pub(crate) struct HeldEvents {
+    generation: u64,
+    since: Instant,
+    messages: Vec<MessageText>,
+}
 
 pub(crate) struct EngineTask {
     pub engine: Engine,
@@ -47,6 +60,7 @@ pub(crate) struct EngineTask {
     pub warned_old_asterisk: bool,
     pub outputs: Vec<Output>,
     pub meters: Meters,
+    pub awaiting_snapshot: Option<HeldEvents>,
 }
 
 impl EngineTask {
@@ -85,10 +99,19 @@ impl EngineTask {
                 Err(_) => break,
             }
         }
+        self.release_held();
         self.dispatch();
     }
 
     fn on_tick(&mut self) {
+        if self.awaiting_snapshot.as_ref().is_some_and(|held| held.since.elapsed() >= SNAPSHOT_PATIENCE) {
+            tracing::warn!(
+                "ARI's channel list did not arrive within {} s of connecting; handling the events received \
+                 meanwhile without it",
+                SNAPSHOT_PATIENCE.as_secs()
+            );
+            self.release_held();
+        }
         if self.clock.is_running() {
             self.engine.advance_to(self.clock.now(), &mut self.outputs);
             self.dispatch();
@@ -98,8 +121,18 @@ impl EngineTask {
 
     fn on_inbound(&mut self, item: Inbound) {
         match item {
-            Inbound::Socket(SocketEvent::Message(text)) => self.on_message(&text),
+            Inbound::Socket(SocketEvent::Message(text)) => match &mut self.awaiting_snapshot {
+                Some(held) if held.messages.len() < HELD_LIMIT => held.messages.push(text),
+                Some(_) => {
+                    tracing::warn!("too many events while waiting for ARI's channel list; handling them without it");
+                    self.release_held();
+                    self.on_message(&text);
+                }
+                None => self.on_message(&text),
+            },
             Inbound::Socket(SocketEvent::Connected { generation, outage }) => {
+                self.release_held();
+                self.awaiting_snapshot = Some(HeldEvents { generation, since: Instant::now(), messages: Vec::new() });
                 self.current_generation.store(generation, Ordering::SeqCst);
                 self.meters.connected.set(1);
                 if outage.is_some() {
@@ -109,18 +142,30 @@ impl EngineTask {
                 spawn_resync(self.client.clone(), generation, self.current_generation.clone(), self.inbound_tx.clone());
             }
             Inbound::Socket(SocketEvent::Disconnected { generation }) => {
+                self.release_held();
                 let _ = self.current_generation.compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
                 self.meters.connected.set(0);
                 self.systemd.status("ARI unreachable, reconnecting");
             }
             Inbound::Resynced { generation, snapshot } => {
-                if self.current_generation.load(Ordering::SeqCst) == generation {
+                let awaited = self.awaiting_snapshot.as_ref().is_some_and(|held| held.generation == generation);
+                if awaited && self.current_generation.load(Ordering::SeqCst) == generation {
                     self.apply_snapshot(*snapshot);
+                    self.release_held();
                 }
             }
             Inbound::QueueMembers { unique_id, queue, members } => {
                 let at = self.clock.now();
                 self.engine.provide_queue_members(&unique_id, &queue, members, at, &mut self.outputs);
+            }
+        }
+    }
+
+    /// Handles the events held back while waiting for the snapshot, after it (or without it).
+    fn release_held(&mut self) {
+        if let Some(held) = self.awaiting_snapshot.take() {
+            for text in &held.messages {
+                self.on_message(text);
             }
         }
     }

@@ -4,7 +4,8 @@
 //! - the **reader** (`ari::websocket`, its own thread) drains the event websocket into an
 //!   unbounded queue, reconnecting with backoff;
 //! - the **engine task** ([`engine_task`]) parses what is queued, feeds [`crate::calls::Engine`],
-//!   resyncs after each connect from REST (`/channels`, `/bridges`), keeps
+//!   resyncs after each connect from REST (`/channels`, `/bridges`; events arriving before that
+//!   snapshot are held back and handled after it, so a snapshot never undoes newer events), keeps
 //!   [`crate::presence::Presence`] current, asks ARI for queue members, and lets event time
 //!   pass every 200 ms;
 //! - the **sink task** ([`sink`]) hands every output, in order, to the configured sink.
@@ -130,6 +131,7 @@ impl Daemon {
             warned_old_asterisk: false,
             outputs: Vec::new(),
             meters: engine_task::Meters::register(),
+            awaiting_snapshot: None,
         };
         let engine = tokio::spawn(task.run(inbound_rx, shutdown.clone()));
         let reader_tx = inbound_tx;

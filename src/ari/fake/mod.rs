@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub next_session: AtomicU64,
     pub messages_sent: AtomicU64,
     pub longest_write_us: AtomicU64,
+    /// `GET /channels` and `/bridges` answer this many milliseconds late (with what was live when asked).
+    pub listing_delay_ms: AtomicU64,
     pub status: watch::Sender<FakeStatus>,
     /// Cancelled when the fake shuts down (ends frozen sessions too).
     pub stop: CancellationToken,
@@ -240,6 +242,7 @@ impl FakeAri {
             next_session: AtomicU64::new(1),
             messages_sent: AtomicU64::new(0),
             longest_write_us: AtomicU64::new(0),
+            listing_delay_ms: AtomicU64::new(0),
             status,
             stop: stop.clone(),
         });
@@ -306,6 +309,13 @@ impl FakeAri {
     /// Live bridges now (what `GET /bridges` answers).
     pub fn live_bridges(&self) -> Vec<Value> {
         lock(&self.shared.pbx).bridges()
+    }
+
+    /// Makes `GET /channels` and `GET /bridges` answer `delay` late, with what was live when
+    /// they were asked, while events keep flowing: the snapshot a client gets is older than
+    /// events it has already received (as on a busy PBX).
+    pub fn delay_listings(&self, delay: Duration) {
+        self.shared.listing_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn set_queue_members(&self, queue: &str, members: &str) {

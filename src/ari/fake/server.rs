@@ -82,12 +82,20 @@ async fn endpoints(State(shared): State<Arc<Shared>>) -> Response {
 async fn channels(State(shared): State<Arc<Shared>>) -> Response {
     let listing = lock(&shared.pbx).channels();
     mark_listing(&shared, true);
-    Json(Value::Array(listing)).into_response()
+    answer_listing(&shared, listing).await
 }
 
 async fn bridges(State(shared): State<Arc<Shared>>) -> Response {
     let listing = lock(&shared.pbx).bridges();
     mark_listing(&shared, false);
+    answer_listing(&shared, listing).await
+}
+
+async fn answer_listing(shared: &Shared, listing: Vec<Value>) -> Response {
+    let delay = shared.listing_delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     Json(Value::Array(listing)).into_response()
 }
 
