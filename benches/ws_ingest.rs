@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use deskhook::calls::Output;
 use deskhook::config::Config;
-use deskhook::daemon::{Daemon, Sink, SinkFuture};
-use deskhook::presence::Presence;
+use deskhook::daemon::{Daemon, DaemonLinks, Sink, SinkFuture};
 
 const BURST: usize = 50_000;
 const ROUNDS: usize = 3;
@@ -56,8 +55,11 @@ async fn bench() {
     let mut config = Config::from_toml(&settings, "busy-stretch.toml").expect("config");
     config.ari.url = fake.url();
     config.ari.password = "bench".into();
+    let storage = tempfile::tempdir().expect("tempdir");
+    config.storage.dir = storage.path().to_path_buf();
     let events = Arc::new(AtomicU64::new(0));
-    let daemon = Daemon::start(&config, Box::new(CountingSink(events.clone())), Presence::new()).expect("daemon");
+    let daemon =
+        Daemon::start(&config, Box::new(CountingSink(events.clone())), DaemonLinks::default()).expect("daemon");
     fake.wait_for(Duration::from_secs(10), |status| status.ready).await.expect("daemon connects");
     let stats = daemon.stats();
 

@@ -44,9 +44,12 @@ enum Command {
     },
     /// Run the daemon against a built-in ARI simulator replaying the bundled real calls.
     Demo {
-        /// Really send the events to this helpdesk webhook instead of printing them.
+        /// Also send the events to this helpdesk webhook (as the helpdesk's form POSTs).
         #[arg(long)]
         webhook: Option<String>,
+        /// How much faster than recorded the calls are replayed.
+        #[arg(long, hide = true, default_value_t = commands::demo::DEMO_SPEEDUP)]
+        speedup: f64,
     },
     /// Run the /forward resolver chain once for PHONE.
     Lookup {
@@ -95,7 +98,7 @@ fn main() -> ExitCode {
         Command::Endpoints { config } => {
             config_or_exit(config.as_deref(), false).map(|config| commands::endpoints::endpoints(&config))
         }
-        Command::Demo { webhook } => Ok(commands::demo::demo(webhook.as_deref())),
+        Command::Demo { webhook, speedup } => Ok(commands::demo::demo(webhook.as_deref(), speedup)),
         Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false)
             .map(|config| commands::lookup::lookup(&config, &phone, trunk.as_deref())),
         Command::Outbox { action, config } => config_or_exit(config.as_deref(), false).map(|config| {

@@ -12,14 +12,13 @@ use rand::Rng;
 use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
 use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use crate::config::{redacted_url, Config};
-use crate::daemon::{logging, Daemon, FormPostSink, JsonLinesSink, LiveStats, Sink, Tee};
-use crate::presence::Presence;
+use crate::daemon::{logging, Daemon, DaemonLinks, FormPostSink, JsonLinesSink, LiveStats, Sink, Tee};
 
 /// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
 pub const DEMO_SPEEDUP: f64 = 5.0;
 
 /// Runs the demo; returns the exit code.
-pub fn demo(webhook: Option<&str>) -> i32 {
+pub fn demo(webhook: Option<&str>, speedup: f64) -> i32 {
     logging::init(if webhook.is_some() { "warn,deskhook::daemon::sink=info" } else { "warn" });
     if let Some(url) = webhook {
         if !(url.starts_with("https://") || url.starts_with("http://")) || url::Url::parse(url).is_err() {
@@ -34,12 +33,13 @@ pub fn demo(webhook: Option<&str>) -> i32 {
             return 1;
         }
     };
-    let code = runtime.block_on(run_demo(webhook));
+    let speedup = if speedup.is_finite() && speedup > 0.0 { speedup } else { DEMO_SPEEDUP };
+    let code = runtime.block_on(run_demo(webhook, speedup));
     runtime.shutdown_timeout(Duration::from_millis(500));
     code
 }
 
-async fn run_demo(webhook: Option<&str>) -> i32 {
+async fn run_demo(webhook: Option<&str>, speedup: f64) -> i32 {
     let password: String =
         rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(24).map(char::from).collect();
     let fake = match FakeAri::start(FakeAriOptions::lab("deskhook", &password)).await {
@@ -60,6 +60,14 @@ async fn run_demo(webhook: Option<&str>) -> i32 {
     config.ari.username = "deskhook".into();
     config.ari.password = password;
     config.ari.app = "deskhook-demo".into();
+    // Nothing the demo keeps outlives it.
+    let scratch = std::env::temp_dir().join(format!("deskhook-demo-{}", std::process::id()));
+    if let Err(error) = std::fs::create_dir_all(&scratch) {
+        eprintln!("deskhook demo: cannot create {}: {error}", scratch.display());
+        return 1;
+    }
+    let _cleanup = RemoveOnDrop(scratch.clone());
+    config.storage.dir = scratch;
     let zone = config.time_zone();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonLinesSink::stdout(zone.clone()))];
     if let Some(url) = webhook {
@@ -71,7 +79,7 @@ async fn run_demo(webhook: Option<&str>) -> i32 {
             }
         }
     }
-    let daemon = match Daemon::start(&config, Box::new(Tee::new(sinks)), Presence::new()) {
+    let daemon = match Daemon::start(&config, Box::new(Tee::new(sinks)), DaemonLinks::default()) {
         Ok(daemon) => daemon,
         Err(error) => {
             eprintln!("deskhook demo: {error}");
@@ -89,7 +97,7 @@ async fn run_demo(webhook: Option<&str>) -> i32 {
         "deskhook demo: replaying {} real calls recorded on a lab Asterisk 22 ({}x faster than they happened).\n\
          Each JSON line is a helpdesk event deskhook would send{destination}.",
         BUNDLED_CALLS.len(),
-        DEMO_SPEEDUP
+        speedup
     );
     let mut sent = 0u64;
     for (number, call) in BUNDLED_CALLS.iter().enumerate() {
@@ -101,7 +109,7 @@ async fn run_demo(webhook: Option<&str>) -> i32 {
             }
         };
         eprintln!("\n# call {}/{}: {}", number + 1, BUNDLED_CALLS.len(), call.summary);
-        let report = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: DEMO_SPEEDUP }).await;
+        let report = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup }).await;
         sent += report.sent as u64;
         settle(&stats, sent, Duration::from_secs(5)).await;
     }
@@ -126,4 +134,13 @@ async fn settle(stats: &LiveStats, sent: u64, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+/// Removes the demo's scratch directory however the demo ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

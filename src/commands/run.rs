@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::config::{redacted_url, Config};
-use crate::daemon::{logging, signals, Daemon, JsonLinesSink, LogSink, Sink, Systemd, Tee};
+use crate::daemon::{logging, signals, Daemon, DaemonLinks, JsonLinesSink, LogSink, Sink, Systemd, Tee};
+use crate::health::Health;
 use crate::presence::Presence;
 
 /// How long shutdown may take before the process exits anyway (systemd waits longer).
@@ -35,7 +36,8 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     let systemd = Systemd::from_env();
     let watchdog = systemd.watchdog_interval();
     let notifier = systemd.clone();
-    let daemon = match Daemon::start_with_systemd(config, Box::new(Tee::new(sinks)), Presence::new(), systemd) {
+    let links = DaemonLinks { presence: Presence::new(), health: Health::new(), systemd };
+    let daemon = match Daemon::start(config, Box::new(Tee::new(sinks)), links) {
         Ok(daemon) => daemon,
         Err(error) => {
             tracing::error!("cannot start: {error}");

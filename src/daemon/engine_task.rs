@@ -14,6 +14,7 @@ use crate::ari::client::subscribe_all_supported;
 use crate::ari::websocket::{MessageText, SocketEvent};
 use crate::ari::{AriClient, AriEvent, EventParser};
 use crate::calls::{Effect, Engine, Output};
+use crate::health::Health;
 use crate::metrics::{self, Counter, Gauge};
 use crate::presence::Presence;
 
@@ -49,6 +50,7 @@ pub(crate) struct EngineTask {
     pub clock: EventClock,
     pub client: AriClient,
     pub presence: Presence,
+    pub health: Health,
     pub sink: mpsc::UnboundedSender<Output>,
     pub inbound_tx: mpsc::UnboundedSender<Inbound>,
     pub queue_members: QueueMemberLookup,
@@ -135,6 +137,7 @@ impl EngineTask {
                 self.awaiting_snapshot = Some(HeldEvents { generation, since: Instant::now(), messages: Vec::new() });
                 self.current_generation.store(generation, Ordering::SeqCst);
                 self.meters.connected.set(1);
+                self.health.set_ari_connected(true);
                 if outage.is_some() {
                     self.meters.reconnects.inc();
                 }
@@ -145,6 +148,7 @@ impl EngineTask {
                 self.release_held();
                 let _ = self.current_generation.compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
                 self.meters.connected.set(0);
+                self.health.set_ari_connected(false);
                 self.systemd.status("ARI unreachable, reconnecting");
             }
             Inbound::Resynced { generation, snapshot } => {

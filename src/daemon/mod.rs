@@ -34,6 +34,7 @@ use crate::ari::websocket::{spawn_event_stream, EventStreamSettings, ReaderStats
 use crate::ari::{AriClient, AriError, EventParser};
 use crate::calls::{Engine, EngineSettings};
 use crate::config::Config;
+use crate::health::Health;
 use crate::presence::Presence;
 
 pub use clock::EventClock;
@@ -84,6 +85,24 @@ pub enum DaemonError {
     Thread(#[from] std::io::Error),
 }
 
+/// What the daemon shares with the rest of deskhook: endpoint states and health flags (both
+/// read by the `/forward` server), and the systemd notifier it pings the watchdog through.
+#[derive(Debug, Clone)]
+pub struct DaemonLinks {
+    pub presence: Presence,
+    pub health: Health,
+    pub systemd: Systemd,
+}
+
+impl Default for DaemonLinks {
+    fn default() -> Self {
+        Self { presence: Presence::new(), health: Health::new(), systemd: Systemd::disabled() }
+    }
+}
+
+/// How often the storage directory is probed for `/healthz`.
+const STORAGE_PROBE_EVERY: Duration = Duration::from_secs(30);
+
 /// A running daemon.
 pub struct Daemon {
     stats: Arc<LiveStats>,
@@ -94,19 +113,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the reader, the engine task and the sink task. Call inside a multi-threaded tokio
-    /// runtime. `presence` is shared with whoever reads endpoint states (`/forward`).
-    pub fn start(config: &Config, sink: Box<dyn Sink>, presence: Presence) -> Result<Daemon, DaemonError> {
-        Self::start_with_systemd(config, sink, presence, Systemd::disabled())
-    }
-
-    /// As [`Daemon::start`], pinging systemd's watchdog from the engine task.
-    pub fn start_with_systemd(
-        config: &Config,
-        sink: Box<dyn Sink>,
-        presence: Presence,
-        systemd: Systemd,
-    ) -> Result<Daemon, DaemonError> {
+    /// Starts the reader, the engine task, the sink task and the storage health probe. Call
+    /// inside a multi-threaded tokio runtime.
+    pub fn start(config: &Config, sink: Box<dyn Sink>, links: DaemonLinks) -> Result<Daemon, DaemonError> {
+        let DaemonLinks { presence, health, systemd } = links;
         let settings = EngineSettings::from_config(config, true)?;
         let client = AriClient::new(&config.ari)?;
         let stream_settings = EventStreamSettings::from_config(&config.ari)?;
@@ -121,6 +131,7 @@ impl Daemon {
             queue_members: queue_members::QueueMemberLookup::new(client.clone(), inbound_tx.clone()),
             client,
             presence,
+            health: health.clone(),
             sink: sink_tx,
             inbound_tx: inbound_tx.clone(),
             current_generation: Arc::new(AtomicU64::new(0)),
@@ -134,6 +145,7 @@ impl Daemon {
             awaiting_snapshot: None,
         };
         let engine = tokio::spawn(task.run(inbound_rx, shutdown.clone()));
+        tokio::spawn(probe_storage_periodically(config.storage.dir.clone(), health, shutdown.clone()));
         let reader_tx = inbound_tx;
         let reader = spawn_event_stream(
             stream_settings,
@@ -170,5 +182,32 @@ impl Daemon {
         let left = deadline.saturating_duration_since(Instant::now());
         clean &= tokio::time::timeout(left, &mut self.sink).await.is_ok();
         clean
+    }
+}
+
+/// Keeps the health flag "storage writable" current, off the async workers.
+async fn probe_storage_periodically(dir: std::path::PathBuf, health: Health, shutdown: CancellationToken) {
+    let mut warned = false;
+    loop {
+        let probed = dir.clone();
+        let result = tokio::task::spawn_blocking(move || crate::health::probe_storage(&probed)).await;
+        let writable = matches!(result, Ok(Ok(())));
+        if !writable && !warned {
+            let reason = match result {
+                Ok(Err(error)) => error.to_string(),
+                _ => "the probe did not finish".into(),
+            };
+            tracing::warn!(
+                "storage directory {} is not writable ({reason}); fix: make it owned by deskhook's user \
+                 (systemd's StateDirectory=deskhook does)",
+                dir.display()
+            );
+        }
+        warned = !writable;
+        health.set_storage_writable(writable);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STORAGE_PROBE_EVERY) => {}
+        }
     }
 }

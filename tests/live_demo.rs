@@ -1,0 +1,51 @@
+//! `deskhook demo --webhook URL`: the bundled real calls replayed through the built-in fake ARI
+//! and the daemon print exactly the calls' expected events, and each helpdesk event reaches
+//! a loopback webhook as the helpdesk's form, in order.
+
+mod common;
+mod live_support;
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use deskhook::ari::fake::bundled::BUNDLED_CALLS;
+use live_support::*;
+use serde_json::Value;
+
+type Received = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
+async fn receive(State(received): State<Received>, body: String) -> &'static str {
+    let form = form_urlencoded::parse(body.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    received.lock().expect("not poisoned").push(form);
+    "ok"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_and_posts_every_bundled_calls_events() {
+    let received: Received = Arc::default();
+    let app = Router::new().route("/webhooks/asterisk/{token}", post(receive)).with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/webhooks/asterisk/t0ken", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (code, stdout, stderr) = run_command(&["demo", "--speedup", "40", "--webhook", &url]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let got: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).expect("JSON line")).collect();
+    let expected: Vec<Value> = BUNDLED_CALLS.iter().flat_map(|call| common::expected_values(call.name)).collect();
+    assert_eq!(got, expected, "{}", common::diff(&got, &expected));
+    assert!(stderr.contains("# call 11/11"), "{stderr}");
+    assert!(!stderr.contains("t0ken"), "the webhook's secret path leaked: {stderr}");
+
+    let forms = received.lock().expect("not poisoned").clone();
+    let events: Vec<&Value> = expected.iter().filter(|event| event["status"] != "record").collect();
+    assert_eq!(forms.len(), events.len(), "one POST per helpdesk event");
+    for (form, event) in forms.iter().zip(events) {
+        let field = |name: &str| form.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+        for name in ["status", "from_user", "to_user", "unique_id", "datetime"] {
+            assert_eq!(field(name), event[name].as_str(), "{name} of {event}");
+        }
+        assert_eq!(field("call_duration").map(str::to_string), event.get("call_duration").map(ToString::to_string));
+    }
+}
