@@ -4,6 +4,7 @@
 //! long the reading side ever stalled. Goals: ≥ 100,000 events/s; the reader never stalls ≥ 10 ms.
 //!
 //! Run: `cargo bench --bench ws_ingest` (prints a table; no criterion, one process, 3 rounds).
+//! `cargo test --all-targets` runs it without `--bench`: one round of 5,000 messages, as a smoke test.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use deskhook::daemon::{Daemon, DaemonLinks, Sink, SinkFuture};
 
 const BURST: usize = 50_000;
 const ROUNDS: usize = 3;
+/// Under `cargo test --all-targets` (no `--bench` argument) only a short smoke run.
+const SMOKE_BURST: usize = 5_000;
 
 /// Counts helpdesk events; the cheapest possible sink, so the bench measures ingest.
 struct CountingSink(Arc<AtomicU64>);
@@ -29,17 +32,17 @@ impl Sink for CountingSink {
     }
 }
 
-/// BURST messages: the busy stretch repeated, each copy with uniqueids of its own (the
+/// `size` messages: the busy stretch repeated, each copy with uniqueids of its own (the
 /// recording's `179523…` ids renumbered), so every copy is 70 new calls for the engine.
-fn burst(recorded: &str, round: usize) -> FakeTrace {
+fn burst(recorded: &str, round: usize, size: usize) -> FakeTrace {
     let copies = recorded.lines().count().max(1);
-    let mut text = String::with_capacity(recorded.len() * (BURST / copies + 1));
-    for copy in 0..BURST / copies + 1 {
+    let mut text = String::with_capacity(recorded.len() * (size / copies + 1));
+    for copy in 0..size / copies + 1 {
         text.push_str(&recorded.replace("179523", &format!("1795{}", 30 + round * 10 + copy)));
         text.push('\n');
     }
     let trace = FakeTrace::parse(&text).expect("busy-stretch parses");
-    FakeTrace { messages: trace.messages.into_iter().take(BURST).collect() }
+    FakeTrace { messages: trace.messages.into_iter().take(size).collect() }
 }
 
 fn main() {
@@ -48,6 +51,8 @@ fn main() {
 }
 
 async fn bench() {
+    let measuring = std::env::args().any(|arg| arg == "--bench");
+    let (size, rounds) = if measuring { (BURST, ROUNDS) } else { (SMOKE_BURST, 1) };
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traces");
     let recorded = std::fs::read_to_string(fixtures.join("busy-stretch.jsonl")).expect("busy-stretch trace");
     let fake = FakeAri::start(FakeAriOptions::lab("deskhook", "bench")).await.expect("fake ARI");
@@ -63,23 +68,23 @@ async fn bench() {
     fake.wait_for(Duration::from_secs(10), |status| status.ready).await.expect("daemon connects");
     let stats = daemon.stats();
 
-    println!("ws_ingest: {BURST} ARI messages from busy-stretch.jsonl per burst, fake ARI → websocket → daemon");
+    println!("ws_ingest: {size} ARI messages from busy-stretch.jsonl per burst, fake ARI → websocket → daemon");
     println!(
         "{:>5} {:>9} {:>8} {:>8} {:>11} {:>10} {:>10} {:>12} {:>7}",
         "round", "events/s", "e2e ms", "send ms", "busy max µs", "busy ≥1ms", "gap max ms", "write max ms", "calls"
     );
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         let base = stats.processed.load(Ordering::Relaxed);
         let calls_before = events.load(Ordering::Relaxed);
         let received_before = stats.reader.messages.load(Ordering::Relaxed);
         fake.reset_write_marks();
         stats.reader.reset_marks();
-        let trace = burst(&recorded, round);
+        let trace = burst(&recorded, round, size);
         let started = Instant::now();
         let sender = {
             let fake_trace = trace.clone();
             let fake = &fake;
-            async move { fake.play(&fake_trace, 0..BURST, Pace::MaxSpeed).await }
+            async move { fake.play(&fake_trace, 0..size, Pace::MaxSpeed).await }
         };
         let reader_stats = stats.reader.clone();
         // The gap before the burst's first frame is idle time, not a stall: start measuring
@@ -92,10 +97,10 @@ async fn bench() {
         };
         let (report, ()) = tokio::join!(sender, marks);
         let sent_in = started.elapsed();
-        assert_eq!(report.sent, BURST, "every message was sent");
+        assert_eq!(report.sent, size, "every message was sent");
         let deadline = Instant::now() + Duration::from_secs(120);
         // Done when the engine has handled the whole burst and the sink has every event it produced.
-        while stats.processed.load(Ordering::Relaxed) < base + BURST as u64
+        while stats.processed.load(Ordering::Relaxed) < base + size as u64
             || events.load(Ordering::Relaxed) < stats.events.load(Ordering::Relaxed)
         {
             assert!(Instant::now() < deadline, "the engine did not catch up");
@@ -105,7 +110,7 @@ async fn bench() {
         let status = fake.status();
         println!(
             "{round:>5} {:>9.0} {:>8.1} {:>8.1} {:>11} {:>10} {:>10.2} {:>12.2} {:>7}",
-            BURST as f64 / total.as_secs_f64(),
+            size as f64 / total.as_secs_f64(),
             total.as_secs_f64() * 1000.0,
             sent_in.as_secs_f64() * 1000.0,
             stats.reader.longest_busy_us.load(Ordering::Relaxed),

@@ -455,6 +455,18 @@ impl Config {
         if self.ari.app.trim().is_empty() {
             return err("ari", "app", "is empty, expected the ARI application name (e.g. \"deskhook\")".into());
         }
+        if self.ari.idle_timeout.get() <= self.ari.ping_interval.get() {
+            return err(
+                "ari",
+                "idle_timeout",
+                format!(
+                    "is {:?}, not longer than ping_interval ({:?}): a healthy connection would be dropped; expected \
+                     at least twice ping_interval (e.g. \"30s\" with \"10s\")",
+                    self.ari.idle_timeout.get(),
+                    self.ari.ping_interval.get()
+                ),
+            );
+        }
         if let Err(problem) = regex::Regex::new(&self.pbx.extension_pattern) {
             return err(
                 "pbx",
@@ -682,6 +694,13 @@ mod tests {
 
         let error = Config::from_toml("[helpdesk]\nretention = \"7 weeks\"\n", "c.toml").expect_err("bad duration");
         assert_eq!((error.section.as_str(), error.key.as_str()), ("helpdesk", "retention"), "{error}");
+    }
+
+    #[test]
+    fn the_idle_timeout_must_outlast_the_ping_interval() {
+        let error =
+            Config::from_toml("[ari]\nping_interval = \"10s\"\nidle_timeout = \"5s\"\n", "c").expect_err("too short");
+        assert_eq!((error.section.as_str(), error.key.as_str()), ("ari", "idle_timeout"), "{error}");
     }
 
     #[test]

@@ -192,12 +192,19 @@ impl AriEndpoint {
 }
 
 /// ARI's REST API with the configured user.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AriClient {
     http: reqwest::Client,
     endpoint: AriEndpoint,
     username: String,
     password: String,
+}
+
+impl std::fmt::Debug for AriClient {
+    // The password must never reach a log line, even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AriClient").field("endpoint", &self.endpoint).field("username", &self.username).finish()
+    }
 }
 
 /// `{"message": "..."}`, ARI's error body.
@@ -420,6 +427,13 @@ mod tests {
         assert_eq!(prefixed.with_other_scheme().rest_url("/x"), "http://pbx.example:443/asterisk/ari/x");
 
         assert!(matches!(AriEndpoint::from_url("ftp://x"), Err(AriError::BadUrl(..))));
+    }
+
+    #[test]
+    fn the_client_never_shows_its_password() {
+        let config = AriConfig { password: "hunter2".into(), ..AriConfig::default() };
+        let client = AriClient::new(&config).expect("valid");
+        assert!(!format!("{client:?}").contains("hunter2"));
     }
 
     #[test]
