@@ -103,6 +103,9 @@ impl EngineTask {
         }
         self.release_held();
         self.dispatch();
+        // The reader is closing the socket: whatever it still queues, ARI is no longer watched.
+        self.health.set_ari_connected(false);
+        self.meters.connected.set(0);
     }
 
     fn on_tick(&mut self) {
