@@ -160,3 +160,39 @@ fn a_daemon_started_mid_call_adopts_it_and_ends_it_once() {
         }
     }
 }
+
+/// After a reconnect every conversation still going on is announced again, so that an ARI
+/// recorder, whose snoop channel died with the connection, starts a new part.
+#[test]
+fn a_resync_announces_ongoing_conversations_again() {
+    let config = config("lab.toml");
+    let name = "01-in-direct-answered";
+    let events = parse_all(&trace_lines(name));
+    let (channels, bridges) = snapshot(name);
+    let cut = cut_point(&events, &channels);
+    let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+    let mut out = Vec::new();
+    for event in &events[..cut] {
+        engine.handle(event, &mut out);
+    }
+    let conversations = |out: &[Output]| {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Effect(deskhook::calls::Effect::ConversationStarted { unique_id, client_channel_id }) => {
+                    Some((unique_id.clone(), client_channel_id.clone()))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = ("1795237096.10".to_string(), "1795237096.10".to_string());
+    assert_eq!(conversations(&out), std::slice::from_ref(&first));
+    engine.resync(&channels, &bridges, events[cut].at, &mut out);
+    assert_eq!(conversations(&out), [first.clone(), first.clone()]);
+    for event in &events[cut..] {
+        engine.handle(event, &mut out);
+    }
+    assert_eq!(conversations(&out).len(), 2, "nothing more once the call is over");
+    engine.resync(&[], &[], events.last().expect("events").at + 1000, &mut out);
+    assert_eq!(conversations(&out).len(), 2);
+}

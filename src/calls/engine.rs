@@ -379,6 +379,23 @@ impl Engine {
                 self.on_entered_bridge(&bridge_id, &member, at, out);
             }
         }
+        // Recorders lose their snoop channels with the connection: every conversation still
+        // going on is announced again so recording resumes as a new part.
+        let mut talking: Vec<(&String, &Call)> = self
+            .calls
+            .iter()
+            .filter(|(_, call)| !call.ended && call.first_answer_at.is_some() && !call.client_legs.is_empty())
+            .collect();
+        talking.sort_by_key(|(unique_id, _)| *unique_id);
+        for (unique_id, call) in talking {
+            let client = call.client_legs.iter().find(|id| self.legs.contains_key(*id));
+            if let Some(client) = client {
+                out.push(Output::Effect(Effect::ConversationStarted {
+                    unique_id: unique_id.clone(),
+                    client_channel_id: client.clone(),
+                }));
+            }
+        }
     }
 
     fn on_created(&mut self, channel: &Channel, at: EpochMillis, out: &mut Vec<Output>) {

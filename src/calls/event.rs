@@ -87,7 +87,9 @@ pub enum Effect {
     /// Who is in queue `queue`? Ask through a live channel of the call; answer with
     /// [`super::Engine::provide_queue_members`]. The queue event waits for the answer.
     QueueMembers { unique_id: String, channel_id: String, queue: String },
-    /// An operator answered a call with a client: the ARI recorder may start on the client's channel.
+    /// A client is talking to someone: the ARI recorder may start on the client's channel.
+    /// Sent at the first answer, and again after every resync for calls still talking (a
+    /// reconnect ends deskhook's snoop channels, so recording resumes as a new part).
     ConversationStarted { unique_id: String, client_channel_id: String },
     /// The call is over (its ended event has been emitted); recorders may finish.
     CallClosed { unique_id: String, answered: bool },
