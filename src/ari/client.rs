@@ -1,16 +1,24 @@
-//! The ARI REST client: `/asterisk/info`, `/endpoints`, `/channels`, `/bridges` and channel
-//! variables, with errors that name the admin's fix (http.conf, ari.conf, TLS, credentials).
+//! The ARI REST client: `/asterisk/info`, `/endpoints`, `/channels`, `/bridges`, channel
+//! variables, and the snoop/record/stored-recording calls of ARI recording mode, with errors
+//! that name the admin's fix (http.conf, ari.conf, TLS, credentials).
 //!
 //! Credentials travel only in the `Authorization` header, never in a URL, so no URL this
 //! module logs or returns in an error can carry the password.
 
+use std::path::Path;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{redacted_url, AriConfig};
 
-use super::model::{AsteriskInfo, Bridge, Channel, Endpoint};
+use super::model::{AsteriskInfo, Bridge, Channel, Endpoint, LiveRecording, StoredRecording};
+
+/// A stored recording's download may take long (hundreds of MB from a remote PBX): it has no
+/// overall limit short of this, only a limit on silence between chunks (`[ari] request_timeout`).
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(6 * 3600);
 
 /// What went wrong talking to ARI, phrased so that [`AriError::fix`] can say what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +137,15 @@ impl AriError {
     }
 }
 
+/// Why a stored recording could not be downloaded: ARI failed, or the local file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(transparent)]
+    Ari(#[from] AriError),
+    #[error("cannot write {path}: {source}; check that storage.dir is writable by deskhook and the disk is not full")]
+    File { path: String, source: std::io::Error },
+}
+
 /// Where ARI lives, derived once from `[ari] url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AriEndpoint {
@@ -198,6 +215,8 @@ pub struct AriClient {
     endpoint: AriEndpoint,
     username: String,
     password: String,
+    /// The longest silence between two chunks of a download.
+    chunk_timeout: Duration,
 }
 
 impl std::fmt::Debug for AriClient {
@@ -237,7 +256,13 @@ impl AriClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|err| AriError::BadUrl(endpoint.address.clone(), err.to_string()))?;
-        Ok(Self { http, endpoint, username: config.username.clone(), password: config.password.clone() })
+        Ok(Self {
+            http,
+            endpoint,
+            username: config.username.clone(),
+            password: config.password.clone(),
+            chunk_timeout: timeout,
+        })
     }
 
     pub fn endpoint(&self) -> &AriEndpoint {
@@ -269,6 +294,86 @@ impl AriClient {
         Ok(body.value)
     }
 
+    /// `POST /channels/{id}/snoop?spy=both&whisper=none`: a Snoop channel that hears both
+    /// directions of `channel_id` and enters Stasis application `app`. Works on channels that
+    /// are not in Stasis themselves (`probes.md` b).
+    pub async fn snoop(&self, channel_id: &str, app: &str, snoop_id: &str) -> Result<Channel, AriError> {
+        let path = format!("/channels/{}/snoop", encode_segment(channel_id));
+        let query = [("spy", "both"), ("whisper", "none"), ("app", app), ("snoopId", snoop_id)];
+        let response = self.send_method(Method::POST, &path, &query).await?;
+        decode(&path, response).await
+    }
+
+    /// `POST /channels/{id}/record`: records the channel (which must be in Stasis, e.g. a
+    /// snoop channel) into stored recording `name`, overwriting one of that name, no beep,
+    /// no DTMF termination, no length limit. A channel not in Stasis answers HTTP 409.
+    pub async fn record(&self, channel_id: &str, name: &str, format: &str) -> Result<LiveRecording, AriError> {
+        let path = format!("/channels/{}/record", encode_segment(channel_id));
+        let query =
+            [("name", name), ("format", format), ("ifExists", "overwrite"), ("beep", "false"), ("terminateOn", "none")];
+        let response = self.send_method(Method::POST, &path, &query).await?;
+        decode(&path, response).await
+    }
+
+    /// `POST /recordings/live/{name}/stop`: ends a live recording; it becomes a stored one.
+    /// `NotFound` when it already ended (its channel hung up, or deskhook's app disconnected).
+    pub async fn stop_live_recording(&self, name: &str) -> Result<(), AriError> {
+        let path = format!("/recordings/live/{}/stop", encode_segment(name));
+        self.send_method(Method::POST, &path, &[]).await.map(drop)
+    }
+
+    /// `GET /recordings/live/{name}`; `NotFound` once it has ended.
+    pub async fn live_recording(&self, name: &str) -> Result<LiveRecording, AriError> {
+        self.get_json(&format!("/recordings/live/{}", encode_segment(name))).await
+    }
+
+    /// `DELETE /channels/{id}`: hangs a channel up (deskhook only hangs up its own snoops).
+    pub async fn hangup(&self, channel_id: &str) -> Result<(), AriError> {
+        let path = format!("/channels/{}", encode_segment(channel_id));
+        self.send_method(Method::DELETE, &path, &[]).await.map(drop)
+    }
+
+    /// `GET /recordings/stored`.
+    pub async fn stored_recordings(&self) -> Result<Vec<StoredRecording>, AriError> {
+        self.get_json("/recordings/stored").await
+    }
+
+    /// `GET /recordings/stored/{name}`; `NotFound` while the recording is still live or gone.
+    pub async fn stored_recording(&self, name: &str) -> Result<StoredRecording, AriError> {
+        self.get_json(&format!("/recordings/stored/{}", encode_segment(name))).await
+    }
+
+    /// `GET /recordings/stored/{name}/file`, streamed into `destination` (created or truncated)
+    /// chunk by chunk, never held in memory whole, and synced to disk. Returns the byte count.
+    /// Each chunk must arrive within `[ari] request_timeout`.
+    pub async fn download_stored_recording(&self, name: &str, destination: &Path) -> Result<u64, DownloadError> {
+        let path = format!("/recordings/stored/{}/file", encode_segment(name));
+        let mut response = self.send_with(Method::GET, &path, &[], Some(DOWNLOAD_LIMIT)).await?;
+        let shown = destination.display().to_string();
+        let file_error = |source: std::io::Error| DownloadError::File { path: shown.clone(), source };
+        let mut file = tokio::fs::File::create(destination).await.map_err(file_error)?;
+        let mut written = 0u64;
+        loop {
+            let chunk = match tokio::time::timeout(self.chunk_timeout, response.chunk()).await {
+                Err(_) => return Err(AriError::Timeout { address: self.endpoint.address.clone() }.into()),
+                Ok(Err(error)) => return Err(classify_reqwest(&error, &self.endpoint).into()),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            file.write_all(&chunk).await.map_err(file_error)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(file_error)?;
+        file.sync_all().await.map_err(file_error)?;
+        Ok(written)
+    }
+
+    /// `DELETE /recordings/stored/{name}`: removes the file from Asterisk's spool.
+    pub async fn delete_stored_recording(&self, name: &str) -> Result<(), AriError> {
+        let path = format!("/recordings/stored/{}", encode_segment(name));
+        self.send_method(Method::DELETE, &path, &[]).await.map(drop)
+    }
+
     /// Tells a TLS/plain mismatch apart from other failures by asking the same port in the
     /// other scheme; returns the more precise error when the other scheme answers HTTP.
     pub async fn diagnose(&self, error: AriError, config: &AriConfig) -> AriError {
@@ -297,10 +402,33 @@ impl AriClient {
     }
 
     async fn send(&self, path: &str, query: &[(&str, &str)]) -> Result<reqwest::Response, AriError> {
+        self.send_with(Method::GET, path, query, None).await
+    }
+
+    async fn send_method(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<reqwest::Response, AriError> {
+        self.send_with(method, path, query, None).await
+    }
+
+    /// One request; `timeout` replaces `[ari] request_timeout` for the whole exchange.
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, AriError> {
         let url = self.endpoint.rest_url(path);
-        let mut request = self.http.get(&url).basic_auth(&self.username, Some(&self.password));
+        let mut request = self.http.request(method, &url).basic_auth(&self.username, Some(&self.password));
         if !query.is_empty() {
             request = request.query(query);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
         }
         let response = request.send().await.map_err(|err| classify_reqwest(&err, &self.endpoint))?;
         let status = response.status().as_u16();

@@ -9,6 +9,6 @@ pub mod fake;
 pub mod model;
 pub mod websocket;
 
-pub use client::{AriClient, AriEndpoint, AriError};
+pub use client::{AriClient, AriEndpoint, AriError, DownloadError};
 pub use events::{AriEvent, EpochMillis, EventParser, ParseError, ParseStats, TimedEvent};
-pub use model::{Bridge, Channel, Endpoint};
+pub use model::{Bridge, Channel, Endpoint, LiveRecording, StoredRecording};

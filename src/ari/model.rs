@@ -95,6 +95,14 @@ pub struct LiveRecording {
     pub duration: Option<i64>,
 }
 
+/// ARI `StoredRecording`: a finished recording in Asterisk's spool (`<name>.<format>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StoredRecording {
+    pub name: String,
+    pub format: String,
+}
+
 /// ARI `AsteriskInfo` (the parts `check` and the resync read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]

@@ -10,7 +10,9 @@
 //! - `policy`: retry, backoff, `Retry-After`, retention, and error texts without secrets.
 //!
 //! It never touches ARI or the call engine: the daemon turns engine output into [`Request`]s
-//! and calls [`DeliveryHandle::enqueue`].
+//! and calls [`DeliveryHandle::enqueue`]. A request may carry a tag ([`Request::tagged`]);
+//! whoever registered with [`DeliveryHandle::on_delivered`] hears when the helpdesk accepted
+//! it (ARI recording mode then deletes the recording from Asterisk).
 
 mod metrics;
 mod omnidesk;
@@ -23,7 +25,9 @@ mod writer;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::Connection;
 
 pub use omnidesk::{form_body, FORM_CONTENT_TYPE};
 pub use outbox::{ListedRow, Listing, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
@@ -94,13 +98,16 @@ impl Delivery {
                 "helpdesk.webhook_url is empty: helpdesk events are only logged, nothing is sent"
             ),
         }
+        let reader = Arc::new(Mutex::new(reader));
+        let hooks: Hooks = Arc::default();
         let ctx = Arc::new(SenderContext {
             sink,
             policy: RetryPolicy::from_config(cfg),
             writer: writer.clone(),
-            reader: Arc::new(Mutex::new(reader)),
+            reader: reader.clone(),
             done: done_tx,
             healthy: AtomicBool::new(true),
+            hooks: hooks.clone(),
         });
         let dispatcher = Dispatcher {
             ctx,
@@ -110,8 +117,12 @@ impl Delivery {
             control: control_rx,
         };
         runtime.spawn(dispatcher.run());
-        Ok(DeliveryHandle { inner: Arc::new(Inner { writer, control: control_tx, counts }) })
+        Ok(DeliveryHandle { inner: Arc::new(Inner { writer, control: control_tx, counts, reader, hooks }) })
     }
+}
+
+fn describe(conn: &Connection) -> String {
+    conn.path().unwrap_or("outbox").to_string()
 }
 
 fn build_sink(webhook_url: &str, cfg: &HelpdeskConfig) -> Result<Sink, DeliverError> {
@@ -154,7 +165,22 @@ struct Inner {
     writer: Sender<WriterCommand>,
     control: tokio::sync::mpsc::UnboundedSender<Control>,
     counts: Arc<SharedCounts>,
+    reader: Arc<Mutex<Connection>>,
+    hooks: Hooks,
 }
+
+/// A tagged request the helpdesk accepted (its outcome is committed to the outbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub unique_id: String,
+    pub tag: String,
+}
+
+/// Called once per accepted tagged request, on a delivery worker: must return quickly
+/// (hand the work to a task). Not called when `helpdesk.webhook_url` is empty (nothing was sent).
+pub type DeliveredHook = Arc<dyn Fn(&Delivered) + Send + Sync>;
+
+pub(crate) type Hooks = Arc<RwLock<Vec<DeliveredHook>>>;
 
 impl DeliveryHandle {
     /// Stores `requests` durably (fsynced) and has them sent. Their order, and so the order
@@ -176,6 +202,30 @@ impl DeliveryHandle {
             sent?;
             stored.await.map_err(|_| DeliverError::Stopped)?
         }
+    }
+
+    /// Registers `hook` for every tagged request accepted from now on. Requests accepted before
+    /// (e.g. while the process was down) are not announced: ask [`DeliveryHandle::tag_states`].
+    pub fn on_delivered(&self, hook: DeliveredHook) {
+        self.inner.hooks.write().unwrap_or_else(|poisoned| poisoned.into_inner()).push(hook);
+    }
+
+    /// The state of the newest row carrying each tag; `None` when there is none (never stored,
+    /// or pruned after `helpdesk.keep_delivered`, or purged as dead).
+    pub async fn tag_states(&self, tags: Vec<String>) -> Result<Vec<(String, Option<RowState>)>, DeliverError> {
+        let reader = self.inner.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            tags.into_iter()
+                .map(|tag| {
+                    let state = outbox::tag_state(&conn, &tag)
+                        .map_err(|source| DeliverError::Database { path: describe(&conn), source })?;
+                    Ok((tag, state))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| DeliverError::Stopped)?
     }
 
     /// Rows by state, as of the last commit (for `/metrics` and health).

@@ -15,6 +15,7 @@ use crate::config::HelpdeskConfig;
 /// The outbox's file name inside `storage.dir`.
 pub const OUTBOX_FILE: &str = "outbox.sqlite3";
 
+// The nullable `tag` column came later without a version bump: older deskhooks ignore it.
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at INTEGER NOT NULL,
     finished_at     INTEGER,
     last_error      TEXT,
-    requeue_gen     INTEGER NOT NULL DEFAULT 0
+    requeue_gen     INTEGER NOT NULL DEFAULT 0,
+    tag             TEXT -- see Request::tagged
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, id);
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -253,10 +255,28 @@ pub(crate) fn connect(path: &Path, create: bool) -> Result<Connection, DeliverEr
         return Ok(conn);
     }
     conn.execute_batch(SCHEMA).map_err(open_error)?;
+    add_tag_column(&conn).map_err(open_error)?;
     if version < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_error)?;
     }
     Ok(conn)
+}
+
+/// Files written before tags existed get the column (and everyone the index).
+fn add_tag_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has_tag: bool =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'tag'", [], |row| row.get(0))?;
+    if !has_tag {
+        conn.execute_batch("ALTER TABLE outbox ADD COLUMN tag TEXT")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_by_tag ON outbox (tag) WHERE tag IS NOT NULL")
+}
+
+/// The state of the newest row carrying `tag` (`None`: no such row, e.g. pruned or purged).
+pub(crate) fn tag_state(conn: &Connection, tag: &str) -> rusqlite::Result<Option<RowState>> {
+    conn.prepare_cached("SELECT state FROM outbox WHERE tag = ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([tag], |row| Ok(RowState::parse(&row.get::<_, String>(0)?)))
+        .optional()
 }
 
 pub(crate) fn count_rows(conn: &Connection) -> rusqlite::Result<OutboxCounts> {
@@ -320,7 +340,7 @@ pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlit
 /// One row with its payload, or `None` when it no longer exists.
 pub(crate) fn load_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredRow>> {
     let mut statement = conn.prepare_cached(
-        "SELECT unique_id, kind, status, once_key, body, path, delete_after, state, tries, enqueued_at
+        "SELECT unique_id, kind, status, once_key, body, path, delete_after, state, tries, enqueued_at, tag
          FROM outbox WHERE id = ?1",
     )?;
     statement
@@ -340,7 +360,7 @@ pub(crate) fn load_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<St
                 }
             };
             Ok(StoredRow {
-                request: Request { unique_id: row.get(0)?, kind },
+                request: Request { unique_id: row.get(0)?, kind, tag: row.get(10)? },
                 state: RowState::parse(&row.get::<_, String>(7)?),
                 tries: row.get(8)?,
                 enqueued_ms: row.get(9)?,
@@ -353,8 +373,8 @@ pub(crate) fn load_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<St
 pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> rusqlite::Result<Option<i64>> {
     let mut statement = conn.prepare_cached(
         "INSERT OR IGNORE INTO outbox
-         (unique_id, kind, status, once_key, body, path, delete_after, enqueued_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+         (unique_id, kind, status, once_key, body, path, delete_after, enqueued_at, next_attempt_at, tag)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
     )?;
     let (kind, body, path, delete_after) = match &request.kind {
         RequestKind::Form { body, .. } => ("form", Some(body.as_str()), None, false),
@@ -370,7 +390,8 @@ pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> 
         body,
         path,
         delete_after,
-        now
+        now,
+        request.tag
     ])?;
     Ok((inserted == 1).then(|| conn.last_insert_rowid()))
 }

@@ -12,6 +12,9 @@ use super::omnidesk;
 pub struct Request {
     pub(crate) unique_id: String,
     pub(crate) kind: RequestKind,
+    /// Stored with the row; once the helpdesk accepted the request, the delivery's
+    /// [`super::DeliveredHook`]s are called with it (e.g. to delete the source of an upload).
+    pub(crate) tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,13 +38,31 @@ impl Request {
                 once_per_call: event.status.is_once_per_call(),
                 body: omnidesk::form_body(&event.form_fields(zone)),
             },
+            tag: None,
         }
     }
 
     /// The upload of a recording file of call `unique_id`; with `delete_after` the file is
     /// removed once the helpdesk accepted it.
     pub fn upload(unique_id: impl Into<String>, path: impl Into<PathBuf>, delete_after: bool) -> Request {
-        Request { unique_id: unique_id.into(), kind: RequestKind::Upload { path: path.into(), delete_after } }
+        Request {
+            unique_id: unique_id.into(),
+            kind: RequestKind::Upload { path: path.into(), delete_after },
+            tag: None,
+        }
+    }
+
+    /// The same request carrying `tag`: after the helpdesk accepted it, every hook registered
+    /// with [`super::DeliveryHandle::on_delivered`] is called with the tag. The tag is stored
+    /// with the row, so it survives restarts.
+    pub fn tagged(mut self, tag: impl Into<String>) -> Request {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// The tag given with [`Request::tagged`].
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
     }
 
     /// The call's linkedid: requests of one call are delivered in the order they were enqueued.
@@ -108,5 +129,7 @@ mod tests {
         assert_eq!(Request::upload("1700000000.1", "/tmp/a.wav", false).once_key(), None);
         assert_eq!(start.status(), "start of an incoming call");
         assert_eq!(Request::upload("1", "/x", true).status(), "record");
+        assert_eq!(Request::upload("1", "/x", true).tagged("ari:r1").tag(), Some("ari:r1"));
+        assert_eq!(start.tag(), None);
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct SenderContext {
     pub done: UnboundedSender<Done>,
     /// False while the helpdesk fails, so an outage is logged once, not once per request.
     pub healthy: AtomicBool,
+    /// Told about every accepted tagged request.
+    pub hooks: super::Hooks,
 }
 
 pub(crate) enum Control {
@@ -293,6 +295,14 @@ async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %path.display(), %error, "uploaded recording could not be deleted");
             }
+        }
+    }
+    if let (Verdict::Delivered, Some(tag), Sink::Http { .. }, true) = (&verdict, &row.request.tag, &ctx.sink, recorded)
+    {
+        let delivered = super::Delivered { unique_id: row.request.unique_id.clone(), tag: tag.clone() };
+        let hooks = ctx.hooks.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        for hook in hooks {
+            hook(&delivered);
         }
     }
     guard.next = match verdict {

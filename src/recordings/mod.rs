@@ -3,11 +3,14 @@
 //!
 //! The call engine names the files (`MIXMONITOR_FILENAME`) after the call's ended event; this
 //! module never trusts that name: only files inside `recordings.dirs` are ever opened.
+//! `ari` is the other mode: deskhook records the calls itself through ARI snoop channels.
 
+pub mod ari;
 pub mod mixmonitor;
 pub mod pickup;
 pub mod safety;
 
+pub use ari::{AriRecorder, AriRecorderError, AriRecorderSettings};
 pub use mixmonitor::{wait_until_complete, FileReady};
 pub use pickup::Pickup;
 pub use safety::{AllowedDirs, PickupError};

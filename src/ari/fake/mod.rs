@@ -4,10 +4,12 @@
 //! restart with every channel gone, freeze, take the application over, replay at full speed).
 //!
 //! Live channels and bridges are derived from the events replayed so far, so `GET /channels`
-//! after a reconnect shows what a real Asterisk would. Routes live in `server.rs`; add new
-//! ARI resources there.
+//! after a reconnect shows what a real Asterisk would. Snoop channels, live and stored
+//! recordings are simulated in `recording.rs` (what ARI recording mode uses). Routes live in
+//! `server.rs`; add new ARI resources there.
 
 pub mod bundled;
+mod recording;
 mod server;
 mod session;
 pub mod state;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ari::websocket::MessageText;
 
+pub use recording::{generated_audio, RecordingAudio, LAB_SNOOP_RECORDING};
 pub use state::{FakeMessage, FakeTrace, PbxState};
 
 /// The lab PBX the bundled traces were recorded on: `GET /asterisk/info` at idle.
@@ -145,6 +148,10 @@ pub(crate) struct Shared {
     pub info: Mutex<Value>,
     pub queue_members: Mutex<BTreeMap<String, String>>,
     pub pbx: Mutex<PbxState>,
+    /// Snoops, live and stored recordings. Lock order: `recordings` before `pbx`.
+    pub recordings: Mutex<recording::Recordings>,
+    /// The newest replayed timestamp and when it was replayed: the fake's "now" in trace time.
+    pub clock: Mutex<Option<(crate::ari::events::EpochMillis, Instant)>>,
     pub sessions: Mutex<Vec<SessionSlot>>,
     /// False while "restarting": every request gets 503.
     pub up: AtomicBool,
@@ -193,6 +200,54 @@ impl Shared {
         delivered
     }
 
+    /// Sends generated events to every ready session.
+    fn broadcast_events(&self, events: &[Value]) {
+        if events.is_empty() {
+            return;
+        }
+        let sessions = lock(&self.sessions);
+        for event in events {
+            let text = recording::message(event);
+            for session in sessions.iter().filter(|session| session.ready()) {
+                let _ = session.tx.send(SessionCommand::Send(text.clone()));
+            }
+        }
+    }
+
+    /// Event time now: the newest replayed timestamp plus the wall time since (the wall clock
+    /// before anything was replayed), so generated events fit into the replayed timeline.
+    pub fn now_ms(&self) -> crate::ari::events::EpochMillis {
+        match *lock(&self.clock) {
+            Some((at, seen)) => at + seen.elapsed().as_millis() as crate::ari::events::EpochMillis,
+            None => jiff::Timestamp::now().as_millisecond(),
+        }
+    }
+
+    /// Applies a recording-side change: the live channel list, then its events.
+    pub(crate) fn apply_recording_outcome(&self, outcome: &recording::Outcome) {
+        if !outcome.channels.is_empty() {
+            let mut pbx = lock(&self.pbx);
+            for (id, channel) in &outcome.channels {
+                match channel {
+                    Some(channel) => pbx.add_channel(id, channel.clone()),
+                    None => pbx.remove_channel(id),
+                }
+            }
+        }
+        self.broadcast_events(&outcome.events);
+    }
+
+    /// A websocket of `app` went away: with no other connected for it, its snoops end.
+    pub(crate) fn application_left(&self, app: &str) {
+        if lock(&self.sessions).iter().any(|session| session.app == app) {
+            return;
+        }
+        let at = self.now_ms();
+        let mut recordings = lock(&self.recordings);
+        let outcome = recordings.application_gone(app, at);
+        self.apply_recording_outcome(&outcome);
+    }
+
     fn any_ready(&self) -> bool {
         lock(&self.sessions).iter().any(SessionSlot::ready)
     }
@@ -236,6 +291,8 @@ impl FakeAri {
             queue_members: Mutex::new(options.queue_members.clone()),
             options,
             pbx: Mutex::new(PbxState::default()),
+            recordings: Mutex::new(recording::Recordings::default()),
+            clock: Mutex::new(None),
             sessions: Mutex::new(Vec::new()),
             up: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
@@ -349,6 +406,9 @@ impl FakeAri {
                 }
                 if !applied {
                     lock(&self.shared.pbx).apply(message);
+                    if let Some(at) = message.at {
+                        *lock(&self.shared.clock) = Some((at, Instant::now()));
+                    }
                     applied = true;
                 }
                 if self.shared.broadcast(message) {
@@ -360,8 +420,39 @@ impl FakeAri {
                     break;
                 }
             }
+            if let Some(gone) = message.destroyed_channel() {
+                let at = self.shared.now_ms();
+                let mut recordings = lock(&self.shared.recordings);
+                let outcome = recordings.spied_channel_gone(gone, at);
+                self.shared.apply_recording_outcome(&outcome);
+            }
         }
         report
+    }
+
+    /// What the stored recordings made from now on contain (default: the lab's snoop recording).
+    pub fn set_recording_audio(&self, audio: RecordingAudio) {
+        lock(&self.shared.recordings).set_audio(audio);
+    }
+
+    /// Names of the stored recordings (`GET /recordings/stored`), sorted.
+    pub fn stored_recordings(&self) -> Vec<String> {
+        lock(&self.shared.recordings).stored_names()
+    }
+
+    /// The audio stored recording `name` serves.
+    pub fn stored_audio(&self, name: &str) -> Option<RecordingAudio> {
+        lock(&self.shared.recordings).stored_file(name).map(|(_, audio)| audio)
+    }
+
+    /// Names of the recordings in progress, sorted.
+    pub fn live_recordings(&self) -> Vec<String> {
+        lock(&self.shared.recordings).live_names()
+    }
+
+    /// Ids of the snoop channels that exist now, sorted.
+    pub fn snoop_channels(&self) -> Vec<String> {
+        lock(&self.shared.recordings).snoop_ids()
     }
 
     /// Closes every event websocket without a close frame (a network cut or a crash).
@@ -392,6 +483,8 @@ impl FakeAri {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         self.shared.up.store(false, Ordering::SeqCst);
         self.drop_connections();
+        let at = self.shared.now_ms();
+        lock(&self.shared.recordings).restart(at);
         lock(&self.shared.pbx).clear();
         tokio::time::sleep(down_for).await;
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();

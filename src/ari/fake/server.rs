@@ -11,13 +11,17 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::recording::Answer;
 use super::{lock, mark_listing, replaced_message, request_key, session, SessionCommand, SessionSlot, Shared};
+
+/// Chunk size of a stored recording's file download.
+const FILE_CHUNK: usize = 64 * 1024;
 
 /// Every route the fake serves.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -25,9 +29,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ari/asterisk/info", get(asterisk_info))
         .route("/ari/endpoints", get(endpoints))
         .route("/ari/channels", get(channels))
-        .route("/ari/channels/{id}", get(channel))
+        .route("/ari/channels/{id}", get(channel).delete(hang_up))
         .route("/ari/channels/{id}/variable", get(channel_variable))
+        .route("/ari/channels/{id}/snoop", post(snoop))
+        .route("/ari/channels/{id}/record", post(record))
         .route("/ari/bridges", get(bridges))
+        .route("/ari/recordings/live/{name}", get(live_recording))
+        .route("/ari/recordings/live/{name}/stop", post(stop_recording))
+        .route("/ari/recordings/stored", get(stored_recordings))
+        .route("/ari/recordings/stored/{name}", get(stored_recording).delete(delete_stored))
+        .route("/ari/recordings/stored/{name}/file", get(stored_file))
         .route("/ari/events", get(events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
@@ -134,6 +145,113 @@ async fn channel_variable(
     }
 }
 
+fn respond((status, body): Answer) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match body {
+        Some(body) => (status, Json(body)).into_response(),
+        None => status.into_response(),
+    }
+}
+
+/// `POST /channels/{id}/snoop`: a Snoop channel on a live channel, into the given application.
+async fn snoop(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let at = shared.now_ms();
+    let mut recordings = lock(&shared.recordings);
+    let spied = lock(&shared.pbx).channel(&id);
+    let outcome = recordings.snoop(spied.as_ref(), &params, at);
+    shared.apply_recording_outcome(&outcome);
+    respond(outcome.answer)
+}
+
+/// `POST /channels/{id}/record`: only channels in Stasis (here: the fake's snoops) record.
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let at = shared.now_ms();
+    let mut recordings = lock(&shared.recordings);
+    let exists = lock(&shared.pbx).channel(&id).is_some();
+    let outcome = recordings.record(&id, exists, &params, at);
+    shared.apply_recording_outcome(&outcome);
+    let location = format!("/recordings/live/{}", params.get("name").map(String::as_str).unwrap_or_default());
+    let mut response = respond(outcome.answer);
+    if response.status() == StatusCode::CREATED {
+        if let Ok(value) = header::HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+    }
+    response
+}
+
+/// `DELETE /channels/{id}`. Snoops leave Stasis (and stop recording) at once; replayed
+/// channels end when their trace says so, so hanging one up is accepted and changes nothing.
+async fn hang_up(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let at = shared.now_ms();
+    let mut recordings = lock(&shared.recordings);
+    if recordings.is_snoop(&id) {
+        let outcome = recordings.hang_up_snoop(&id, at);
+        shared.apply_recording_outcome(&outcome);
+        return respond(outcome.answer);
+    }
+    match lock(&shared.pbx).channel(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => ari_error(StatusCode::NOT_FOUND, "Channel not found"),
+    }
+}
+
+async fn live_recording(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    respond(lock(&shared.recordings).live(&name))
+}
+
+async fn stop_recording(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let at = shared.now_ms();
+    let mut recordings = lock(&shared.recordings);
+    let outcome = recordings.stop(&name, at);
+    shared.apply_recording_outcome(&outcome);
+    respond(outcome.answer)
+}
+
+async fn stored_recordings(State(shared): State<Arc<Shared>>) -> Response {
+    Json(lock(&shared.recordings).stored_list()).into_response()
+}
+
+async fn stored_recording(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    respond(lock(&shared.recordings).stored(&name))
+}
+
+async fn delete_stored(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    respond(lock(&shared.recordings).delete_stored(&name))
+}
+
+/// `GET /recordings/stored/{name}/file`: the file, produced chunk by chunk while it is sent.
+async fn stored_file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let Some((format, audio)) = lock(&shared.recordings).stored_file(&name) else {
+        return ari_error(StatusCode::NOT_FOUND, "Recording not found");
+    };
+    let size = audio.len();
+    let chunks = futures_util::stream::unfold((audio, 0u64), move |(audio, offset)| async move {
+        if offset >= size {
+            return None;
+        }
+        let take = (size - offset).min(FILE_CHUNK as u64) as usize;
+        let mut chunk = vec![0u8; take];
+        audio.read_at(offset, &mut chunk);
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), (audio, offset + take as u64)))
+    });
+    let content_type = if format.starts_with("wav") { "audio/x-wav" } else { "application/octet-stream" };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, size)
+        .body(Body::from_stream(chunks))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 async fn not_found() -> Response {
     ari_error(StatusCode::NOT_FOUND, "Resource not found")
 }
@@ -173,14 +291,14 @@ async fn events(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
                 true
             }
         });
-        sessions.push(SessionSlot { id, app, tx, listed_channels: false, listed_bridges: false });
+        sessions.push(SessionSlot { id, app: app.clone(), tx, listed_channels: false, listed_bridges: false });
     }
     shared.status.send_modify(|status| {
         status.connections += 1;
         status.last_events_query = query;
     });
     shared.refresh_sessions();
-    tokio::spawn(session::run(shared.clone(), id, upgrade, rx));
+    tokio::spawn(session::run(shared.clone(), id, app, upgrade, rx));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

@@ -21,13 +21,14 @@ const WRITE_BATCH: usize = 512;
 pub(crate) async fn run(
     shared: Arc<Shared>,
     id: u64,
+    app: String,
     upgrade: OnUpgrade,
     mut commands: mpsc::UnboundedReceiver<SessionCommand>,
 ) {
     let upgraded = match upgrade.await {
         Ok(upgraded) => upgraded,
         Err(_) => {
-            forget(&shared, id);
+            forget(&shared, id, &app);
             return;
         }
     };
@@ -88,7 +89,7 @@ pub(crate) async fn run(
             }
         }
     }
-    forget(&shared, id);
+    forget(&shared, id, &app);
     // Dropping the socket here closes TCP without a close frame.
 }
 
@@ -115,7 +116,8 @@ where
     }
 }
 
-fn forget(shared: &Shared, id: u64) {
+fn forget(shared: &Shared, id: u64, app: &str) {
     lock(&shared.sessions).retain(|session| session.id != id);
     shared.refresh_sessions();
+    shared.application_left(app);
 }

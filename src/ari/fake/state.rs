@@ -35,6 +35,16 @@ pub struct FakeMessage {
     changes: Vec<Change>,
 }
 
+impl FakeMessage {
+    /// The channel this message destroys, for a `ChannelDestroyed`.
+    pub fn destroyed_channel(&self) -> Option<&str> {
+        self.changes.iter().find_map(|change| match change {
+            Change::ChannelDestroyed(id) => Some(id.as_str()),
+            _ => None,
+        })
+    }
+}
+
 /// A trace ready to be replayed by the fake ARI.
 #[derive(Debug, Clone, Default)]
 pub struct FakeTrace {
@@ -197,6 +207,18 @@ impl PbxState {
                 }
             }
         }
+    }
+
+    /// Adds a channel that no trace created (a snoop channel the fake made on request).
+    pub fn add_channel(&mut self, id: &str, object: Value) {
+        self.next_order += 1;
+        self.channels.insert(id.to_string(), Live { order: self.next_order, object: Arc::new(object) });
+    }
+
+    /// Removes a channel without a trace event (a snoop channel that ended).
+    pub fn remove_channel(&mut self, id: &str) {
+        self.channels.remove(id);
+        self.variables.remove(id);
     }
 
     /// Forgets everything (an Asterisk restart).
