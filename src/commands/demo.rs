@@ -2,7 +2,7 @@
 //! Starts the built-in fake ARI on loopback, runs the daemon against it with the lab PBX's
 //! settings, replays the bundled real calls faster than they happened, and prints each helpdesk
 //! event (SPEC §5 JSON lines on stdout; narration on stderr). With `--webhook` the events are
-//! also POSTed to that URL as the helpdesk form.
+//! also delivered to that URL through the durable outbox, exactly as `run` delivers them.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,8 +11,9 @@ use rand::Rng;
 
 use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
 use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
-use crate::config::{redacted_url, Config};
-use crate::daemon::{logging, Daemon, DaemonLinks, FormPostSink, JsonLinesSink, LiveStats, Sink, Tee};
+use crate::config::{redacted_url, Config, RecordingMode};
+use crate::daemon::helpdesk_sink::HelpdeskPipeline;
+use crate::daemon::{logging, Daemon, DaemonLinks, JsonLinesSink, LiveStats, Sink, Tee};
 
 /// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
 pub const DEMO_SPEEDUP: f64 = 5.0;
@@ -70,15 +71,26 @@ async fn run_demo(webhook: Option<&str>, speedup: f64) -> i32 {
     config.storage.dir = scratch;
     let zone = config.time_zone();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonLinesSink::stdout(zone.clone()))];
-    if let Some(url) = webhook {
-        match FormPostSink::new(url, zone) {
-            Ok(sink) => sinks.push(Box::new(sink)),
-            Err(error) => {
-                eprintln!("deskhook demo: cannot build the HTTP client: {error}");
-                return 1;
+    // With --webhook the events take the real road: the durable outbox and its sender.
+    let pipeline = match webhook {
+        Some(url) => {
+            let mut delivering = config.clone();
+            delivering.helpdesk.webhook_url = url.to_string();
+            // The bundled calls' recordings live on the lab PBX, not here.
+            delivering.recordings.mode = RecordingMode::Off;
+            match HelpdeskPipeline::open(&delivering) {
+                Ok(pipeline) => {
+                    sinks.push(Box::new(pipeline.sink(zone)));
+                    Some(pipeline)
+                }
+                Err(error) => {
+                    eprintln!("deskhook demo: {error}");
+                    return 1;
+                }
             }
         }
-    }
+        None => None,
+    };
     let daemon = match Daemon::start(&config, Box::new(Tee::new(sinks)), DaemonLinks::default()) {
         Ok(daemon) => daemon,
         Err(error) => {
@@ -119,6 +131,23 @@ async fn run_demo(webhook: Option<&str>, speedup: f64) -> i32 {
     }
     daemon.stop(Duration::from_secs(4)).await;
     fake.shutdown();
+    if let Some(pipeline) = pipeline {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while pipeline.delivery.counts().pending > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let counts = pipeline.delivery.counts();
+        eprintln!(
+            "deskhook demo: the webhook accepted {} requests{}",
+            counts.delivered,
+            if counts.pending + counts.dead > 0 {
+                format!("; {} still pending and {} refused (see the warnings above)", counts.pending, counts.dead)
+            } else {
+                String::new()
+            }
+        );
+        pipeline.delivery.shutdown().await;
+    }
     eprintln!(
         "\ndeskhook demo: done: {} helpdesk events from {} calls. Next: `deskhook check` against your PBX.",
         stats.events.load(Ordering::Relaxed),

@@ -3,13 +3,19 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{redacted_url, Config};
+use crate::daemon::helpdesk_sink::HelpdeskPipeline;
 use crate::daemon::{logging, signals, Daemon, DaemonLinks, JsonLinesSink, LogSink, Sink, Systemd, Tee};
+use crate::forward::{self, ForwardService};
 use crate::health::Health;
 use crate::presence::Presence;
 
 /// How long shutdown may take before the process exits anyway (systemd waits longer).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_500);
+/// Of that, how long the ARI side (reader, engine, sinks) may take.
+const DAEMON_GRACE: Duration = Duration::from_millis(2_500);
 
 /// Runs until SIGTERM/SIGINT; returns the exit code. `print_events` also writes every
 /// helpdesk event as a SPEC §5 JSON line on stdout.
@@ -28,15 +34,34 @@ pub fn run(config: &Config, print_events: bool) -> i32 {
 }
 
 async fn serve(config: &Config, print_events: bool) -> i32 {
+    let started = tokio::time::Instant::now();
     let zone = config.time_zone();
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink::new(zone.clone()))];
+    let presence = Presence::new();
+    let health = Health::new();
+    let pipeline = match HelpdeskPipeline::open(config) {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            tracing::error!("cannot start delivery to the helpdesk: {error}");
+            return 1;
+        }
+    };
+    let mut sinks: Vec<Box<dyn Sink>> =
+        vec![Box::new(LogSink::new(zone.clone())), Box::new(pipeline.sink(zone.clone()))];
     if print_events {
         sinks.push(Box::new(JsonLinesSink::stdout(zone)));
     }
+    let forward_shutdown = CancellationToken::new();
+    let forward_server = match start_forward(config, &presence, &pipeline, &health, forward_shutdown.clone()).await {
+        Ok(server) => server,
+        Err(message) => {
+            tracing::error!("{message}");
+            return 1;
+        }
+    };
     let systemd = Systemd::from_env();
     let watchdog = systemd.watchdog_interval();
     let notifier = systemd.clone();
-    let links = DaemonLinks { presence: Presence::new(), health: Health::new(), systemd };
+    let links = DaemonLinks { presence, health, systemd };
     let daemon = match Daemon::start(config, Box::new(Tee::new(sinks)), links) {
         Ok(daemon) => daemon,
         Err(error) => {
@@ -45,10 +70,15 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
         }
     };
     tracing::info!(
-        "deskhook {} running: ARI at {} (application {:?}){}",
+        "deskhook {} running: ARI at {} (application {:?}), helpdesk {}{}",
         env!("CARGO_PKG_VERSION"),
         redacted_url(&config.ari.url),
         config.ari.app,
+        if config.helpdesk.webhook_url.is_empty() {
+            "not set (events are only logged)".to_string()
+        } else {
+            redacted_url(&config.helpdesk.webhook_url)
+        },
         watchdog
             .map(|every| format!(", systemd watchdog pinged every {:.1} s", every.as_secs_f64()))
             .unwrap_or_default()
@@ -56,10 +86,47 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     notifier.ready("started, connecting to ARI");
     let signal = signals::terminated().await;
     tracing::info!("{signal} received, shutting down");
+    let stopping = tokio::time::Instant::now();
     notifier.stopping();
-    if !daemon.stop(SHUTDOWN_GRACE).await {
-        tracing::warn!("shutdown took longer than {} s; exiting anyway", SHUTDOWN_GRACE.as_secs());
+    forward_shutdown.cancel();
+    if !daemon.stop(DAEMON_GRACE).await {
+        tracing::warn!("the ARI side took longer than {} s to stop", DAEMON_GRACE.as_secs());
     }
-    tracing::info!("stopped");
+    // Whatever is still in flight stays in the outbox and is sent after the next start.
+    let left = SHUTDOWN_GRACE.saturating_sub(stopping.elapsed());
+    if tokio::time::timeout(left, pipeline.delivery.shutdown()).await.is_err() {
+        tracing::info!("requests still in flight at shutdown stay queued in the outbox");
+    }
+    if let Some(server) = forward_server {
+        let _ = tokio::time::timeout(Duration::from_millis(200), server).await;
+    }
+    tracing::info!("stopped after {:.1} s of service", started.elapsed().as_secs_f64());
     0
+}
+
+/// Binds `forward.listen` and serves `/forward`, `/healthz` and `/metrics` until `shutdown`.
+async fn start_forward(
+    config: &Config,
+    presence: &Presence,
+    pipeline: &HelpdeskPipeline,
+    health: &Health,
+    shutdown: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    if config.forward.listen.is_empty() {
+        return Ok(None);
+    }
+    let service = ForwardService::new(config, presence.clone(), pipeline.history.clone(), health.clone())
+        .map_err(|error| format!("cannot start /forward: {error}"))?;
+    let listener = tokio::net::TcpListener::bind(&config.forward.listen).await.map_err(|error| {
+        format!(
+            "config.toml: [forward] listen: cannot listen on {}: {error}; pick a free address or set listen = \"\" to turn /forward off",
+            config.forward.listen
+        )
+    })?;
+    tracing::info!("/forward, /healthz and /metrics on http://{}", config.forward.listen);
+    Ok(Some(tokio::spawn(async move {
+        if let Err(error) = forward::serve(listener, service, async move { shutdown.cancelled().await }).await {
+            tracing::error!("/forward server stopped: {error}");
+        }
+    })))
 }

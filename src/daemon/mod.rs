@@ -15,6 +15,7 @@
 
 mod clock;
 mod engine_task;
+pub mod helpdesk_sink;
 pub mod logging;
 mod queue_members;
 pub mod resync;
@@ -39,7 +40,7 @@ use crate::presence::Presence;
 
 pub use clock::EventClock;
 pub use queue_members::{parse_member_list, CACHE_TTL as QUEUE_MEMBERS_CACHE_TTL};
-pub use sink::{spawn_sink, FormPostSink, JsonLinesSink, LogSink, Sink, SinkFuture, Tee};
+pub use sink::{spawn_sink, JsonLinesSink, LogSink, Sink, SinkFuture, Tee};
 pub use systemd::Systemd;
 
 /// What the engine task takes in, in order.

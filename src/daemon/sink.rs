@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::calls::{CallEvent, Effect, Output, RecordingRef};
-use crate::config::redacted_url;
 
 /// The future a sink returns; boxed so sinks can be chosen at run time (`Box<dyn Sink>`).
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -114,60 +113,6 @@ impl<W: Write + Send + 'static> Sink for JsonLinesSink<W> {
             let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
         }
         Box::pin(async {})
-    }
-}
-
-/// POSTs each helpdesk event to a webhook as the helpdesk's form (SPEC §3), once, without
-/// retries or persistence: what `demo --webhook` uses until the durable outbox takes over.
-pub struct FormPostSink {
-    http: reqwest::Client,
-    url: String,
-    zone: jiff::tz::TimeZone,
-}
-
-impl FormPostSink {
-    pub fn new(url: &str, zone: jiff::tz::TimeZone) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(15))
-            .build()?;
-        Ok(Self { http, url: url.to_string(), zone })
-    }
-}
-
-impl Sink for FormPostSink {
-    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
-        Box::pin(async move {
-            match output {
-                Output::Event(event) => {
-                    let fields = event.form_fields(&self.zone);
-                    let host = redacted_url(&self.url);
-                    match self.http.post(&self.url).form(&fields).send().await {
-                        Ok(response) if response.status().is_success() => {
-                            tracing::info!("sent {:?} of call {} to {host}", event.status.text(), event.unique_id)
-                        }
-                        Ok(response) => tracing::warn!(
-                            "{host} answered HTTP {} to {:?} of call {}",
-                            response.status().as_u16(),
-                            event.status.text(),
-                            event.unique_id
-                        ),
-                        Err(error) => tracing::warn!(
-                            "sending {:?} of call {} to {host} failed: {}",
-                            event.status.text(),
-                            event.unique_id,
-                            crate::ari::client::error_chain(&error)
-                        ),
-                    }
-                }
-                Output::Recording(recording) => tracing::info!(
-                    "recording {} of call {} is not uploaded by this sink",
-                    recording.source.as_str(),
-                    recording.unique_id
-                ),
-                Output::Effect(_) => {}
-            }
-        })
     }
 }
 

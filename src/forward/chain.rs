@@ -1,9 +1,14 @@
-//! The resolver chain: asks the configured resolvers in order, each within its own timeout
-//! and never past the lookup's deadline, skips extensions ARI reports unavailable, and
-//! stops at the first that names an extension.
+//! The resolver chain: the first resolver in configured order that names an available
+//! extension wins, each within its own timeout and never past the lookup's deadline.
+//!
+//! Local resolvers (table, history) answer at once and are asked in order first. From the
+//! first network resolver on, the rest are asked at the same time, so a CRM that hangs cannot
+//! keep a later resolver from answering within the budget: when the deadline comes, the
+//! earliest resolver (in configured order) that has found someone wins.
 
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
 use super::answer::Answer;
@@ -71,48 +76,86 @@ impl Chain {
         !(self.skip_unavailable && self.presence.is_unavailable(extension))
     }
 
-    /// The first available extension any resolver names before `deadline`.
+    /// The first available extension, in resolver order, known before `deadline`.
     pub async fn run(&self, caller: Caller<'_>, deadline: Instant) -> Option<Answer> {
-        for slot in &self.slots {
-            if Instant::now() >= deadline {
-                budget_exhausted().inc();
-                return None;
+        let first_remote = self.slots.iter().position(|slot| !slot.resolver.is_local()).unwrap_or(self.slots.len());
+        for slot in &self.slots[..first_remote] {
+            if let Some(answer) = self.note(slot, self.ask(slot, caller, deadline).await) {
+                return Some(answer);
             }
-            match self.ask(slot, caller, deadline).await {
-                Outcome::Found(answer) => return Some(answer),
-                Outcome::Unavailable(answer) => {
-                    tracing::debug!(extension = %answer.number, resolver = slot.resolver.kind(), "skipping an unavailable extension")
+        }
+        let remote = &self.slots[first_remote..];
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; remote.len()];
+        let mut asks: FuturesUnordered<_> = remote
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| async move { (index, self.ask(slot, caller, deadline).await) })
+            .collect();
+        loop {
+            // Decided once every resolver before the first finder has finished without one.
+            for outcome in &outcomes {
+                match outcome {
+                    None => break,
+                    Some(Outcome::Found(answer)) => return Some(answer.clone()),
+                    Some(_) => {}
                 }
-                Outcome::Failed(error) => {
-                    tracing::debug!(resolver = slot.resolver.kind(), %error, "resolver failed; trying the next")
-                }
-                Outcome::TimedOut => {
-                    tracing::debug!(resolver = slot.resolver.kind(), "resolver timed out; trying the next")
-                }
-                Outcome::Nobody => {}
             }
+            match tokio::time::timeout_at(deadline, asks.next()).await {
+                Ok(Some((index, outcome))) => {
+                    let _ = self.note(&remote[index], outcome.clone());
+                    outcomes[index] = Some(outcome);
+                }
+                Ok(None) => return None,
+                Err(_) => {
+                    budget_exhausted().inc();
+                    return outcomes.into_iter().flatten().find_map(|outcome| match outcome {
+                        Outcome::Found(answer) => Some(answer),
+                        _ => None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Logs what a resolver said; the answer when it found an available extension.
+    fn note(&self, slot: &Slot, outcome: Outcome) -> Option<Answer> {
+        match outcome {
+            Outcome::Found(answer) => return Some(answer),
+            Outcome::Unavailable(answer) => {
+                tracing::debug!(extension = %answer.number, resolver = slot.resolver.kind(), "skipping an unavailable extension")
+            }
+            Outcome::Failed(error) => {
+                tracing::debug!(resolver = slot.resolver.kind(), %error, "resolver failed; trying the next")
+            }
+            Outcome::TimedOut => {
+                tracing::debug!(resolver = slot.resolver.kind(), "resolver timed out; trying the next")
+            }
+            Outcome::Nobody => {}
         }
         None
     }
 
-    /// Asks every resolver (the ones after the budget too, each within its own timeout or the
-    /// budget) and reports what each said; the answer is what `/forward` would have given.
+    /// Asks every resolver at once (each within its own timeout, or the budget — also past it,
+    /// to show what a slow one would have said) and reports what each said; the answer is the
+    /// one `/forward` would have given: the first in order found within the budget.
     pub async fn run_all(&self, caller: Caller<'_>, budget: Duration) -> (Vec<Step>, Option<Answer>) {
         let started = Instant::now();
         let deadline = started + budget;
-        let mut steps = Vec::with_capacity(self.slots.len());
-        let mut answer = None;
-        for slot in &self.slots {
-            let step_started = Instant::now();
-            let own_deadline = if step_started < deadline { deadline } else { step_started + budget };
-            let outcome = self.ask(slot, caller, own_deadline).await;
+        let steps: Vec<Step> = futures_util::future::join_all(self.slots.iter().map(|slot| async move {
+            let outcome = self.ask(slot, caller, started + budget.max(slot.timeout.unwrap_or_default())).await;
             let finished = Instant::now();
-            let within_budget = finished <= deadline;
-            if let (Outcome::Found(found), true, None) = (&outcome, within_budget, &answer) {
-                answer = Some(found.clone());
+            Step {
+                kind: slot.resolver.kind(),
+                outcome,
+                elapsed: finished - started,
+                within_budget: finished <= deadline,
             }
-            steps.push(Step { kind: slot.resolver.kind(), outcome, elapsed: finished - step_started, within_budget });
-        }
+        }))
+        .await;
+        let answer = steps.iter().find_map(|step| match (&step.outcome, step.within_budget) {
+            (Outcome::Found(found), true) => Some(found.clone()),
+            _ => None,
+        });
         (steps, answer)
     }
 

@@ -41,6 +41,9 @@ struct Inner {
     budget: Duration,
     /// The budget less the reply reserve: when the handler stops waiting for the chain.
     reply_within: Duration,
+    /// When the chain must have decided: a little before `reply_within`, so the answer it
+    /// found at its deadline still reaches the waiting handler.
+    decide_within: Duration,
     key_uses_trunk: bool,
     health: Health,
 }
@@ -112,6 +115,7 @@ impl ForwardService {
                 phones,
                 budget,
                 reply_within: budget - reserve,
+                decide_within: budget - reserve - reserve / 2,
                 health,
             }),
         })
@@ -158,7 +162,8 @@ impl ForwardService {
                     let (done, pending) = watch::channel(None);
                     inflight.insert(key.clone(), pending.clone());
                     let caller = OwnedCaller { phone: phone.into(), trunk: trunk.into(), callid: callid.into() };
-                    tokio::spawn(run_shared(Arc::clone(&self.inner), key, caller, reply_by, done));
+                    let decide_by = started + self.inner.decide_within;
+                    tokio::spawn(run_shared(Arc::clone(&self.inner), key, caller, decide_by, done));
                     pending
                 }
             }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use rusqlite::{params, Connection};
 use tokio::sync::mpsc;
 
@@ -171,8 +172,16 @@ impl Pickup {
 
 impl Worker {
     async fn pick_up(&self, unique_id: &str, files: Vec<String>) {
-        for file in files {
-            match wait_until_complete(&self.allowed, &file, self.settle, self.wait_timeout).await {
+        // Watch every file of the call at once (a close is only seen by a watcher that is
+        // already there), but hand them over in the order the recordings were started.
+        let mut waits: FuturesOrdered<_> = files
+            .iter()
+            .map(|file| async move {
+                (file.clone(), wait_until_complete(&self.allowed, file, self.settle, self.wait_timeout).await)
+            })
+            .collect();
+        while let Some((file, outcome)) = waits.next().await {
+            match outcome {
                 Ok(ready) => {
                     let upload = Request::upload(unique_id, PathBuf::from(&ready.path), self.delete_after);
                     match self.delivery.enqueue(vec![upload]).await {
@@ -191,7 +200,7 @@ impl Worker {
                 Err(problem) => report(unique_id, &problem),
             }
             let journal = self.journal.clone();
-            let (id, name) = (unique_id.to_string(), file.clone());
+            let (id, name) = (unique_id.to_string(), file);
             let _ = tokio::task::spawn_blocking(move || journal.done(&id, &name)).await;
         }
     }

@@ -324,3 +324,46 @@ async fn a_resolvers_own_timeout_leaves_the_rest_of_the_budget_to_the_next_one()
     assert_eq!(forward.phone("79161234567").await, PETROV, "the table answers after the CRM's 200 ms are up");
     assert_eq!(crm.hits(), 1);
 }
+
+/// A CRM that hangs without a `timeout_ms` of its own must not keep a later resolver from
+/// answering: the table's answer still reaches the dialplan within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_crm_does_not_hide_a_later_resolvers_answer() {
+    let crm = fake_http_crm(&[("79161234567", "202", "Slow Client")]).await;
+    crm.set_mode(Mode::Slow(Duration::from_secs(10)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = table_file(&dir, "managers.csv", "79161234567,101,\"Petrov, Ivan\"\n");
+    let budget = Duration::from_millis(400);
+    let config = config(&format!(
+        "[forward]\nbudget_ms = {}\n\
+         [[forward.resolvers]]\nkind = \"http\"\nurl = \"{}\"\nnumber_field = \"data.manager.ext\"\n\
+         [[forward.resolvers]]\nkind = \"table\"\npath = {:?}\n",
+        budget.as_millis(),
+        crm.url("/lookup?phone={phone}"),
+        table.display().to_string()
+    ));
+    let forward = Forward::start(&config, Presence::new(), None).await;
+    forward.warm_up().await;
+    let started = Instant::now();
+    assert_eq!(forward.phone("79161234567").await, PETROV);
+    assert!(started.elapsed() < budget + Duration::from_millis(50), "answered after {:?}", started.elapsed());
+}
+
+/// Resolvers asked at the same time still rank in configured order: a faster later CRM does
+/// not win over an earlier one that also knows the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_earlier_resolver_wins_even_when_a_later_one_is_faster() {
+    let slow = fake_http_crm(&[("79161234567", "202", "From The First")]).await;
+    slow.set_mode(Mode::Slow(Duration::from_millis(150)));
+    let fast = fake_http_crm(&[("79161234567", "303", "From The Second")]).await;
+    let config = config(&format!(
+        "[forward]\nbudget_ms = 1500\n\
+         [[forward.resolvers]]\nkind = \"http\"\nurl = \"{}\"\nnumber_field = \"data.manager.ext\"\n\
+         [[forward.resolvers]]\nkind = \"http\"\nurl = \"{}\"\nnumber_field = \"data.manager.ext\"\n",
+        slow.url("/lookup?phone={phone}"),
+        fast.url("/lookup?phone={phone}")
+    ));
+    let forward = Forward::start(&config, Presence::new(), None).await;
+    let answer = forward.phone("79161234567").await;
+    assert!(answer.ends_with("&number=202"), "{answer}");
+}

@@ -40,7 +40,9 @@ pub fn write_config(dir: &Path, url: &str, password: &str, ari_extra: &str) -> P
             ari.push_str(&format!("{key} = \"{value}\"\n"));
         }
     }
-    let text = format!("{lab}\n[ari]\n{ari}{ari_extra}\n[storage]\ndir = \"{}\"\n", dir.display());
+    // Tests run side by side: no /forward port unless a test asks for one.
+    let text =
+        format!("{lab}\n[ari]\n{ari}{ari_extra}\n[storage]\ndir = \"{}\"\n[forward]\nlisten = \"\"\n", dir.display());
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("config written");
     path

@@ -120,6 +120,11 @@ impl Resolver {
     }
 
     /// Whether answers depend on the trunk (then the cache keys on it too).
+    /// Answers from deskhook's own data at once (no network): asked before the CRMs, in order.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Resolver::Table(_) | Resolver::History(_))
+    }
+
     pub fn uses_trunk(&self) -> bool {
         matches!(self, Resolver::Http(http) if http.uses_trunk())
     }

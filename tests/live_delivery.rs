@@ -1,0 +1,262 @@
+//! `deskhook run` delivering to a helpdesk for real: the binary, the fake ARI replaying real
+//! calls, and a loopback webhook that is down, slow, or whose deskhook is killed with SIGKILL.
+
+mod common;
+#[path = "deliver_support/mod.rs"]
+mod deliver_support;
+mod live_support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deliver_support::receiver::{reserve_addr, Receiver, Reply, Seen, TOKEN};
+use deliver_support::{form_fields, wait_until};
+use deskhook::ari::fake::Pace;
+use live_support::*;
+
+const CALLS: [&str; 4] =
+    ["01-in-direct-answered", "04-in-queue-answered-by-102", "07-out-answered", "10-in-blind-transfer-101-to-102"];
+
+/// The lab config with delivery to `webhook`, fast retries and no recordings (their files
+/// live on the lab PBX).
+fn delivering_config(dir: &Path, ari_url: &str, webhook: &str, extra: &str) -> PathBuf {
+    let path = write_config(dir, ari_url, PASSWORD, "");
+    let text = std::fs::read_to_string(&path).expect("config").replace("mode = \"mixmonitor\"", "mode = \"off\"");
+    let text = format!(
+        "{text}\n[helpdesk]\nwebhook_url = \"{webhook}\"\nmin_backoff = \"50ms\"\nmax_backoff = \"300ms\"\n\
+         max_parallel = 2\nrequest_timeout = \"5s\"\n{extra}"
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// The helpdesk events the calls must produce, per call, in order (as form field maps).
+fn expected_by_call() -> BTreeMap<String, Vec<(String, String)>> {
+    let mut calls: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for name in CALLS {
+        for value in common::expected_values(name) {
+            if value["status"] == "record" {
+                continue;
+            }
+            let id = value["unique_id"].as_str().expect("id").to_string();
+            let entry = (
+                value["status"].as_str().expect("status").to_string(),
+                value["to_user"].as_str().unwrap_or("").to_string(),
+            );
+            calls.entry(id).or_default().push(entry);
+        }
+    }
+    calls
+}
+
+/// What the receiver accepted, per call, in order, with repeats of the same request collapsed.
+fn accepted_by_call(accepted: &[Seen]) -> (BTreeMap<String, Vec<(String, String)>>, usize) {
+    let mut calls: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut bodies: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut repeats = 0;
+    for seen in accepted {
+        let fields = form_fields(&seen.body);
+        let id = fields.get("unique_id").cloned().unwrap_or_default();
+        let previous = bodies.entry(id.clone()).or_default();
+        if previous.iter().any(|body| *body == seen.body.to_vec()) {
+            repeats += 1;
+            continue;
+        }
+        previous.push(seen.body.to_vec());
+        let entry =
+            (fields.get("status").cloned().unwrap_or_default(), fields.get("to_user").cloned().unwrap_or_default());
+        calls.entry(id).or_default().push(entry);
+    }
+    (calls, repeats)
+}
+
+async fn play_all(fake: &deskhook::ari::fake::FakeAri) {
+    for name in CALLS {
+        let trace = trace(name);
+        let report = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 20.0 }).await;
+        assert_eq!(report.sent, trace.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helpdesk_down_at_first_gets_every_event_in_order_once_it_is_up() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = reserve_addr();
+    let webhook = format!("http://{addr}/webhooks/asterisk/{TOKEN}");
+    let config = delivering_config(dir.path(), &fake.url(), &webhook, "");
+    let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    play_all(&fake).await;
+    // Nothing listens yet: the events wait in the outbox.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let receiver = Receiver::start_on(addr, Arc::new(|_: &Seen| Reply::ok())).await;
+    let expected = expected_by_call();
+    let total: usize = expected.values().map(Vec::len).sum();
+    wait_until("every event delivered", Duration::from_secs(30), || receiver.accepted_count() >= total).await;
+    let (got, repeats) = accepted_by_call(&receiver.accepted());
+    assert_eq!(got, expected);
+    assert_eq!(repeats, 0, "nothing was in flight when it came up");
+    deskhook.stop().await;
+    let log = deskhook.stderr_text();
+    assert!(!log.contains(TOKEN), "the webhook's token leaked into the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_delivery_loses_nothing_and_repeats_at_most_what_was_in_flight() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A slow helpdesk: every request takes 400 ms, so the backlog is still draining at the kill.
+    let receiver = Receiver::start_with(Arc::new(|_: &Seen| Reply::ok().delayed(Duration::from_millis(400)))).await;
+    let config = delivering_config(dir.path(), &fake.url(), &receiver.url(), "");
+    let config = config.to_str().expect("utf8").to_string();
+    let mut first = Deskhook::spawn(&["run", "--config", &config]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    play_all(&fake).await;
+    let expected = expected_by_call();
+    let total: usize = expected.values().map(Vec::len).sum();
+    wait_until("some events delivered", Duration::from_secs(30), || receiver.accepted_count() >= 3).await;
+    // Every event is committed well before the slow helpdesk has them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.accepted_count() < total, "the kill must happen mid-delivery");
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    let before_restart = receiver.attempts().len();
+
+    let mut second = Deskhook::spawn(&["run", "--config", &config]);
+    wait_until("every event delivered after the restart", Duration::from_secs(60), || {
+        accepted_by_call(&receiver.accepted()).0.values().map(Vec::len).sum::<usize>() >= total
+    })
+    .await;
+    let (got, repeats) = accepted_by_call(&receiver.accepted());
+    assert_eq!(got, expected, "every call's events, in order");
+    // At most one request per parallel slot was in flight at the kill (max_parallel = 2).
+    assert!(repeats <= 2, "{repeats} requests sent twice; {before_restart} attempts before the restart");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_answers_from_the_history_of_calls_deskhook_saw() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forward = reserve_addr();
+    let config = delivering_config(dir.path(), &fake.url(), "", "");
+    // /forward on a free port with the history resolver; "nobody" is remembered only briefly.
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "[forward]\nlisten = \"\"",
+        &format!(
+            "[forward]\nlisten = \"{forward}\"\nmiss_cache_ttl = \"100ms\"\n[[forward.resolvers]]\nkind = \"history\""
+        ),
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    let client = reqwest::Client::new();
+    let ask = |phone: &'static str| {
+        let url = format!("http://{forward}/forward?phone={phone}&trunk=74951234567&callid=1");
+        let client = client.clone();
+        async move {
+            match client.get(url).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => "(not listening)".to_string(),
+            }
+        }
+    };
+    wait_until_async(|| async { ask("89161234567").await != "(not listening)" }).await;
+    assert_eq!(ask("89161234567").await, "", "nobody has talked to this client yet");
+    // Trace 01: +79161234567 talks to 101; afterwards any spelling of the number routes to 101.
+    let trace = trace("01-in-direct-answered");
+    fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 20.0 }).await;
+    wait_until_async(|| async { ask("89161234567").await == "name=&number=101" }).await;
+    assert_eq!(ask("%2B7%20916%20123-45-67").await, "name=&number=101");
+    let metrics =
+        client.get(format!("http://{forward}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("deskhook_"), "{metrics}");
+    deskhook.stop().await;
+}
+
+async fn wait_until_async<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// recordings.mode = "mixmonitor" through the real binary: the blind-transfer call names two
+/// MixMonitor files; the test writes them slowly and closes them only after the call ended.
+/// The helpdesk gets the events, then one upload per file in the order they were started,
+/// with the exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixmonitor_files_are_uploaded_after_the_ended_event_with_their_exact_bytes() {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let config = delivering_config(dir.path(), &fake.url(), &receiver.url(), "");
+    let text =
+        std::fs::read_to_string(&config).expect("config").replace("mode = \"off\"", "mode = \"mixmonitor\"").replace(
+            "dirs = [\"/var/spool/asterisk/monitor\"]",
+            &format!("dirs = [\"{}\"]\nsettle = \"30s\"", spool.path().display()),
+        );
+    std::fs::write(&config, text).expect("config");
+    let name = "10-in-blind-transfer-101-to-102";
+    let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl"))).expect("trace");
+    let trace = deskhook::ari::fake::FakeTrace::parse(
+        &raw.replace("/var/spool/asterisk/monitor", &spool.path().display().to_string()),
+    )
+    .expect("trace");
+    let files: Vec<PathBuf> = common::expected_values(name)
+        .iter()
+        .filter(|v| v["status"] == "record")
+        .map(|v| {
+            let original = v["record"].as_str().expect("path");
+            PathBuf::from(original.replace("/var/spool/asterisk/monitor", &spool.path().display().to_string()))
+        })
+        .collect();
+    assert_eq!(files.len(), 2);
+    // MixMonitor has both files open while the call runs.
+    let mut writers = Vec::new();
+    let mut hashes = Vec::new();
+    for (index, path) in files.iter().enumerate() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let mut file = std::fs::File::create(path).expect("create");
+        let data = vec![index as u8 + 1; 64 * 1024 + index];
+        file.write_all(&data).expect("write");
+        hashes.push(Sha256::digest(&data).to_vec());
+        writers.push(file);
+    }
+
+    let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 20.0 }).await;
+    let events = common::expected_values(name).iter().filter(|v| v["status"] != "record").count();
+    wait_until("the call's events", Duration::from_secs(30), || receiver.accepted_count() >= events).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.accepted_count(), events, "nothing is uploaded while the files are still open");
+    drop(writers);
+    wait_until("both uploads", Duration::from_secs(30), || receiver.accepted_count() >= events + 2).await;
+
+    let accepted = receiver.accepted();
+    let last_event = form_fields(&accepted[events - 1].body);
+    assert_eq!(last_event.get("status").map(String::as_str), Some("incoming call is ended"));
+    for (index, seen) in accepted[events..].iter().enumerate() {
+        let parts = deliver_support::multipart_parts(&seen.content_type, &seen.body);
+        let part = |name: &str| parts.iter().find(|p| p.name == name).map(|p| p.data.clone()).unwrap_or_default();
+        assert_eq!(part("status"), b"record");
+        assert_eq!(part("unique_id"), b"1795237245.33");
+        let record = parts.iter().find(|p| p.name == "record").expect("record part");
+        assert_eq!(record.filename.as_deref(), files[index].file_name().and_then(|n| n.to_str()));
+        assert_eq!(Sha256::digest(&record.data).to_vec(), hashes[index], "upload {index} has the exact bytes");
+    }
+    deskhook.stop().await;
+}
