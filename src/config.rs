@@ -183,7 +183,8 @@ pub struct RecordingsConfig {
     pub delete_after_upload: bool,
     /// How long a file must stay unchanged to count as complete when no close event is seen.
     pub settle: DurationSpec,
-    /// Give up on a file that is not complete this long after the call ended.
+    /// Give up on a file that is not complete this long after the call ended (ari mode: on a
+    /// recording whose stop, download or upload queueing keeps failing).
     pub wait_timeout: DurationSpec,
     /// ARI stored-recording format (ari mode).
     pub format: String,

@@ -461,8 +461,13 @@ async fn decode<T: DeserializeOwned>(path: &str, response: reqwest::Response) ->
         .map_err(|err| AriError::Decode { path: format!("/ari{path}"), detail: err.to_string() })
 }
 
+/// Everything but RFC 3986's unreserved characters, so ids such as `1795237329.45` and
+/// recording names such as `deskhook-1795237329.45-1` go as they are.
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn encode_segment(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string()
 }
 
 /// Turns reqwest's error into an [`AriError`] by what its source chain says.
@@ -555,6 +560,12 @@ mod tests {
         assert_eq!(prefixed.with_other_scheme().rest_url("/x"), "http://pbx.example:443/asterisk/ari/x");
 
         assert!(matches!(AriEndpoint::from_url("ftp://x"), Err(AriError::BadUrl(..))));
+    }
+
+    #[test]
+    fn path_segments_keep_unreserved_characters() {
+        assert_eq!(encode_segment("deskhook-1795237329.45-1"), "deskhook-1795237329.45-1");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
     }
 
     #[test]

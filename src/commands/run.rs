@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{redacted_url, Config};
+use crate::config::{redacted_url, Config, RecordingMode};
 use crate::daemon::helpdesk_sink::HelpdeskPipeline;
 use crate::daemon::{logging, signals, Daemon, DaemonLinks, JsonLinesSink, LogSink, Sink, Systemd, Tee};
 use crate::forward::{self, ForwardService};
 use crate::health::Health;
 use crate::presence::Presence;
+use crate::recordings::AriRecorder;
 
 /// How long shutdown may take before the process exits anyway (systemd waits longer).
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_500);
@@ -47,6 +48,12 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     };
     let mut sinks: Vec<Box<dyn Sink>> =
         vec![Box::new(LogSink::new(zone.clone())), Box::new(pipeline.sink(zone.clone()))];
+    if config.recordings.mode == RecordingMode::Ari {
+        match AriRecorder::start(config, pipeline.delivery.clone()) {
+            Ok(recorder) => sinks.push(Box::new(recorder)),
+            Err(error) => tracing::error!("calls will not be recorded through ARI: {error}"),
+        }
+    }
     if print_events {
         sinks.push(Box::new(JsonLinesSink::stdout(zone)));
     }

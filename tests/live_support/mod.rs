@@ -132,6 +132,11 @@ impl Deskhook {
         assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
     }
 
+    /// The process id (e.g. to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -65,7 +65,7 @@ pub(super) async fn run(
             command = commands.recv() => command,
             _ = sleep_until(orphan_deadline) => {
                 tracing::info!(
-                    unique_id,
+                    %unique_id,
                     "call left open by the previous run was not mentioned since; taking it as ended while deskhook \
                      was away and uploading what was recorded"
                 );
@@ -138,7 +138,7 @@ async fn forget(ctx: &Context, part: &Part) {
 async fn start_part(ctx: &Context, unique_id: &str, client: &str, parts: &mut Vec<Part>) {
     if let Some(last) = parts.last().filter(|part| part.state == PartState::Recording) {
         if ctx.client.live_recording(&last.name).await.is_ok() {
-            tracing::debug!(unique_id, recording = %last.name, "still recording; no new part needed");
+            tracing::debug!(%unique_id, recording = %last.name, "still recording; no new part needed");
             return;
         }
     }
@@ -151,12 +151,12 @@ async fn start_part(ctx: &Context, unique_id: &str, client: &str, parts: &mut Ve
     if let Err(error) = ctx.client.snoop(client, &settings.app, &part.snoop_id).await {
         match &error {
             AriError::NotFound { .. } => {
-                tracing::info!(unique_id, channel = client, "the client's channel ended before recording could start")
+                tracing::info!(%unique_id, channel = client, "the client's channel ended before recording could start")
             }
             _ => {
                 ctx.meters.failed.inc();
                 tracing::warn!(
-                    unique_id,
+                    %unique_id,
                     channel = client,
                     %error,
                     fix = %error.fix(),
@@ -193,14 +193,14 @@ async fn start_part(ctx: &Context, unique_id: &str, client: &str, parts: &mut Ve
             ),
             _ => error.fix(),
         };
-        tracing::warn!(unique_id, recording = %part.name, %error, %fix, "cannot record the call's snoop channel");
+        tracing::warn!(%unique_id, recording = %part.name, %error, %fix, "cannot record the call's snoop channel");
         let _ = ctx.client.hangup(&part.snoop_id).await;
         forget(ctx, &part).await;
         return;
     }
     set_state(ctx, &mut part, PartState::Recording, None).await;
     ctx.meters.started.inc();
-    tracing::info!(unique_id, part = part.number, recording = %part.name, "recording the call through ARI");
+    tracing::info!(%unique_id, part = part.number, recording = %part.name, "recording the call through ARI");
     parts.push(part);
 }
 
@@ -229,13 +229,13 @@ async fn finish(ctx: &Context, unique_id: &str, parts: Vec<Part>, closed: Closed
             Err(Failure::Shutdown) => return,
             Err(Failure::Missing(reason)) => {
                 ctx.meters.missing.inc();
-                tracing::warn!(unique_id, recording = %part.name, "recording part not uploaded: {reason}");
+                tracing::warn!(%unique_id, recording = %part.name, "recording part not uploaded: {reason}");
                 forget(ctx, &part).await;
             }
             Err(Failure::GaveUp(reason)) => {
                 ctx.meters.missing.inc();
                 tracing::error!(
-                    unique_id,
+                    %unique_id,
                     recording = %part.name,
                     "recording part not uploaded after retrying for recordings.wait_timeout: {reason}; it stays on \
                      Asterisk as stored recording {:?} (the spool's recording/ directory)",
@@ -274,9 +274,9 @@ async fn advance(ctx: &Context, unique_id: &str, part: &mut Part, deadline: Inst
 /// Logs the first of a run of failures as a warning, the rest at debug level.
 fn report_retry(unique_id: &str, part: &Part, attempt: u32, what: &str, error: &dyn std::fmt::Display, fix: &str) {
     if attempt == 0 {
-        tracing::warn!(unique_id, recording = %part.name, %error, fix, "{what} failed; retrying");
+        tracing::warn!(%unique_id, recording = %part.name, %error, fix, "{what} failed; retrying");
     } else {
-        tracing::debug!(unique_id, recording = %part.name, %error, "{what} failed again");
+        tracing::debug!(%unique_id, recording = %part.name, %error, "{what} failed again");
     }
 }
 
@@ -350,7 +350,7 @@ async fn download(
             }
             Ok(bytes) => match tokio::fs::rename(&partial, &file).await {
                 Ok(()) => {
-                    tracing::info!(unique_id, recording = %part.name, bytes, file = %file.display(), "recording downloaded");
+                    tracing::info!(%unique_id, recording = %part.name, bytes, file = %file.display(), "recording downloaded");
                     return Ok(file);
                 }
                 Err(source) => DownloadError::File { path: file.display().to_string(), source },
@@ -392,7 +392,7 @@ async fn enqueue(ctx: &Context, unique_id: &str, part: &Part, deadline: Instant)
     loop {
         match ctx.delivery.enqueue(vec![request.clone()]).await {
             Ok(()) => {
-                tracing::info!(unique_id, recording = %part.name, "recording queued for upload");
+                tracing::info!(%unique_id, recording = %part.name, "recording queued for upload");
                 return Ok(());
             }
             Err(DeliverError::Stopped) => return Err(Failure::Shutdown),

@@ -79,6 +79,8 @@ pub enum AriRecorderError {
     Journal { path: String, source: rusqlite::Error },
     #[error("the ARI recorder must be started inside a tokio runtime")]
     NoRuntime,
+    #[error("{0}; fix: {fix}", fix = .0.fix())]
+    Ari(#[from] AriError),
 }
 
 /// What a call's task is told, in engine order.
@@ -142,13 +144,10 @@ pub struct AriRecorder {
 }
 
 impl AriRecorder {
-    /// The daemon's recorder: [`AriRecorderSettings::from_config`], see [`AriRecorder::start_with`].
-    pub fn start(
-        config: &Config,
-        client: AriClient,
-        delivery: DeliveryHandle,
-    ) -> Result<AriRecorder, AriRecorderError> {
-        Self::start_with(AriRecorderSettings::from_config(config), client, delivery)
+    /// The daemon's recorder, talking to `[ari]` with [`AriRecorderSettings::from_config`];
+    /// see [`AriRecorder::start_with`].
+    pub fn start(config: &Config, delivery: DeliveryHandle) -> Result<AriRecorder, AriRecorderError> {
+        Self::start_with(AriRecorderSettings::from_config(config), AriClient::new(&config.ari)?, delivery)
     }
 
     /// Opens the journal, resumes what a previous run left (finishing closed calls, deleting
