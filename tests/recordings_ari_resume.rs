@@ -1,6 +1,7 @@
 //! The ARI recorder below the daemon, against the fake ARI, the real outbox and a loopback
-//! helpdesk: a call that ended while deskhook was away is finished from the journal, and a
-//! recording that cannot be started is reported, not retried.
+//! helpdesk: a call that ended while deskhook was away is finished from the journal, a
+//! recording that cannot be started is reported, not retried, and the outbox's delivered hook
+//! and tag states that the recorder relies on.
 
 #[path = "deliver_support/mod.rs"]
 mod deliver_support;
@@ -114,4 +115,40 @@ async fn a_format_asterisk_cannot_record_is_reported_and_nothing_is_left_behind(
     assert!(fake.live_recordings().is_empty() && fake.stored_recordings().is_empty());
     assert_eq!(receiver.accepted_count(), 0);
     delivery.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_announces_accepted_tagged_uploads_and_remembers_their_tags_across_restarts() {
+    use deliver_support::receiver::{Reply, Seen};
+    use deskhook::deliver::{Delivered, Request, RowState};
+    use std::sync::{Arc, Mutex};
+
+    let storage = tempfile::tempdir().expect("tempdir");
+    let file = storage.path().join("part.wav");
+    std::fs::write(&file, LAB_SNOOP_RECORDING).expect("write");
+    let receiver = Receiver::start_with(Arc::new(|_: &Seen| Reply::status(503))).await;
+    let delivery = delivery(storage.path(), &receiver);
+    let heard = Arc::new(Mutex::new(Vec::<Delivered>::new()));
+    let sink = heard.clone();
+    delivery.on_delivered(Arc::new(move |delivered| sink.lock().expect("not poisoned").push(delivered.clone())));
+    let other = storage.path().join("other.wav");
+    std::fs::write(&other, b"RIFF").expect("write");
+    let untagged = Request::upload(CALL_ID, &other, false);
+    delivery.enqueue(vec![Request::upload(CALL_ID, &file, true).tagged("t:1"), untagged]).await.expect("stored");
+    wait_until("a failed try", PATIENCE, || !receiver.attempts().is_empty()).await;
+    let states = delivery.tag_states(vec!["t:1".into(), "t:2".into()]).await.expect("states");
+    assert_eq!(states, vec![("t:1".to_string(), Some(RowState::Pending)), ("t:2".to_string(), None)]);
+    assert!(heard.lock().expect("not poisoned").is_empty(), "not accepted yet");
+
+    receiver.set_script(Arc::new(|_: &Seen| Reply::ok()));
+    wait_until("both uploads accepted", PATIENCE, || receiver.accepted_count() == 2).await;
+    // Only the tagged upload is announced.
+    assert_eq!(*heard.lock().expect("not poisoned"), vec![Delivered { unique_id: CALL_ID.into(), tag: "t:1".into() }]);
+    assert!(!file.exists(), "the uploaded file is deleted");
+    delivery.shutdown().await;
+
+    let reopened = self::delivery(storage.path(), &receiver);
+    let states = reopened.tag_states(vec!["t:1".into()]).await.expect("states");
+    assert_eq!(states, vec![("t:1".to_string(), Some(RowState::Delivered))]);
+    reopened.shutdown().await;
 }

@@ -400,3 +400,36 @@ pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> 
 pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_from_before_tags_gets_the_column_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(OUTBOX_FILE);
+        {
+            let old = Connection::open(&path).expect("create");
+            let without_tag = SCHEMA.replace(",\n    tag             TEXT -- see Request::tagged", "");
+            assert!(!without_tag.contains("tag "), "the old schema has no tag column");
+            old.execute_batch(&without_tag).expect("old schema");
+            old.pragma_update(None, "user_version", 1).expect("version");
+            old.execute(
+                "INSERT INTO outbox (unique_id, kind, status, path, enqueued_at, next_attempt_at)
+                 VALUES ('1.1', 'upload', 'record', X'2F612E776176', 5, 5)",
+                [],
+            )
+            .expect("old row");
+        }
+        let conn = connect(&path, true).expect("reopened");
+        let row = load_row(&conn, 1).expect("read").expect("the old row");
+        assert_eq!(row.request.tag(), None);
+        assert_eq!(row.request.upload_path(), Some(Path::new("/a.wav")));
+        let tagged = Request::upload("1.2", "/b.wav", true).tagged("ari-recording:b");
+        let id = insert_request(&conn, &tagged, 6).expect("insert").expect("inserted");
+        assert_eq!(load_row(&conn, id).expect("read").expect("row").request.tag(), Some("ari-recording:b"));
+        assert_eq!(tag_state(&conn, "ari-recording:b").expect("state"), Some(RowState::Pending));
+        assert_eq!(tag_state(&conn, "ari-recording:none").expect("state"), None);
+    }
+}

@@ -253,10 +253,17 @@ impl Shared {
     }
 
     fn drop_sessions(&self) {
+        let mut apps = Vec::new();
         for session in lock(&self.sessions).drain(..) {
             let _ = session.tx.send(SessionCommand::Drop);
+            apps.push(session.app);
         }
         self.refresh_sessions();
+        // Asterisk sees the cut at once: the applications' snoops end before anyone can reconnect.
+        apps.dedup();
+        for app in apps {
+            self.application_left(&app);
+        }
     }
 
     fn freeze_sessions(&self) {
