@@ -533,6 +533,14 @@ impl Config {
                 "is empty while mode = \"mixmonitor\", expected the directories MixMonitor writes into".into(),
             );
         }
+        let format = &self.recordings.format;
+        if format.is_empty() || !format.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return err(
+                "recordings",
+                "format",
+                format!("{format:?} is not a recording format, expected a file format Asterisk records, e.g. \"wav\""),
+            );
+        }
         if !self.forward.listen.is_empty() && self.forward.listen.parse::<std::net::SocketAddr>().is_err() {
             return err(
                 "forward",
@@ -702,6 +710,13 @@ mod tests {
         let error =
             Config::from_toml("[ari]\nping_interval = \"10s\"\nidle_timeout = \"5s\"\n", "c").expect_err("too short");
         assert_eq!((error.section.as_str(), error.key.as_str()), ("ari", "idle_timeout"), "{error}");
+    }
+
+    #[test]
+    fn the_recording_format_is_a_plain_extension() {
+        let error = Config::from_toml("[recordings]\nformat = \"../wav\"\n", "c").expect_err("not a format");
+        assert_eq!((error.section.as_str(), error.key.as_str()), ("recordings", "format"), "{error}");
+        assert!(Config::from_toml("[recordings]\nmode = \"ari\"\nformat = \"gsm\"\n", "c").is_ok());
     }
 
     #[test]

@@ -366,6 +366,10 @@ async fn download(
             return Err(Failure::GaveUp(format!("downloading it failed: {error}")));
         }
         let fix = match &error {
+            DownloadError::Ari(AriError::Status { status: 403, .. }) => {
+                "Asterisk cannot open the file: check the owner and permissions of its spool's recording/ directory"
+                    .into()
+            }
             DownloadError::Ari(ari) => ari.fix(),
             DownloadError::File { .. } => "free disk space in storage.dir".into(),
         };
