@@ -9,7 +9,6 @@ use common::*;
 use deskhook::ari::events::TimedEvent;
 use deskhook::ari::{AriEvent, Bridge, Channel};
 use deskhook::calls::{Engine, EngineSettings, Output};
-use serde_json::Value;
 
 fn snapshot(name: &str) -> (Vec<Channel>, Vec<Bridge>) {
     let read = |suffix: &str| {
@@ -43,18 +42,6 @@ fn cut_point(events: &[TimedEvent], snapshot: &[Channel]) -> usize {
     }
     assert!(!fits.is_empty(), "the snapshot fits nowhere");
     fits[fits.len() / 2]
-}
-
-fn render(config: &deskhook::config::Config, out: Vec<Output>) -> Vec<Value> {
-    let zone = config.time_zone();
-    out.into_iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e.replay_line(&zone)),
-            Output::Recording(r) => Some(r.replay_line()),
-            Output::Effect(_) => None,
-        })
-        .map(|line| serde_json::from_str(&line).expect("json"))
-        .collect()
 }
 
 const ANSWERED: [&str; 6] = [

@@ -42,12 +42,17 @@ pub fn parse_all(lines: &[String]) -> Vec<TimedEvent> {
 
 /// Replays events through a fresh engine and renders the outputs as SPEC §5 JSON values.
 pub fn replay_values(config: &Config, events: &[TimedEvent]) -> Vec<serde_json::Value> {
-    let zone = config.time_zone();
     let mut engine = Engine::new(EngineSettings::from_config(config, false).expect("valid settings"));
     let mut out = Vec::new();
     for event in events {
         engine.handle(event, &mut out);
     }
+    render(config, out)
+}
+
+/// Engine outputs as SPEC §5 JSON values (effects are not printed).
+pub fn render(config: &Config, out: Vec<Output>) -> Vec<serde_json::Value> {
+    let zone = config.time_zone();
     out.into_iter()
         .filter_map(|output| match output {
             Output::Event(event) => Some(event.replay_line(&zone)),
