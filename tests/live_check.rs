@@ -206,6 +206,16 @@ async fn a_working_setup_passes_with_warnings_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ari_recording_mode_is_checked_against_the_recordings_resource() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, "[recordings]\nmode = \"ari\"\n");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("ARI recording works here (0 stored recording(s)"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_lists_every_endpoint_with_its_class() {
     let fake = lab_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");

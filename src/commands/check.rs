@@ -97,6 +97,20 @@ async fn check_ari(config: &Config, report: &mut Report<'_, impl Write>) {
         );
     }
     check_websocket(config, report).await;
+    if config.recordings.mode == RecordingMode::Ari {
+        match client.stored_recordings().await {
+            Ok(stored) => report.ok(
+                "recordings",
+                &format!("ARI recording works here ({} stored recording(s) on Asterisk now)", stored.len()),
+            ),
+            Err(error) => report.problem(
+                "recordings",
+                &format!("[recordings] mode = \"ari\", but ARI's recordings resource answers: {error}"),
+                "load Asterisk's recording modules: `asterisk -rx 'module load res_ari_recordings.so'` and \
+                 `asterisk -rx 'module load res_stasis_recording.so'` (noload lines in modules.conf keep them off)",
+            ),
+        }
+    }
     let endpoints = match client.endpoints().await {
         Ok(endpoints) => endpoints,
         Err(error) => return report.problem("endpoints", &error.to_string(), &error.fix()),
