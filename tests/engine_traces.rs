@@ -459,3 +459,49 @@ fn shuffled_and_lossy_streams_never_break_the_invariants() {
         }
     }
 }
+
+/// Mangled input from the network never panics the parser or the engine: every line of a real
+/// trace cut at random points and with random bytes overwritten.
+#[test]
+fn mangled_messages_are_errors_or_events_never_panics() {
+    let config = config("lab.toml");
+    let mut seed: u64 = 0xdead_beef_cafe;
+    let mut next = move |bound: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % bound.max(1)
+    };
+    let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+    let mut parser = EventParser::new();
+    let mut out = Vec::new();
+    let (mut parsed, mut refused) = (0, 0);
+    for name in ["04-in-queue-answered-by-102", "12-in-attended-transfer-101-to-102-refer-replaces"] {
+        for line in trace_lines(name) {
+            for _ in 0..4 {
+                let mut bytes = line.clone().into_bytes();
+                match next(3) {
+                    0 => bytes.truncate(next(bytes.len())),
+                    1 => {
+                        for _ in 0..3 {
+                            let at = next(bytes.len());
+                            bytes[at] = b"{}[]\",:0aZ\\"[next(11)];
+                        }
+                    }
+                    _ => {
+                        let at = next(bytes.len());
+                        bytes.insert(at, 0xff);
+                    }
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                match parser.parse(&text) {
+                    Ok(event) => {
+                        parsed += 1;
+                        engine.handle(&event, &mut out);
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+    }
+    assert!(parsed > 0 && refused > 0, "parsed {parsed}, refused {refused}");
+    assert_eq!(parser.stats.malformed, refused as u64);
+}
