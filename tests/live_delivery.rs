@@ -260,3 +260,57 @@ async fn mixmonitor_files_are_uploaded_after_the_ended_event_with_their_exact_by
     }
     deskhook.stop().await;
 }
+
+/// deskhook killed mid-call and started again: the new process adopts the call from ARI's
+/// channel list, and the helpdesk still gets the call's start and end exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_call_sends_start_and_end_once() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let config = delivering_config(dir.path(), &fake.url(), &receiver.url(), "");
+    let config = config.to_str().expect("utf8").to_string();
+    let name = "01-in-direct-answered";
+    let trace = trace(name);
+    let first_bridge = trace.position(0, &[r#""type":"ChannelEnteredBridge""#]).expect("a bridge");
+    let talking = trace.position(first_bridge + 1, &[r#""type":"ChannelEnteredBridge""#]).expect("second leg") + 1;
+
+    let mut first = Deskhook::spawn(&["run", "--config", &config]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    fake.play(&trace, 0..talking, Pace::MaxSpeed).await;
+    wait_until("start, ring and answer delivered", Duration::from_secs(20), || receiver.accepted_count() >= 3).await;
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5)).await.expect("killed");
+
+    let mut second = Deskhook::spawn(&["run", "--config", &config]);
+    fake.wait_for(PATIENCE, |status| status.ready && status.connections >= 2).await.expect("reconnected");
+    fake.play(&trace, talking..trace.len(), Pace::MaxSpeed).await;
+    wait_until("the ended event", Duration::from_secs(20), || {
+        receiver
+            .accepted()
+            .iter()
+            .any(|seen| form_fields(&seen.body).get("status").is_some_and(|s| s.ends_with("ended")))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let statuses: Vec<String> = receiver
+        .accepted()
+        .iter()
+        .map(|seen| form_fields(&seen.body).get("status").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "start of an incoming call",
+            "incoming call to personal number",
+            "incoming call answered",
+            "incoming call is ended"
+        ],
+        "{}",
+        second.stderr_text()
+    );
+    // The talk counts from when the operator's bridge was created (ARI's /bridges says so).
+    let ended = form_fields(&receiver.accepted()[3].body);
+    assert_eq!(ended.get("call_duration").map(String::as_str), Some("3"), "{ended:?}");
+    second.stop().await;
+}
