@@ -9,7 +9,16 @@
 //! files (or records through ARI snoop channels) and uploads them after the call's ended
 //! event. `history` remembers who talked to whom, and `forward` answers the dialplan's
 //! `/forward` question (who is this caller's manager) from a table, that history or a CRM,
-//! always within a time budget. `commands` holds one function per CLI subcommand.
+//! always within a time budget. `daemon` is the live shell around the engine: the ARI reader
+//! thread, the engine task, resyncs after reconnects, and the sinks that hand the engine's
+//! output to `deliver`, `history` and `recordings`; `presence` (endpoint states) and `health`
+//! are what it shares with `/forward`. `commands` holds one function per CLI subcommand.
+//!
+//! ```text
+//! Asterisk ──websocket──▶ ari ──typed events──▶ calls::Engine ──▶ daemon sinks ─┬─▶ deliver ──▶ helpdesk
+//!          ◀──REST──────── ari (channels, queue members, snoop/record)          ├─▶ recordings ─┘
+//!                                                                                └─▶ history ──▶ forward ◀── dialplan
+//! ```
 
 pub mod ari;
 pub mod calls;
