@@ -3,7 +3,7 @@
 //! Three parts, each with one job:
 //! - the **reader** (`ari::websocket`, its own thread) drains the event websocket into an
 //!   unbounded queue, reconnecting with backoff;
-//! - the **engine task** ([`engine_task`]) parses what is queued, feeds [`crate::calls::Engine`],
+//! - the **engine task** (`engine_task`) parses what is queued, feeds [`crate::calls::Engine`],
 //!   resyncs after each connect from REST (`/channels`, `/bridges`; events arriving before that
 //!   snapshot are held back and handled after it, so a snapshot never undoes newer events), keeps
 //!   [`crate::presence::Presence`] current, asks ARI for queue members, and lets event time
