@@ -77,3 +77,24 @@ live_trace_tests! {
     in_queue_answered_by_102_with_channelvars => "13-in-queue-answered-by-102-with-channelvars",
     in_queue_localmembers_answered_by_102 => "14-in-queue-localmembers-answered-by-102",
 }
+
+/// The 70 overlapping calls of the busy stretch through `deskhook run`, with the queue's
+/// members read live through ARI (no `[pbx.queues]`): busy-stretch.md's rules hold call by call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_busy_stretch_through_the_live_daemon_obeys_its_rules() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &fake.url(), PASSWORD, "");
+    let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8"), "--print-events"]);
+    if fake.wait_for(PATIENCE, |status| status.ready).await.is_err() {
+        panic!("deskhook never connected and resynced\n{}", deskhook.stderr_text());
+    }
+    let trace = trace("busy-stretch");
+    let report = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: SPEEDUP }).await;
+    assert_eq!(report.sent, trace.len());
+    let ended = |d: &Deskhook| d.stdout_lines().iter().filter(|line| line.contains(" ended\"")).count();
+    deskhook.wait_until("70 ended events", |d| ended(d) >= 70).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    deskhook.stop().await;
+    common::check_busy_stretch_rules(&common::trace_lines("busy-stretch"), &deskhook.events());
+}
