@@ -1033,13 +1033,7 @@ impl Engine {
                     let peer_leg = self.legs.get(&peer);
                     call.to_user = peer_leg.map(|leg| leg.caller_number.clone()).unwrap_or_default();
                     call.client_legs.push(peer.clone());
-                    let talking_since = self
-                        .bridges
-                        .iter()
-                        .filter(|(_, members)| members.iter().any(|id| id == &channel.id))
-                        .filter_map(|(bridge_id, _)| self.bridge_created.get(bridge_id).copied())
-                        .min();
-                    call.first_answer_at = Some(talking_since.unwrap_or(started_at));
+                    call.first_answer_at = Some(self.talking_since(&channel.id).unwrap_or(started_at));
                     let start = call.event(Status::OutgoingStart, call.to_user.clone(), started_at);
                     call.emit(Output::Event(start), out);
                     self.stats.calls_started += 1;
@@ -1069,13 +1063,7 @@ impl Engine {
                     // Its conversation began before deskhook saw it: count it as answered
                     // (since the bridge it talks in was created) without announcing again what
                     // the helpdesk may already have.
-                    let talking_since = self
-                        .bridges
-                        .iter()
-                        .filter(|(_, members)| members.iter().any(|id| id == &channel.id))
-                        .filter_map(|(bridge_id, _)| self.bridge_created.get(bridge_id).copied())
-                        .min()
-                        .unwrap_or(started_at);
+                    let talking_since = self.talking_since(&channel.id).unwrap_or(started_at);
                     if let (Some(call), ChannelClass::Extension(extension)) = (self.calls.get_mut(&unique_id), &class) {
                         if call.adopted && channel.state == "Up" && call.answered_legs.insert(channel.id.clone()) {
                             call.first_answer_at.get_or_insert(talking_since);
@@ -1085,6 +1073,16 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// When the oldest bridge `channel_id` is in was created: the start of a conversation
+    /// found on a resync.
+    fn talking_since(&self, channel_id: &str) -> Option<EpochMillis> {
+        self.bridges
+            .iter()
+            .filter(|(_, members)| members.iter().any(|id| id == channel_id))
+            .filter_map(|(bridge_id, _)| self.bridge_created.get(bridge_id).copied())
+            .min()
     }
 
     fn bridged_with(&self, channel_id: &str) -> Vec<String> {
