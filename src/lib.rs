@@ -32,4 +32,5 @@ pub mod history;
 pub mod metrics;
 pub mod presence;
 pub mod recordings;
+pub mod sqlite;
 pub mod trace;

@@ -240,13 +240,10 @@ impl Outbox {
 pub(crate) fn connect(path: &Path, create: bool) -> Result<Connection, DeliverError> {
     let shown = path.display().to_string();
     let open_error = |source| DeliverError::Open { path: shown.clone(), source };
-    let conn = Connection::open(path).map_err(open_error)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(open_error)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(open_error)?;
+    let (conn, mode) = crate::sqlite::open_durable(path).map_err(open_error)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %shown, mode, "the outbox could not switch to WAL mode; delivery will be slower");
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(open_error)?;
     if version > SCHEMA_VERSION {
         return Err(DeliverError::NewerSchema { path: shown, version });

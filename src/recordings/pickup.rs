@@ -35,8 +35,7 @@ struct Journal {
 
 impl Journal {
     fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let (conn, _mode) = crate::sqlite::open_durable(path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS pending (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -9,7 +9,6 @@
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -122,10 +121,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let (conn, _mode) = crate::sqlite::open_durable(path)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Journal { conn: Mutex::new(conn), path: path.to_path_buf() })
     }
