@@ -5,6 +5,7 @@
 mod common;
 mod live_support;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -41,11 +42,26 @@ async fn the_demo_prints_and_posts_every_bundled_calls_events() {
     let forms = received.lock().expect("not poisoned").clone();
     let events: Vec<&Value> = expected.iter().filter(|event| event["status"] != "record").collect();
     assert_eq!(forms.len(), events.len(), "one POST per helpdesk event");
-    for (form, event) in forms.iter().zip(events) {
-        let field = |name: &str| form.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
-        for name in ["status", "from_user", "to_user", "unique_id", "datetime"] {
-            assert_eq!(field(name), event[name].as_str(), "{name} of {event}");
+    // Delivery keeps each call's order; different calls' events may interleave.
+    let mut forms_by_call: BTreeMap<String, Vec<&Vec<(String, String)>>> = BTreeMap::new();
+    for form in &forms {
+        let id = form.iter().find(|(key, _)| key == "unique_id").map(|(_, value)| value.clone()).unwrap_or_default();
+        forms_by_call.entry(id).or_default().push(form);
+    }
+    let mut events_by_call: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for event in events {
+        events_by_call.entry(event["unique_id"].as_str().unwrap_or_default().to_string()).or_default().push(event);
+    }
+    assert_eq!(forms_by_call.keys().collect::<Vec<_>>(), events_by_call.keys().collect::<Vec<_>>());
+    for (id, call_events) in &events_by_call {
+        let call_forms = &forms_by_call[id];
+        assert_eq!(call_forms.len(), call_events.len(), "POSTs of call {id}");
+        for (form, event) in call_forms.iter().zip(call_events) {
+            let field = |name: &str| form.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+            for name in ["status", "from_user", "to_user", "unique_id", "datetime"] {
+                assert_eq!(field(name), event[name].as_str(), "{name} of {event}");
+            }
+            assert_eq!(field("call_duration").map(str::to_string), event.get("call_duration").map(ToString::to_string));
         }
-        assert_eq!(field("call_duration").map(str::to_string), event.get("call_duration").map(ToString::to_string));
     }
 }

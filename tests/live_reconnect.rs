@@ -115,6 +115,44 @@ async fn a_restart_that_took_the_call_away_still_ends_it_once_and_later_calls_wo
     assert_eq!(deskhook.stderr_count("had no live channels left"), 1, "{log}");
 }
 
+/// `21.11.2026-07:58:16` → seconds (the same zone on both sides of a comparison).
+fn datetime_seconds(datetime: &str) -> i64 {
+    let time = datetime.rsplit('-').next().expect("a time");
+    let parts: Vec<i64> = time.split(':').map(|part| part.parse().expect("a number")).collect();
+    parts[0] * 3600 + parts[1] * 60 + parts[2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asterisk_crash_ends_its_calls_when_deskhook_lost_sight_of_it() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let name = "01-in-direct-answered";
+    let trace = trace(name);
+    fake.play(&trace, 0..after_answer(&trace), Pace::MaxSpeed).await;
+    deskhook.wait_stdout_lines(3).await;
+    // The call talks for a moment, then Asterisk dies and refuses connections for 5 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fake.restart(Duration::from_secs(5)).await;
+    deskhook
+        .wait_until("the ended event", |d| d.stdout_lines().iter().any(|l| l.contains("incoming call is ended")))
+        .await;
+    deskhook.stop().await;
+
+    let events = deskhook.events();
+    let answered = events.iter().find(|e| e["status"] == "incoming call answered").expect("answered");
+    let ended = events.iter().find(|e| e["status"] == "incoming call is ended").expect("ended");
+    let answered_s = datetime_seconds(answered["datetime"].as_str().expect("datetime"));
+    let ended_s = datetime_seconds(ended["datetime"].as_str().expect("datetime"));
+    let talk = ended["call_duration"].as_u64().expect("an answered call has a duration");
+    // Asterisk died about 0.5 s after the answer; the resync came more than 5 s later.
+    assert!(ended_s - answered_s <= 2, "ended when deskhook lost sight of Asterisk, not at the resync: {ended}");
+    assert!(talk <= 2, "the talk time stops at the crash: {ended}");
+    let log = deskhook.stderr_text();
+    assert_eq!(deskhook.stderr_count("when deskhook lost sight of Asterisk"), 1, "{log}");
+    assert_eq!(deskhook.stderr_count("had no live channels left"), 1, "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_that_arrive_before_a_slow_snapshot_are_not_undone_by_it() {
     let fake = lab_fake().await;

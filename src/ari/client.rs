@@ -327,6 +327,20 @@ impl AriClient {
         self.get_json(&format!("/recordings/live/{}", encode_segment(name))).await
     }
 
+    /// `POST /events/user/{name}?application=…` with `{"variables": …}`: a `ChannelUserevent`
+    /// that Asterisk queues on `application`'s event websocket behind every event already queued
+    /// there, so its arrival marks "everything before this request has been received".
+    pub async fn user_event(
+        &self,
+        name: &str,
+        application: &str,
+        variables: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), AriError> {
+        let path = format!("/events/user/{}", encode_segment(name));
+        let body = serde_json::json!({ "variables": variables });
+        self.send_full(Method::POST, &path, &[("application", application)], None, Some(&body)).await.map(drop)
+    }
+
     /// `DELETE /channels/{id}`: hangs a channel up (deskhook only hangs up its own snoops).
     pub async fn hangup(&self, channel_id: &str) -> Result<(), AriError> {
         let path = format!("/channels/{}", encode_segment(channel_id));
@@ -422,6 +436,18 @@ impl AriClient {
         query: &[(&str, &str)],
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, AriError> {
+        self.send_full(method, path, query, timeout, None).await
+    }
+
+    /// One request with an optional JSON body.
+    async fn send_full(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        timeout: Option<Duration>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response, AriError> {
         let url = self.endpoint.rest_url(path);
         let mut request = self.http.request(method, &url).basic_auth(&self.username, Some(&self.password));
         if !query.is_empty() {
@@ -429,6 +455,9 @@ impl AriClient {
         }
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
         }
         let response = request.send().await.map_err(|err| classify_reqwest(&err, &self.endpoint))?;
         let status = response.status().as_u16();

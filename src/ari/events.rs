@@ -113,6 +113,11 @@ pub enum AriEvent {
     ApplicationReplaced {
         application: String,
     },
+    /// `ChannelUserevent`: a user event, e.g. the marker deskhook posts to itself after a resync.
+    ChannelUserevent {
+        eventname: String,
+        userevent: serde_json::Map<String, serde_json::Value>,
+    },
     /// An event type deskhook does not act on (kept by name for counting).
     Other {
         kind: String,
@@ -162,6 +167,7 @@ impl AriEvent {
             AriEvent::RecordingFinished { .. } => "RecordingFinished",
             AriEvent::RecordingFailed { .. } => "RecordingFailed",
             AriEvent::ApplicationReplaced { .. } => "ApplicationReplaced",
+            AriEvent::ChannelUserevent { .. } => "ChannelUserevent",
             AriEvent::Other { kind } => kind,
         }
     }
@@ -230,6 +236,8 @@ struct RawMessage {
     endpoint: Option<Endpoint>,
     recording: Option<LiveRecording>,
     application: Option<String>,
+    eventname: Option<String>,
+    userevent: Option<serde_json::Map<String, serde_json::Value>>,
     // Known and deliberately unused: listed so they are not counted as unknown.
     asterisk_id: serde::de::IgnoredAny,
     tech_cause: serde::de::IgnoredAny,
@@ -396,6 +404,10 @@ impl RawMessage {
             "ApplicationReplaced" => {
                 AriEvent::ApplicationReplaced { application: self.application.unwrap_or_default() }
             }
+            "ChannelUserevent" => AriEvent::ChannelUserevent {
+                eventname: self.eventname.ok_or_else(|| missing("eventname"))?,
+                userevent: self.userevent.unwrap_or_default(),
+            },
             _ => AriEvent::Other { kind },
         };
         Ok(event)
@@ -482,6 +494,19 @@ mod tests {
         assert_eq!(event.event, AriEvent::Other { kind: "ChannelTalkingStarted".into() });
         assert_eq!(parser.stats.unknown_types, 1);
         assert_eq!(parser.stats.unknown_fields, 1);
+    }
+
+    #[test]
+    fn a_user_event_keeps_its_name_and_variables() {
+        let mut parser = EventParser::new();
+        let text = r#"{"type":"ChannelUserevent","timestamp":"2026-11-21T04:58:16.310+0000","eventname":"deskhook-resync","userevent":{"generation":"3"},"application":"deskhook"}"#;
+        let event = parser.parse(text).expect("parses");
+        let AriEvent::ChannelUserevent { eventname, userevent } = event.event else { panic!("a user event") };
+        assert_eq!(eventname, "deskhook-resync");
+        assert_eq!(userevent.get("generation").and_then(|v| v.as_str()), Some("3"));
+        assert_eq!(parser.stats.unknown_fields, 0);
+        let nameless = r#"{"type":"ChannelUserevent","timestamp":"2026-11-21T04:58:16.310+0000","userevent":{}}"#;
+        assert!(matches!(parser.parse(nameless), Err(ParseError::MissingField { field: "eventname", .. })));
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub enum SocketEvent {
     Connected { generation: u64, outage: Option<Duration> },
     /// One ARI message.
     Message(MessageText),
-    /// The websocket of `generation` is gone.
-    Disconnected { generation: u64 },
+    /// The websocket of `generation` is gone; `last_alive` is the last moment it was known to
+    /// work (its last frame when it fell silent, else when it closed).
+    Disconnected { generation: u64, last_alive: Instant },
 }
 
 /// What the reading loop measured; shared with whoever wants to look (benches, metrics).
@@ -234,9 +235,9 @@ async fn supervise(
                     return;
                 }
                 let connected_at = Instant::now();
-                let end = read_until_closed(socket, &settings, &mut deliver, &shutdown, &stats).await;
+                let (end, last_alive) = read_until_closed(socket, &settings, &mut deliver, &shutdown, &stats).await;
                 stats.connected.store(false, Ordering::Relaxed);
-                if !deliver(SocketEvent::Disconnected { generation }) {
+                if !deliver(SocketEvent::Disconnected { generation, last_alive }) {
                     return;
                 }
                 let healthy = connected_at.elapsed() >= STABLE_CONNECTION;
@@ -310,14 +311,15 @@ async fn diagnose(error: AriError, settings: &EventStreamSettings) -> AriError {
     }
 }
 
-/// Reads one connection until it ends. Nothing here waits on anything but the socket.
+/// Reads one connection until it ends, and says when it was last alive. Nothing here waits on
+/// anything but the socket.
 async fn read_until_closed(
     socket: EventSocket,
     settings: &EventStreamSettings,
     deliver: &mut impl FnMut(SocketEvent) -> bool,
     shutdown: &CancellationToken,
     stats: &ReaderStats,
-) -> End {
+) -> (End, Instant) {
     let (mut write, mut read) = socket.split();
     let close_now = CancellationToken::new();
     let pinger = {
@@ -346,6 +348,7 @@ async fn read_until_closed(
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut last_frame = Instant::now();
+    let mut fell_silent = false;
     let end = loop {
         let frame = tokio::select! {
             biased;
@@ -353,6 +356,7 @@ async fn read_until_closed(
             frame = read.next() => frame,
             _ = idle_checks.tick() => {
                 if last_frame.elapsed() >= idle_timeout {
+                    fell_silent = true;
                     break End::Lost(format!("no frame for {:.1} s, not even a pong", idle_timeout.as_secs_f64()));
                 }
                 continue;
@@ -391,7 +395,8 @@ async fn read_until_closed(
         }
         _ => pinger.abort(),
     }
-    end
+    let last_alive = if fell_silent { last_frame } else { Instant::now() };
+    (end, last_alive)
 }
 
 fn is_application_replaced(text: &str) -> bool {

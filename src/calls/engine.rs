@@ -23,6 +23,7 @@ use crate::config::{Config, RecordingMode};
 
 use super::classify::{extension_of_interface, ChannelClass, Classifier, LocalHalf};
 use super::event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};
+use super::since_connect::SinceConnect;
 
 /// How long the shell may take to name a queue's members before the ring round is used instead.
 const SHELL_ANSWER_TIMEOUT_MS: EpochMillis = 5_000;
@@ -335,7 +336,45 @@ impl Engine {
     /// After a (re)connect: `channels` and `bridges` are what ARI lists now. Calls whose
     /// channels are gone end (dated `at`); live channels the engine does not know are adopted.
     pub fn resync(&mut self, channels: &[Channel], bridges: &[Bridge], at: EpochMillis, out: &mut Vec<Output>) {
-        let live: HashSet<&str> = channels.iter().map(|channel| channel.id.as_str()).collect();
+        self.resync_merged(channels, bridges, &SinceConnect::default(), at, out);
+    }
+
+    /// [`Engine::resync`] with a snapshot taken while events were already arriving: what
+    /// `since_connect` says about a channel comes from those events (handled right after this),
+    /// so the snapshot does not adopt channels created there, end channels destroyed there, or
+    /// place in bridges channels whose bridge moves are there.
+    pub fn resync_merged(
+        &mut self,
+        channels: &[Channel],
+        bridges: &[Bridge],
+        since_connect: &SinceConnect,
+        at: EpochMillis,
+        out: &mut Vec<Output>,
+    ) {
+        let merged_channels: Vec<Channel>;
+        let merged_bridges: Vec<Bridge>;
+        let (channels, bridges) = if since_connect.is_empty() {
+            (channels, bridges)
+        } else {
+            merged_channels =
+                channels.iter().filter(|channel| !since_connect.created.contains(&channel.id)).cloned().collect();
+            merged_bridges = bridges
+                .iter()
+                .map(|bridge| {
+                    let mut bridge = bridge.clone();
+                    bridge
+                        .channels
+                        .retain(|id| !since_connect.created.contains(id) && !since_connect.entered_bridge.contains(id));
+                    bridge
+                })
+                .collect();
+            (merged_channels.as_slice(), merged_bridges.as_slice())
+        };
+        let live: HashSet<&str> = channels
+            .iter()
+            .map(|channel| channel.id.as_str())
+            .chain(since_connect.destroyed.iter().map(String::as_str))
+            .collect();
         // Channels that vanished while deskhook was not listening: destroy the callee legs
         // first, so an ended event still names who rang or answered.
         let mut gone: Vec<(bool, String)> = self

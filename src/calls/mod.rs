@@ -8,9 +8,11 @@
 pub mod classify;
 pub mod engine;
 pub mod event;
+pub mod since_connect;
 
 pub use classify::{ChannelClass, Classifier};
 pub use engine::{Engine, EngineSettings, EngineStats};
 pub use event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};
+pub use since_connect::SinceConnect;
 
 pub use crate::ari::events::TimedEvent;

@@ -39,7 +39,8 @@ impl EventClock {
         self.now_at(Instant::now())
     }
 
-    fn now_at(&self, now: Instant) -> EpochMillis {
+    /// Event time at a wall-clock instant (e.g. when the connection was last alive).
+    pub fn now_at(&self, now: Instant) -> EpochMillis {
         match self.newest {
             Some((newest, seen)) => newest + now.saturating_duration_since(seen).as_millis() as EpochMillis,
             None => jiff::Timestamp::now().as_millisecond(),

@@ -12,15 +12,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ari::client::subscribe_all_supported;
 use crate::ari::websocket::{MessageText, SocketEvent};
-use crate::ari::{AriClient, AriEvent, EventParser};
-use crate::calls::{Effect, Engine, Output};
+use crate::ari::{AriClient, AriEvent, EpochMillis, EventParser, TimedEvent};
+use crate::calls::{Effect, Engine, Output, SinceConnect};
 use crate::health::Health;
 use crate::metrics::{self, Counter, Gauge};
 use crate::presence::Presence;
 
 use super::clock::EventClock;
 use super::queue_members::QueueMemberLookup;
-use super::resync::{spawn_resync, EndpointClasses, Snapshot};
+use super::resync::{is_any_resync_marker, is_resync_marker, spawn_resync, EndpointClasses, Snapshot};
 use super::systemd::Systemd;
 use super::{Inbound, LiveStats};
 
@@ -34,14 +34,45 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(30);
 /// How many events are held back at most waiting for the snapshot.
 const HELD_LIMIT: usize = 200_000;
+/// How long the resync marker may take to come back over the websocket after the snapshot.
+const MARKER_PATIENCE: Duration = Duration::from_secs(3);
 
-/// Events that arrived on a new connection before ARI's channel list did. The snapshot was
-/// taken after they started flowing, so it is applied first and they are handled after it:
-/// applying an older snapshot after newer events would end calls that just started.
+/// Events that arrived on a new connection before its snapshot was complete: before ARI's
+/// channel list, and after it until the resync marker came back (the websocket runs behind
+/// REST, so a listed channel's `ChannelCreated` may still be on the way). The snapshot is
+/// applied first, merged with what these events say ([`SinceConnect`]), then they are handled:
+/// a snapshot applied after newer events would end calls that just started, and a channel
+/// adopted from a snapshot instead of its own events would lose where it was first dialed.
 pub(crate) struct HeldEvents {
     generation: u64,
     since: Instant,
-    messages: Vec<MessageText>,
+    events: Vec<TimedEvent>,
+    since_connect: SinceConnect,
+    /// The snapshot, once read, while the marker is still on its way.
+    snapshot: Option<Snapshot>,
+    marker_deadline: Option<Instant>,
+}
+
+/// The last moment deskhook saw Asterisk, for calls whose channels vanish while it did not:
+/// they end then, not at the resync that notices (SPEC §7).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LostSight {
+    /// The websocket was last alive at this event time.
+    Connection(EpochMillis),
+}
+
+impl LostSight {
+    fn at(self) -> EpochMillis {
+        match self {
+            LostSight::Connection(at) => at,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            LostSight::Connection(_) => "when deskhook lost sight of Asterisk",
+        }
+    }
 }
 
 pub(crate) struct EngineTask {
@@ -49,6 +80,8 @@ pub(crate) struct EngineTask {
     pub parser: EventParser,
     pub clock: EventClock,
     pub client: AriClient,
+    /// deskhook's ARI application (where the resync marker is posted).
+    pub app: String,
     pub presence: Presence,
     pub health: Health,
     pub sink: mpsc::UnboundedSender<Output>,
@@ -63,6 +96,7 @@ pub(crate) struct EngineTask {
     pub outputs: Vec<Output>,
     pub meters: Meters,
     pub awaiting_snapshot: Option<HeldEvents>,
+    pub lost_sight: Option<LostSight>,
 }
 
 impl EngineTask {
@@ -109,13 +143,23 @@ impl EngineTask {
     }
 
     fn on_tick(&mut self) {
-        if self.awaiting_snapshot.as_ref().is_some_and(|held| held.since.elapsed() >= SNAPSHOT_PATIENCE) {
-            tracing::warn!(
-                "ARI's channel list did not arrive within {} s of connecting; handling the events received \
-                 meanwhile without it",
-                SNAPSHOT_PATIENCE.as_secs()
-            );
-            self.release_held();
+        let now = Instant::now();
+        if let Some(held) = &self.awaiting_snapshot {
+            if held.marker_deadline.is_some_and(|deadline| now >= deadline) {
+                tracing::debug!(
+                    "the resync marker did not come back within {} s; merging the snapshot with the events \
+                     received so far",
+                    MARKER_PATIENCE.as_secs()
+                );
+                self.release_held();
+            } else if held.snapshot.is_none() && now.duration_since(held.since) >= SNAPSHOT_PATIENCE {
+                tracing::warn!(
+                    "ARI's channel list did not arrive within {} s of connecting; handling the events received \
+                     meanwhile without it",
+                    SNAPSHOT_PATIENCE.as_secs()
+                );
+                self.release_held();
+            }
         }
         if self.clock.is_running() {
             self.engine.advance_to(self.clock.now(), &mut self.outputs);
@@ -126,18 +170,20 @@ impl EngineTask {
 
     fn on_inbound(&mut self, item: Inbound) {
         match item {
-            Inbound::Socket(SocketEvent::Message(text)) => match &mut self.awaiting_snapshot {
-                Some(held) if held.messages.len() < HELD_LIMIT => held.messages.push(text),
-                Some(_) => {
-                    tracing::warn!("too many events while waiting for ARI's channel list; handling them without it");
-                    self.release_held();
-                    self.on_message(&text);
-                }
-                None => self.on_message(&text),
-            },
+            Inbound::Socket(SocketEvent::Message(text)) => {
+                let Some(event) = self.parse(&text) else { return };
+                self.on_received(event);
+            }
             Inbound::Socket(SocketEvent::Connected { generation, outage }) => {
                 self.release_held();
-                self.awaiting_snapshot = Some(HeldEvents { generation, since: Instant::now(), messages: Vec::new() });
+                self.awaiting_snapshot = Some(HeldEvents {
+                    generation,
+                    since: Instant::now(),
+                    events: Vec::new(),
+                    since_connect: SinceConnect::default(),
+                    snapshot: None,
+                    marker_deadline: None,
+                });
                 self.current_generation.store(generation, Ordering::SeqCst);
                 self.meters.connected.set(1);
                 self.health.set_ari_connected(true);
@@ -145,19 +191,33 @@ impl EngineTask {
                     self.meters.reconnects.inc();
                 }
                 self.systemd.status("connected to ARI");
-                spawn_resync(self.client.clone(), generation, self.current_generation.clone(), self.inbound_tx.clone());
+                spawn_resync(
+                    self.client.clone(),
+                    self.app.clone(),
+                    generation,
+                    self.current_generation.clone(),
+                    self.inbound_tx.clone(),
+                );
             }
-            Inbound::Socket(SocketEvent::Disconnected { generation }) => {
+            Inbound::Socket(SocketEvent::Disconnected { generation, last_alive }) => {
                 self.release_held();
+                self.lost_sight = Some(LostSight::Connection(self.clock.now_at(last_alive)));
                 let _ = self.current_generation.compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
                 self.meters.connected.set(0);
                 self.health.set_ari_connected(false);
                 self.systemd.status("ARI unreachable, reconnecting");
             }
-            Inbound::Resynced { generation, snapshot } => {
-                let awaited = self.awaiting_snapshot.as_ref().is_some_and(|held| held.generation == generation);
-                if awaited && self.current_generation.load(Ordering::SeqCst) == generation {
-                    self.apply_snapshot(*snapshot);
+            Inbound::Resynced { generation, snapshot, marker_posted } => {
+                if self.current_generation.load(Ordering::SeqCst) != generation {
+                    return;
+                }
+                let Some(held) = self.awaiting_snapshot.as_mut().filter(|held| held.generation == generation) else {
+                    return;
+                };
+                held.snapshot = Some(*snapshot);
+                if marker_posted {
+                    held.marker_deadline = Some(Instant::now() + MARKER_PATIENCE);
+                } else {
                     self.release_held();
                 }
             }
@@ -168,31 +228,45 @@ impl EngineTask {
         }
     }
 
-    /// Handles the events held back while waiting for the snapshot, after it (or without it).
+    /// A parsed event off the websocket: held while a snapshot is being completed, else handled.
+    fn on_received(&mut self, event: TimedEvent) {
+        let Some(held) = &mut self.awaiting_snapshot else {
+            self.on_event(event);
+            return;
+        };
+        if is_resync_marker(&event.event, held.generation) {
+            if held.snapshot.is_some() {
+                self.release_held();
+            }
+            return;
+        }
+        if held.events.len() >= HELD_LIMIT {
+            tracing::warn!("too many events while waiting for ARI's channel list; handling them without it");
+            self.release_held();
+            self.on_event(event);
+            return;
+        }
+        held.since_connect.observe(&event.event);
+        held.events.push(event);
+    }
+
+    /// Applies the snapshot being completed (if it was read), then handles the events held back.
     fn release_held(&mut self) {
         if let Some(held) = self.awaiting_snapshot.take() {
-            for text in &held.messages {
-                self.on_message(text);
+            if let Some(snapshot) = held.snapshot {
+                self.apply_snapshot(snapshot, &held.since_connect);
+            }
+            for event in held.events {
+                self.on_event(event);
             }
         }
     }
 
-    fn on_message(&mut self, text: &MessageText) {
+    fn parse(&mut self, text: &MessageText) -> Option<TimedEvent> {
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
         self.meters.messages.inc();
         match self.parser.parse(text) {
-            Ok(event) => {
-                match &event.event {
-                    AriEvent::EndpointStateChange { endpoint } => {
-                        self.presence.set(&endpoint.resource, &endpoint.state)
-                    }
-                    // Handled by the reader (it reconnects); carries no useful time.
-                    AriEvent::ApplicationReplaced { .. } => return,
-                    _ => {}
-                }
-                self.clock.observe(event.at);
-                self.engine.handle(&event, &mut self.outputs);
-            }
+            Ok(event) => Some(event),
             Err(error) => {
                 let malformed = self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 self.meters.malformed.inc();
@@ -201,11 +275,25 @@ impl EngineTask {
                 } else {
                     tracing::debug!("skipped an unreadable ARI message: {error}");
                 }
+                None
             }
         }
     }
 
-    fn apply_snapshot(&mut self, snapshot: Snapshot) {
+    fn on_event(&mut self, event: TimedEvent) {
+        match &event.event {
+            AriEvent::EndpointStateChange { endpoint } => self.presence.set(&endpoint.resource, &endpoint.state),
+            // Handled by the reader (it reconnects); carries no useful time.
+            AriEvent::ApplicationReplaced { .. } => return,
+            // A marker that came back after its resync gave up waiting: nothing to do.
+            event if is_any_resync_marker(event) => return,
+            _ => {}
+        }
+        self.clock.observe(event.at);
+        self.engine.handle(&event, &mut self.outputs);
+    }
+
+    fn apply_snapshot(&mut self, snapshot: Snapshot, since_connect: &SinceConnect) {
         let Snapshot { info, endpoints, channels, bridges } = snapshot;
         let startup = info.status.startup_time.clone();
         if let Some(previous) = &self.last_startup_time {
@@ -241,16 +329,27 @@ impl EngineTask {
             self.last_endpoint_summary = Some(summary);
         }
         let open_before = self.engine.open_calls();
-        let at = self.clock.now();
+        let now = self.clock.now();
+        let lost_sight = self.lost_sight.take();
+        let at = lost_sight.map_or(now, |lost| lost.at().min(now));
         let earlier = self.outputs.len();
-        self.engine.resync(&channels, &bridges, at, &mut self.outputs);
+        self.engine.resync_merged(&channels, &bridges, since_connect, at, &mut self.outputs);
         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
         let ended =
             self.outputs[earlier..].iter().filter(|o| matches!(o, Output::Event(e) if e.status.is_ended())).count();
         if ended > 0 {
-            tracing::info!(
-                "resync: {ended} of {open_before} open calls had no live channels left and were ended as of now"
-            );
+            match lost_sight {
+                Some(lost) => tracing::info!(
+                    "resync: {ended} of {open_before} open calls had no live channels left and were ended as of {}, \
+                     {} ({:.1} s before this resync)",
+                    jiff::Timestamp::from_millisecond(at).map_or_else(|_| at.to_string(), |t| t.to_string()),
+                    lost.describe(),
+                    (now - at) as f64 / 1000.0
+                ),
+                None => tracing::info!(
+                    "resync: {ended} of {open_before} open calls had no live channels left and were ended as of now"
+                ),
+            }
         } else {
             tracing::debug!(
                 "resync: {} live channels, {} bridges, {open_before} open calls",

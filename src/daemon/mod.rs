@@ -4,8 +4,9 @@
 //! - the **reader** (`ari::websocket`, its own thread) drains the event websocket into an
 //!   unbounded queue, reconnecting with backoff;
 //! - the **engine task** (`engine_task`) parses what is queued, feeds [`crate::calls::Engine`],
-//!   resyncs after each connect from REST (`/channels`, `/bridges`; events arriving before that
-//!   snapshot are held back and handled after it, so a snapshot never undoes newer events), keeps
+//!   resyncs after each connect from REST (`/channels`, `/bridges`; events arriving until that
+//!   snapshot is complete are held back, merged with it by what each knows, and handled after
+//!   it, so a snapshot never undoes newer events nor replaces a channel's own story), keeps
 //!   [`crate::presence::Presence`] current, asks ARI for queue members, and lets event time
 //!   pass every 200 ms;
 //! - the **sink task** ([`sink`]) hands every output, in order, to the configured sink.
@@ -51,6 +52,8 @@ pub(crate) enum Inbound {
     Resynced {
         generation: u64,
         snapshot: Box<resync::Snapshot>,
+        /// The resync marker was posted: events are held until it comes back.
+        marker_posted: bool,
     },
     /// The answer to a queue-member lookup.
     QueueMembers {
@@ -131,6 +134,7 @@ impl Daemon {
             clock: EventClock::new(),
             queue_members: queue_members::QueueMemberLookup::new(client.clone(), inbound_tx.clone()),
             client,
+            app: config.ari.app.clone(),
             presence,
             health: health.clone(),
             sink: sink_tx,
@@ -144,6 +148,7 @@ impl Daemon {
             outputs: Vec::new(),
             meters: engine_task::Meters::register(),
             awaiting_snapshot: None,
+            lost_sight: None,
         };
         let engine = tokio::spawn(task.run(inbound_rx, shutdown.clone()));
         tokio::spawn(probe_storage_periodically(config.storage.dir.clone(), health, shutdown.clone()));

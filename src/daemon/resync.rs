@@ -2,6 +2,12 @@
 //! restarts), `/endpoints` (presence, extension/trunk counts) and `/channels` + `/bridges`
 //! (handed to the engine's resync). Runs on its own task and retries until it succeeds or the
 //! connection it was started for is gone.
+//!
+//! The websocket runs behind REST: a channel listed by `/channels` may have its
+//! `ChannelCreated` still on the way. So once the snapshot is read, a marker user event
+//! ([`RESYNC_MARKER`]) is posted to deskhook's own application; when it comes back over the
+//! websocket, every event Asterisk queued before the snapshot has been received, and the engine
+//! task can merge the two by what each knows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::ari::model::AsteriskInfo;
-use crate::ari::{AriClient, AriError, Bridge, Channel, Endpoint};
+use crate::ari::{AriClient, AriError, AriEvent, Bridge, Channel, Endpoint};
 use crate::calls::{ChannelClass, Classifier};
 
 use super::Inbound;
@@ -32,9 +38,45 @@ async fn fetch(client: &AriClient) -> Result<Snapshot, AriError> {
     Ok(Snapshot { info, endpoints, channels, bridges })
 }
 
-/// Reads a [`Snapshot`] for connection `generation` and queues it as [`Inbound::Resynced`].
+/// The name of the user event that marks the end of a resync on the websocket; its
+/// `generation` variable names the connection it was posted for.
+pub(crate) const RESYNC_MARKER: &str = "deskhook-resync";
+
+/// Whether `event` is the resync marker posted for connection `generation`.
+pub(crate) fn is_resync_marker(event: &AriEvent, generation: u64) -> bool {
+    match event {
+        AriEvent::ChannelUserevent { eventname, userevent } if eventname == RESYNC_MARKER => {
+            userevent.get("generation").and_then(|value| value.as_str()) == Some(generation.to_string().as_str())
+        }
+        _ => false,
+    }
+}
+
+/// Whether `event` is any resync marker (a late one from an earlier connection included).
+pub(crate) fn is_any_resync_marker(event: &AriEvent) -> bool {
+    matches!(event, AriEvent::ChannelUserevent { eventname, .. } if eventname == RESYNC_MARKER)
+}
+
+async fn post_marker(client: &AriClient, app: &str, generation: u64) -> bool {
+    let mut variables = serde_json::Map::new();
+    variables.insert("generation".into(), serde_json::Value::String(generation.to_string()));
+    match client.user_event(RESYNC_MARKER, app, &variables).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(
+                "could not post the resync marker ({error}); events and channels of this connect are \
+                 merged without it"
+            );
+            false
+        }
+    }
+}
+
+/// Reads a [`Snapshot`] for connection `generation`, posts the resync marker to `app`, and
+/// queues the snapshot as [`Inbound::Resynced`].
 pub(crate) fn spawn_resync(
     client: AriClient,
+    app: String,
     generation: u64,
     current_generation: Arc<AtomicU64>,
     answers: mpsc::UnboundedSender<Inbound>,
@@ -45,7 +87,8 @@ pub(crate) fn spawn_resync(
         while current_generation.load(Ordering::SeqCst) == generation {
             match fetch(&client).await {
                 Ok(snapshot) => {
-                    let _ = answers.send(Inbound::Resynced { generation, snapshot: Box::new(snapshot) });
+                    let marker_posted = post_marker(&client, &app, generation).await;
+                    let _ = answers.send(Inbound::Resynced { generation, snapshot: Box::new(snapshot), marker_posted });
                     return;
                 }
                 Err(error) => {

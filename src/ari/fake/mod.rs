@@ -46,9 +46,13 @@ pub struct FakeAriOptions {
     pub endpoints: Value,
     /// `QUEUE_MEMBER_LIST(<queue>)` answers by queue name, e.g. `"PJSIP/101,PJSIP/102"`.
     pub queue_members: BTreeMap<String, String>,
-    /// Replay waits for a connected client that has listed channels and bridges, instead of
-    /// losing events while nobody listens (which is what a real Asterisk does).
+    /// Replay waits for a connected client, instead of losing events while nobody listens
+    /// (which is what a real Asterisk does).
     pub hold_events_while_disconnected: bool,
+    /// Events go to a websocket from the moment it connects, before its client has listed
+    /// channels and bridges — as in Asterisk, where the connect and the REST answers race.
+    /// When false, a session gets events only once it has listed both (and replay waits for that).
+    pub deliver_before_listing: bool,
 }
 
 impl FakeAriOptions {
@@ -68,6 +72,7 @@ impl FakeAriOptions {
             endpoints: serde_json::from_str(LAB_ENDPOINTS).unwrap_or(Value::Array(Vec::new())),
             queue_members,
             hold_events_while_disconnected: true,
+            deliver_before_listing: true,
         }
     }
 }
@@ -121,7 +126,8 @@ pub struct PlayReport {
 /// A command to a websocket session task.
 #[derive(Debug)]
 pub(crate) enum SessionCommand {
-    Send(MessageText),
+    /// A message and when it was queued (the session may hold it back by the websocket lag).
+    Send(MessageText, Instant),
     /// Close the TCP connection without a close frame.
     Drop,
     /// Stop reading and writing but keep the socket open.
@@ -136,9 +142,19 @@ pub(crate) struct SessionSlot {
     pub listed_bridges: bool,
 }
 
+impl SessionCommand {
+    pub(crate) fn send(text: MessageText) -> Self {
+        SessionCommand::Send(text, Instant::now())
+    }
+}
+
 impl SessionSlot {
     fn ready(&self) -> bool {
         self.listed_channels && self.listed_bridges
+    }
+
+    fn receives_events(&self, options: &FakeAriOptions) -> bool {
+        options.deliver_before_listing || self.ready()
     }
 }
 
@@ -162,6 +178,10 @@ pub(crate) struct Shared {
     pub longest_write_us: AtomicU64,
     /// `GET /channels` and `/bridges` answer this many milliseconds late (with what was live when asked).
     pub listing_delay_ms: AtomicU64,
+    /// Websocket messages are written this many milliseconds after they happened.
+    pub event_lag_ms: AtomicU64,
+    /// False while a test holds `GET /channels` and `/bridges` back.
+    pub listings_open: watch::Sender<bool>,
     pub status: watch::Sender<FakeStatus>,
     /// Cancelled when the fake shuts down (ends frozen sessions too).
     pub stop: CancellationToken,
@@ -192,8 +212,8 @@ impl Shared {
     fn broadcast(&self, message: &FakeMessage) -> bool {
         let sessions = lock(&self.sessions);
         let mut delivered = false;
-        for session in sessions.iter().filter(|session| session.ready()) {
-            if session.tx.send(SessionCommand::Send(message.text.clone())).is_ok() {
+        for session in sessions.iter().filter(|session| session.receives_events(&self.options)) {
+            if session.tx.send(SessionCommand::send(message.text.clone())).is_ok() {
                 delivered = true;
             }
         }
@@ -208,8 +228,8 @@ impl Shared {
         let sessions = lock(&self.sessions);
         for event in events {
             let text = recording::message(event);
-            for session in sessions.iter().filter(|session| session.ready()) {
-                let _ = session.tx.send(SessionCommand::Send(text.clone()));
+            for session in sessions.iter().filter(|session| session.receives_events(&self.options)) {
+                let _ = session.tx.send(SessionCommand::send(text.clone()));
             }
         }
     }
@@ -248,8 +268,32 @@ impl Shared {
         self.apply_recording_outcome(&outcome);
     }
 
-    fn any_ready(&self) -> bool {
-        lock(&self.sessions).iter().any(SessionSlot::ready)
+    fn any_receiving(&self) -> bool {
+        lock(&self.sessions).iter().any(|session| session.receives_events(&self.options))
+    }
+
+    /// Queues a user event for `app`'s websocket (behind everything already queued there);
+    /// false when no websocket of `app` is connected.
+    pub(crate) fn user_event(&self, app: &str, name: &str, variables: serde_json::Map<String, Value>) -> bool {
+        let now = jiff::Timestamp::from_millisecond(self.now_ms())
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .strftime("%Y-%m-%dT%H:%M:%S%.3f+0000")
+            .to_string();
+        let message = serde_json::json!({
+            "type": "ChannelUserevent",
+            "timestamp": now,
+            "eventname": name,
+            "userevent": variables,
+            "application": app,
+            "asterisk_id": "fa:ke:00:00:00:01",
+        });
+        let text = MessageText::from(message.to_string());
+        let sessions = lock(&self.sessions);
+        let mut sent = false;
+        for session in sessions.iter().filter(|session| session.app == app) {
+            sent |= session.tx.send(SessionCommand::send(text.clone())).is_ok();
+        }
+        sent
     }
 
     fn drop_sessions(&self) {
@@ -307,6 +351,8 @@ impl FakeAri {
             messages_sent: AtomicU64::new(0),
             longest_write_us: AtomicU64::new(0),
             listing_delay_ms: AtomicU64::new(0),
+            event_lag_ms: AtomicU64::new(0),
+            listings_open: watch::channel(true).0,
             status,
             stop: stop.clone(),
         });
@@ -365,6 +411,11 @@ impl FakeAri {
         }
     }
 
+    /// The fake's "now" in trace time (the newest replayed timestamp plus the wall time since).
+    pub fn now_ms(&self) -> crate::ari::events::EpochMillis {
+        self.shared.now_ms()
+    }
+
     /// Live channels now (what `GET /channels` answers).
     pub fn live_channels(&self) -> Vec<Value> {
         lock(&self.shared.pbx).channels()
@@ -380,6 +431,29 @@ impl FakeAri {
     /// events it has already received (as on a busy PBX).
     pub fn delay_listings(&self, delay: Duration) {
         self.shared.listing_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Holds `GET /channels` and `GET /bridges` until [`FakeAri::release_listings`]: a client
+    /// that connects now gets events while its snapshot is pending.
+    pub fn hold_listings(&self) {
+        self.shared.listings_open.send_replace(false);
+    }
+
+    /// Lets held listings answer, with what is live now.
+    pub fn release_listings(&self) {
+        self.shared.listings_open.send_replace(true);
+    }
+
+    /// Listing requests waiting on [`FakeAri::hold_listings`] (counted when they arrive).
+    pub fn listings_waiting(&self) -> usize {
+        self.shared.listings_open.receiver_count()
+    }
+
+    /// Makes every websocket message arrive `lag` after it happened, while REST answers at once
+    /// with the state after it: a client's snapshot can list channels whose `ChannelCreated`
+    /// is still on its way (as on a loaded PBX, where the websocket runs behind REST).
+    pub fn lag_events(&self, lag: Duration) {
+        self.shared.event_lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn set_queue_members(&self, queue: &str, members: &str) {
@@ -407,8 +481,17 @@ impl FakeAri {
                     return report;
                 }
                 let hold = self.shared.options.hold_events_while_disconnected;
-                if hold && !self.shared.any_ready() {
-                    let _ = self.wait_for(Duration::from_millis(200), |status| status.ready).await;
+                if hold && !self.shared.any_receiving() {
+                    let before_listing = self.shared.options.deliver_before_listing;
+                    let _ = self
+                        .wait_for(Duration::from_millis(200), |status| {
+                            if before_listing {
+                                status.live_sessions > 0
+                            } else {
+                                status.ready
+                            }
+                        })
+                        .await;
                     continue;
                 }
                 if !applied {
@@ -477,7 +560,7 @@ impl FakeAri {
         let mut sessions = lock(&self.shared.sessions);
         for session in sessions.drain(..) {
             let text = replaced_message(&session.app);
-            let _ = session.tx.send(SessionCommand::Send(text));
+            let _ = session.tx.send(SessionCommand::send(text));
         }
         drop(sessions);
         self.shared.refresh_sessions();

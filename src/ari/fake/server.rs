@@ -40,6 +40,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ari/recordings/stored/{name}", get(stored_recording).delete(delete_stored))
         .route("/ari/recordings/stored/{name}/file", get(stored_file))
         .route("/ari/events", get(events))
+        .route("/ari/events/user/{name}", post(user_event))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .with_state(shared)
@@ -91,15 +92,24 @@ async fn endpoints(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn channels(State(shared): State<Arc<Shared>>) -> Response {
+    wait_for_open_listings(&shared).await;
     let listing = lock(&shared.pbx).channels();
     mark_listing(&shared, true);
     answer_listing(&shared, listing).await
 }
 
 async fn bridges(State(shared): State<Arc<Shared>>) -> Response {
+    wait_for_open_listings(&shared).await;
     let listing = lock(&shared.pbx).bridges();
     mark_listing(&shared, false);
     answer_listing(&shared, listing).await
+}
+
+/// While a test holds the listings, `GET /channels` and `/bridges` wait (and then answer with
+/// what is live when they are released).
+async fn wait_for_open_listings(shared: &Shared) {
+    let mut open = shared.listings_open.subscribe();
+    let _ = open.wait_for(|open| *open).await;
 }
 
 async fn answer_listing(shared: &Shared, listing: Vec<Value>) -> Response {
@@ -252,6 +262,44 @@ async fn stored_file(State(shared): State<Arc<Shared>>, Path(name): Path<String>
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// `POST /events/user/{eventName}?application=…` with an optional `{"variables": {…}}` body:
+/// a `ChannelUserevent` on the application's websocket, queued behind what is already there.
+async fn user_event(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(application) = params.get("application").filter(|app| !app.is_empty()) else {
+        return ari_error(StatusCode::BAD_REQUEST, "Missing parameter application");
+    };
+    if params.keys().any(|key| key != "application" && key != "source") {
+        return ari_error(StatusCode::BAD_REQUEST, "Unknown query parameter");
+    }
+    if params.contains_key("source") {
+        // deskhook posts source-less markers only; a source would have to be resolved.
+        return ari_error(StatusCode::UNPROCESSABLE_ENTITY, "Event source not found");
+    }
+    let variables = if body.is_empty() {
+        serde_json::Map::new()
+    } else {
+        let parsed: Value = match serde_json::from_slice(&body) {
+            Ok(parsed) => parsed,
+            Err(_) => return ari_error(StatusCode::BAD_REQUEST, "Invalid JSON body"),
+        };
+        match parsed.get("variables") {
+            None => serde_json::Map::new(),
+            Some(Value::Object(variables)) if variables.values().all(Value::is_string) => variables.clone(),
+            Some(_) => return ari_error(StatusCode::BAD_REQUEST, "Invalid userevent data"),
+        }
+    };
+    if shared.user_event(application, &name, variables) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ari_error(StatusCode::NOT_FOUND, "Application not found")
+    }
+}
+
 async fn not_found() -> Response {
     ari_error(StatusCode::NOT_FOUND, "Resource not found")
 }
@@ -285,7 +333,7 @@ async fn events(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
         // A newer websocket for the same application takes it over, as in Asterisk.
         sessions.retain(|session| {
             if session.app == app {
-                let _ = session.tx.send(SessionCommand::Send(replaced_message(&app)));
+                let _ = session.tx.send(SessionCommand::send(replaced_message(&app)));
                 false
             } else {
                 true

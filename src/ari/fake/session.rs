@@ -36,15 +36,24 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(SessionCommand::Send(text)) => {
+                Some(SessionCommand::Send(text, queued)) => {
+                    let lag = Duration::from_millis(shared.event_lag_ms.load(Ordering::Relaxed));
+                    if !lag.is_zero() {
+                        tokio::time::sleep_until((queued + lag).into()).await;
+                    }
                     let started = Instant::now();
                     let mut written = 1u64;
                     let mut result = socket.feed(Message::Text(text)).await;
                     let mut control = None;
                     while result.is_ok() && written < WRITE_BATCH as u64 {
                         match commands.try_recv() {
-                            Ok(SessionCommand::Send(text)) => {
-                                result = socket.feed(Message::Text(text)).await;
+                            Ok(SessionCommand::Send(text, queued)) => {
+                                let due = queued + lag;
+                                if due > Instant::now() {
+                                    result = socket.flush().await;
+                                    tokio::time::sleep_until(due.into()).await;
+                                }
+                                result = result.and(socket.feed(Message::Text(text)).await);
                                 written += 1;
                             }
                             Ok(other) => {
