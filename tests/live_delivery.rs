@@ -314,3 +314,90 @@ async fn a_restart_mid_call_sends_start_and_end_once() {
     assert_eq!(ended.get("call_duration").map(String::as_str), Some("3"), "{ended:?}");
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_ends_while_deskhook_is_killed_ends_once_with_its_recording_after_the_restart() {
+    use std::io::Write;
+
+    // Events nobody receives are lost, as with a real Asterisk.
+    let options = deskhook::ari::fake::FakeAriOptions {
+        hold_events_while_disconnected: false,
+        ..deskhook::ari::fake::FakeAriOptions::lab("deskhook", PASSWORD)
+    };
+    let fake = deskhook::ari::fake::FakeAri::start(options).await.expect("fake ARI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let config = delivering_config(dir.path(), &fake.url(), &receiver.url(), "");
+    let text =
+        std::fs::read_to_string(&config).expect("config").replace("mode = \"off\"", "mode = \"mixmonitor\"").replace(
+            "dirs = [\"/var/spool/asterisk/monitor\"]",
+            &format!("dirs = [\"{}\"]\nsettle = \"30s\"", spool.path().display()),
+        );
+    std::fs::write(&config, text).expect("config");
+    let config = config.to_str().expect("utf8").to_string();
+    let name = "01-in-direct-answered";
+    let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl"))).expect("trace");
+    let spool_dir = spool.path().display().to_string();
+    let trace =
+        deskhook::ari::fake::FakeTrace::parse(&raw.replace("/var/spool/asterisk/monitor", &spool_dir)).expect("trace");
+    let expected = common::expected_values(name);
+    let record = expected.iter().find(|v| v["status"] == "record").expect("a recording");
+    let file =
+        PathBuf::from(record["record"].as_str().expect("path").replace("/var/spool/asterisk/monitor", &spool_dir));
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    let mut writer = std::fs::File::create(&file).expect("create");
+    writer.write_all(&[7u8; 32 * 1024]).expect("write");
+    let first_bridge = trace.position(0, &[r#""type":"ChannelEnteredBridge""#]).expect("a bridge");
+    let talking = trace.position(first_bridge + 1, &[r#""type":"ChannelEnteredBridge""#]).expect("second leg") + 1;
+
+    let mut first = Deskhook::spawn(&["run", "--config", &config]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    fake.play(&trace, 0..talking, Pace::MaxSpeed).await;
+    wait_until("start, ring and answer delivered", Duration::from_secs(20), || receiver.accepted_count() >= 3).await;
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    // The call ends while no deskhook runs: its hangup events reach nobody.
+    let report = fake.play(&trace, talking..trace.len(), Pace::MaxSpeed).await;
+    assert_eq!(report.lost, trace.len() - talking, "the hangup happened while deskhook was down");
+
+    let mut second = Deskhook::spawn(&["run", "--config", &config]);
+    wait_until("the ended event", Duration::from_secs(30), || receiver.accepted_count() >= 4).await;
+    drop(writer);
+    wait_until("the recording", Duration::from_secs(30), || receiver.accepted_count() >= 5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted = receiver.accepted();
+    let statuses: Vec<String> = accepted
+        .iter()
+        .map(|seen| {
+            form_fields(&seen.body).get("status").cloned().unwrap_or_else(|| {
+                let parts = deliver_support::multipart_parts(&seen.content_type, &seen.body);
+                parts
+                    .iter()
+                    .find(|p| p.name == "status")
+                    .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+                    .unwrap_or_default()
+            })
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "start of an incoming call",
+            "incoming call to personal number",
+            "incoming call answered",
+            "incoming call is ended",
+            "record"
+        ],
+        "{}",
+        second.stderr_text()
+    );
+    let ended = form_fields(&accepted[3].body);
+    assert_eq!(ended.get("to_user").map(String::as_str), Some("101"), "{ended:?}");
+    // Talk time up to when the killed run was last watching (it died right after the answer).
+    let talk: u64 = ended.get("call_duration").and_then(|d| d.parse().ok()).expect("a duration");
+    assert!(talk <= 2, "{ended:?}");
+    assert_eq!(second.stderr_count("took back 1 calls"), 1, "{}", second.stderr_text());
+    assert_eq!(second.stderr_count("previous run was last watching Asterisk"), 1, "{}", second.stderr_text());
+    second.stop().await;
+}

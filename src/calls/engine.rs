@@ -21,6 +21,7 @@ use crate::ari::events::{AriEvent, EpochMillis, TimedEvent};
 use crate::ari::model::{Bridge, Channel};
 use crate::config::{Config, RecordingMode};
 
+use super::checkpoint::{CallCheckpoint, CheckpointDirection, LegCheckpoint, PendingQueueCheckpoint};
 use super::classify::{extension_of_interface, ChannelClass, Classifier, LocalHalf};
 use super::event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};
 use super::since_connect::SinceConnect;
@@ -65,6 +66,8 @@ pub struct EngineStats {
     pub calls_ended: u64,
     pub calls_adopted: u64,
     pub calls_ended_by_resync: u64,
+    /// Open calls taken back from a previous run's checkpoints.
+    pub calls_restored: u64,
 }
 
 /// One channel the engine follows.
@@ -137,6 +140,12 @@ struct Call {
     adopted: bool,
     /// Its ended event is out (held behind a queue event still awaited).
     ended: bool,
+    /// Adopted while MixMonitor may already be recording it: `MIXMONITOR_FILENAME` of its
+    /// channels was asked for and not answered yet.
+    awaiting_recording_names: bool,
+    /// Its ended event is out, but its recordings and close wait for the recording names
+    /// (`Some(answered)`).
+    closing: Option<bool>,
 }
 
 impl Call {
@@ -159,6 +168,8 @@ impl Call {
             held: Vec::new(),
             adopted: false,
             ended: false,
+            awaiting_recording_names: false,
+            closing: None,
         }
     }
 
@@ -201,6 +212,13 @@ pub struct Engine {
     waiting_calls: Vec<String>,
     last_prune_at: EpochMillis,
     stats: EngineStats,
+    /// Calls changed since the last [`Engine::take_checkpoints`].
+    changed_calls: HashSet<String>,
+    /// The newest event time seen (events and time passing).
+    latest_at: EpochMillis,
+    /// Until the first resync after [`Engine::restore`]: the newest time the previous run had
+    /// seen. Channels created by then were known to it even when no call held them yet.
+    restored_until: Option<EpochMillis>,
 }
 
 impl Engine {
@@ -216,6 +234,9 @@ impl Engine {
             waiting_calls: Vec::new(),
             last_prune_at: EpochMillis::MIN,
             stats: EngineStats::default(),
+            changed_calls: HashSet::new(),
+            latest_at: EpochMillis::MIN,
+            restored_until: None,
         }
     }
 
@@ -235,6 +256,25 @@ impl Engine {
     /// Feeds one ARI event; appends what follows from it to `out`.
     pub fn handle(&mut self, timed: &TimedEvent, out: &mut Vec<Output>) {
         self.stats.events += 1;
+        self.latest_at = self.latest_at.max(timed.at);
+        let mentioned = mentioned_channels(&timed.event);
+        self.note_changed_calls(&mentioned);
+        self.handle_event(timed, out);
+        self.note_changed_calls(&mentioned);
+    }
+
+    /// Remembers the calls of these channels as changed (for the next checkpoints).
+    fn note_changed_calls(&mut self, channel_ids: &[&str]) {
+        for id in channel_ids {
+            if let Some(unique_id) = self.legs.get(*id).and_then(|leg| leg.call.as_ref()) {
+                if !self.changed_calls.contains(unique_id) {
+                    self.changed_calls.insert(unique_id.clone());
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, timed: &TimedEvent, out: &mut Vec<Output>) {
         let at = timed.at;
         if !self.waiting_calls.is_empty() {
             self.advance_to(at, out);
@@ -276,6 +316,7 @@ impl Engine {
     /// Lets time pass without an event (the live daemon calls this a few times a second), so
     /// that waits measured in event time, like a queue's ring round, can complete.
     pub fn advance_to(&mut self, now: EpochMillis, out: &mut Vec<Output>) {
+        self.latest_at = self.latest_at.max(now);
         let waiting = std::mem::take(&mut self.waiting_calls);
         for unique_id in waiting {
             let Some(call) = self.calls.get_mut(&unique_id) else { continue };
@@ -331,6 +372,201 @@ impl Engine {
             self.calls.remove(unique_id);
         }
         self.advance_to(at, out);
+    }
+
+    /// Appends a [`Effect::CallCheckpoint`] for every call changed since the last time: its
+    /// state while it is open, `None` once it is closed or was never a call worth restoring.
+    pub fn take_checkpoints(&mut self, out: &mut Vec<Output>) {
+        if self.changed_calls.is_empty() {
+            return;
+        }
+        let mut changed: Vec<String> = self.changed_calls.drain().collect();
+        changed.sort();
+        for unique_id in changed {
+            let checkpoint = self.calls.get(&unique_id).and_then(|call| self.checkpoint_of(call)).map(Box::new);
+            out.push(Output::Effect(Effect::CallCheckpoint { unique_id, checkpoint }));
+        }
+    }
+
+    fn checkpoint_of(&self, call: &Call) -> Option<CallCheckpoint> {
+        let direction = match call.direction {
+            _ if call.ended => return None,
+            Direction::Internal => return None,
+            Direction::Undecided => CheckpointDirection::Undecided,
+            Direction::Incoming => CheckpointDirection::Incoming,
+            Direction::Outgoing => CheckpointDirection::Outgoing,
+        };
+        let mut legs: Vec<LegCheckpoint> = self
+            .legs
+            .iter()
+            .filter(|(_, leg)| leg.call.as_deref() == Some(call.unique_id.as_str()))
+            .map(|(id, leg)| LegCheckpoint {
+                id: id.clone(),
+                name: leg.name.clone(),
+                dialed: leg.dialed,
+                via_queue: leg.via_queue,
+                in_queue: leg.in_queue.clone(),
+                ringing: leg.ringing,
+                answered: leg.answered,
+                caller_number: leg.caller_number.clone(),
+                exten_at_creation: leg.exten_at_creation.clone(),
+            })
+            .collect();
+        legs.sort_by(|a, b| a.id.cmp(&b.id));
+        let sorted = |set: &HashSet<String>| {
+            let mut list: Vec<String> = set.iter().cloned().collect();
+            list.sort();
+            list
+        };
+        Some(CallCheckpoint {
+            unique_id: call.unique_id.clone(),
+            direction,
+            root: call.root.clone(),
+            root_gone: call.root_gone,
+            from_user: call.from_user.clone(),
+            to_user: call.to_user.clone(),
+            client_legs: call.client_legs.clone(),
+            first_answer_at: call.first_answer_at,
+            last_operator: call.last_operator.clone(),
+            answered_legs: sorted(&call.answered_legs),
+            rung_legs: sorted(&call.rung_legs),
+            last_rang: call.last_rang.clone(),
+            recordings: call.recordings.clone(),
+            adopted: call.adopted,
+            legs,
+            taken_at: self.latest_at,
+            pending_queue: call.pending_queue.as_ref().map(|pending| PendingQueueCheckpoint {
+                name: pending.name.clone(),
+                entered_at: pending.entered_at,
+                queue_channel: pending.queue_channel.clone(),
+                ring_round: pending.ring_round.clone(),
+                first_member_dial_at: pending.first_member_dial_at,
+                round_complete: pending.round_complete,
+                held: call.held.clone(),
+            }),
+        })
+    }
+
+    /// Calls adopted just now (not among `known_calls`) may have MixMonitor running since before
+    /// deskhook saw them: their files are asked for over ARI.
+    fn ask_for_recording_names(&mut self, known_calls: &HashSet<String>, out: &mut Vec<Output>) {
+        let mut adopted: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(unique_id, call)| call.adopted && !call.ended && !known_calls.contains(*unique_id))
+            .map(|(unique_id, _)| unique_id.clone())
+            .collect();
+        adopted.sort();
+        for unique_id in adopted {
+            let mut channel_ids: Vec<String> = self
+                .legs
+                .iter()
+                .filter(|(_, leg)| leg.call.as_deref() == Some(unique_id.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if channel_ids.is_empty() {
+                continue;
+            }
+            channel_ids.sort();
+            if let Some(call) = self.calls.get_mut(&unique_id) {
+                call.awaiting_recording_names = true;
+            }
+            out.push(Output::Effect(Effect::RecordingNames { unique_id, channel_ids }));
+        }
+    }
+
+    /// Takes back the open calls a previous run left behind (from their checkpoints). The
+    /// next [`Engine::resync`] ends those whose channels are gone and follows the others on;
+    /// nothing is announced again that the previous run already announced. `last_seen` is the
+    /// newest event time the previous run is known to have handled.
+    pub fn restore(&mut self, checkpoints: Vec<CallCheckpoint>, last_seen: Option<EpochMillis>) {
+        self.restored_until = self.restored_until.max(last_seen);
+        for checkpoint in checkpoints {
+            if self.calls.contains_key(&checkpoint.unique_id) {
+                continue;
+            }
+            let direction = match checkpoint.direction {
+                CheckpointDirection::Undecided => Direction::Undecided,
+                CheckpointDirection::Incoming => Direction::Incoming,
+                CheckpointDirection::Outgoing => Direction::Outgoing,
+            };
+            for leg in &checkpoint.legs {
+                if self.legs.contains_key(&leg.id) {
+                    continue;
+                }
+                let class = self.settings.classifier.channel(&leg.name);
+                self.remember_local_pair(&leg.id, &leg.name, &class);
+                self.legs.insert(
+                    leg.id.clone(),
+                    Leg {
+                        name: leg.name.clone(),
+                        class,
+                        call: Some(checkpoint.unique_id.clone()),
+                        dialed: leg.dialed,
+                        via_queue: leg.via_queue,
+                        in_queue: leg.in_queue.clone(),
+                        ringing: leg.ringing,
+                        answered: leg.answered,
+                        caller_number: leg.caller_number.clone(),
+                        exten_at_creation: leg.exten_at_creation.clone(),
+                    },
+                );
+            }
+            let mut call = Call::new(checkpoint.unique_id.clone(), checkpoint.root, direction);
+            call.root_gone = checkpoint.root_gone;
+            call.from_user = checkpoint.from_user;
+            call.to_user = checkpoint.to_user;
+            call.client_legs = checkpoint.client_legs;
+            call.first_answer_at = checkpoint.first_answer_at;
+            call.last_operator = checkpoint.last_operator;
+            call.answered_legs = checkpoint.answered_legs.into_iter().collect();
+            call.rung_legs = checkpoint.rung_legs.into_iter().collect();
+            call.last_rang = checkpoint.last_rang;
+            call.recordings = checkpoint.recordings;
+            call.adopted = checkpoint.adopted;
+            if let Some(pending) = checkpoint.pending_queue {
+                // The previous run's question about the members died with it: the ring round decides.
+                call.pending_queue = Some(PendingQueue {
+                    name: pending.name,
+                    entered_at: pending.entered_at,
+                    queue_channel: pending.queue_channel,
+                    ring_round: pending.ring_round,
+                    first_member_dial_at: pending.first_member_dial_at,
+                    round_complete: pending.round_complete,
+                    shell_asked_at: None,
+                });
+                call.held = pending.held;
+                self.waiting_calls.push(checkpoint.unique_id.clone());
+            }
+            self.restored_until = self.restored_until.max(Some(checkpoint.taken_at));
+            self.calls.insert(checkpoint.unique_id, call);
+            self.stats.calls_restored += 1;
+        }
+    }
+
+    /// The answer to an [`Effect::RecordingNames`] request: the MixMonitor files found on the
+    /// call's channels (none when ARI could not say). A call that ended meanwhile gets its
+    /// recordings and close now.
+    pub fn provide_recording_names(&mut self, unique_id: &str, names: Vec<String>, out: &mut Vec<Output>) {
+        let Some(call) = self.calls.get_mut(unique_id) else { return };
+        if !call.awaiting_recording_names {
+            return;
+        }
+        call.awaiting_recording_names = false;
+        for name in names {
+            if !name.is_empty() && !call.recordings.contains(&name) {
+                call.recordings.push(name);
+            }
+        }
+        self.changed_calls.insert(unique_id.to_string());
+        if let Some(answered) = call.closing.take() {
+            let Some(mut call) = self.calls.remove(unique_id) else { return };
+            self.close_call(&mut call, answered, out);
+            if call.pending_queue.is_some() {
+                call.ended = true;
+                self.calls.insert(unique_id.to_string(), call);
+            }
+        }
     }
 
     /// After a (re)connect: `channels` and `bridges` are what ARI lists now. Calls whose
@@ -405,10 +641,25 @@ impl Engine {
             .collect();
         unknown.sort_by_key(|channel| (is_dialed_leg(channel), channel.creationtime.clone()));
         let by_id: HashMap<&str, &Channel> = channels.iter().map(|channel| (channel.id.as_str(), channel)).collect();
+        let known_calls: HashSet<String> = self.calls.keys().cloned().collect();
+        let restored_until = self.restored_until.take();
+        let bridged: HashSet<&str> =
+            bridges.iter().flat_map(|bridge| bridge.channels.iter().map(String::as_str)).collect();
         for channel in unknown {
-            if !self.legs.contains_key(&channel.id) {
+            if self.legs.contains_key(&channel.id) {
+                continue;
+            }
+            let created = crate::ari::events::parse_ari_timestamp(&channel.creationtime);
+            let seen_by_previous_run = restored_until.zip(created).is_some_and(|(until, created)| created <= until);
+            if seen_by_previous_run && !bridged.contains(channel.id.as_str()) {
+                // Not yet part of a call when the previous run stopped: followed as it was then.
+                self.on_created(channel, created.unwrap_or(at), out);
+            } else {
                 self.adopt(channel, &by_id, at, out);
             }
+        }
+        if self.settings.recordings == RecordingMode::Mixmonitor {
+            self.ask_for_recording_names(&known_calls, out);
         }
         // A conversation that began while disconnected: operators bridged with a client.
         let bridge_ids: Vec<String> = self.bridges.keys().cloned().collect();
@@ -418,6 +669,7 @@ impl Engine {
                 self.on_entered_bridge(&bridge_id, &member, at, out);
             }
         }
+        self.changed_calls.extend(self.calls.keys().cloned());
         // Recorders lose their snoop channels with the connection: every conversation still
         // going on is announced again so recording resumes as a new part.
         let mut talking: Vec<(&String, &Call)> = self
@@ -483,12 +735,16 @@ impl Engine {
             exten_at_creation: channel.dialplan.exten.clone(),
         };
         self.legs.insert(channel.id.clone(), leg);
+        self.remember_local_pair(&channel.id, &channel.name, &class);
+    }
+
+    fn remember_local_pair(&mut self, id: &str, name: &str, class: &ChannelClass) {
         if let ChannelClass::Local { half, .. } = class {
-            if let Some((base, _)) = channel.name.rsplit_once(';') {
+            if let Some((base, _)) = name.rsplit_once(';') {
                 let pair = self.local_pairs.entry(base.to_string()).or_default();
                 match half {
-                    LocalHalf::One => pair.0 = Some(channel.id.clone()),
-                    LocalHalf::Two => pair.1 = Some(channel.id.clone()),
+                    LocalHalf::One => pair.0 = Some(id.to_string()),
+                    LocalHalf::Two => pair.1 = Some(id.to_string()),
                 }
             }
         }
@@ -906,6 +1162,7 @@ impl Engine {
             });
             if abandoned {
                 self.calls.remove(&previous);
+                self.changed_calls.insert(previous);
             }
         }
     }
@@ -968,6 +1225,7 @@ impl Engine {
 
     fn end_call(&mut self, unique_id: &str, at: EpochMillis, out: &mut Vec<Output>) {
         let Some(mut call) = self.calls.remove(unique_id) else { return };
+        self.changed_calls.insert(unique_id.to_string());
         if let Some(pending) = call.pending_queue.as_mut() {
             if pending.shell_asked_at.is_none() {
                 let members = std::mem::take(&mut pending.ring_round);
@@ -989,6 +1247,28 @@ impl Engine {
             call.first_answer_at.map(|answered_at| (at.saturating_sub(answered_at).max(0) / 1000) as u64);
         let answered = ended.call_duration.is_some();
         call.emit(Output::Event(ended), out);
+        self.stats.calls_ended += 1;
+        if call.awaiting_recording_names {
+            // Its MixMonitor files are still being asked for: they (and the close) follow the answer.
+            call.closing = Some(answered);
+            self.calls.insert(unique_id.to_string(), call);
+        } else {
+            self.close_call(&mut call, answered, out);
+            if call.pending_queue.is_some() {
+                // The shell's answer is still awaited: keep the call (and its held outputs) until then.
+                call.ended = true;
+                self.calls.insert(unique_id.to_string(), call);
+            }
+        }
+        for leg in self.legs.values_mut() {
+            if leg.call.as_deref() == Some(unique_id) {
+                leg.call = None;
+            }
+        }
+    }
+
+    /// The ended call's recordings to upload (if it was answered), then its close.
+    fn close_call(&self, call: &mut Call, answered: bool, out: &mut Vec<Output>) {
         if answered && self.settings.recordings == RecordingMode::Mixmonitor {
             for path in std::mem::take(&mut call.recordings) {
                 let recording = RecordingRef { unique_id: call.unique_id.clone(), source: RecordingSource::File(path) };
@@ -997,17 +1277,6 @@ impl Engine {
         }
         let closed = Effect::CallClosed { unique_id: call.unique_id.clone(), answered };
         call.emit(Output::Effect(closed), out);
-        self.stats.calls_ended += 1;
-        if call.pending_queue.is_some() {
-            // The shell's answer is still awaited: keep the call (and its held outputs) until then.
-            call.ended = true;
-            self.calls.insert(unique_id.to_string(), call);
-        }
-        for leg in self.legs.values_mut() {
-            if leg.call.as_deref() == Some(unique_id) {
-                leg.call = None;
-            }
-        }
     }
 
     /// A live channel deskhook did not see being created (deskhook started mid-call, or it
@@ -1131,6 +1400,53 @@ impl Engine {
             .flat_map(|members| members.iter().filter(|id| *id != channel_id).cloned())
             .collect()
     }
+}
+
+/// The channels an event is about (whose calls it may change).
+fn mentioned_channels<'a>(event: &'a AriEvent) -> Vec<&'a str> {
+    let mut ids: Vec<&'a str> = Vec::new();
+    let mut add = |channel: Option<&'a Channel>| {
+        if let Some(channel) = channel {
+            ids.push(channel.id.as_str());
+        }
+    };
+    match event {
+        AriEvent::ChannelCreated { channel }
+        | AriEvent::ChannelDestroyed { channel, .. }
+        | AriEvent::ChannelStateChange { channel }
+        | AriEvent::ChannelDialplan { channel, .. }
+        | AriEvent::ChannelHangupRequest { channel, .. }
+        | AriEvent::ChannelCallerId { channel }
+        | AriEvent::ChannelConnectedLine { channel }
+        | AriEvent::StasisStart { channel, .. }
+        | AriEvent::StasisEnd { channel } => add(Some(channel)),
+        AriEvent::ChannelVarset { channel, .. } => add(channel.as_ref()),
+        AriEvent::Dial { caller, peer, .. } => {
+            add(caller.as_ref());
+            add(Some(peer));
+        }
+        AriEvent::ChannelEnteredBridge { bridge, channel } | AriEvent::ChannelLeftBridge { bridge, channel } => {
+            add(Some(channel));
+            ids.extend(bridge.channels.iter().map(String::as_str));
+        }
+        AriEvent::BridgeBlindTransfer { channel, transferee, replace_channel, .. } => {
+            add(Some(channel));
+            add(transferee.as_ref());
+            add(replace_channel.as_ref());
+        }
+        AriEvent::BridgeAttendedTransfer(transfer) => {
+            add(Some(&transfer.transferer_first_leg));
+            add(Some(&transfer.transferer_second_leg));
+            add(transfer.replace_channel.as_ref());
+            add(transfer.transferee.as_ref());
+            add(transfer.transfer_target.as_ref());
+            add(transfer.destination_link_first_leg.as_ref());
+            add(transfer.destination_link_second_leg.as_ref());
+            add(transfer.destination_threeway_channel.as_ref());
+        }
+        _ => {}
+    }
+    ids
 }
 
 /// Announces that `extension` (leg `leg_id`) answered an incoming call, once per leg.

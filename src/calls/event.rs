@@ -1,12 +1,12 @@
 //! What the call engine says happened: helpdesk events, recordings to upload, and requests
 //! to its shell. Also their two wire shapes: the helpdesk form fields and the `replay` JSON line.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ari::events::EpochMillis;
 
 /// The helpdesk's `status` values (SPEC §3), exactly as written there.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub enum Status {
     IncomingStart,
     IncomingToPersonal,
@@ -45,7 +45,7 @@ impl Status {
 }
 
 /// One helpdesk event of one call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallEvent {
     /// The call's linkedid.
     pub unique_id: String,
@@ -59,13 +59,13 @@ pub struct CallEvent {
 }
 
 /// A recording of a finished call that should reach the helpdesk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordingRef {
     pub unique_id: String,
     pub source: RecordingSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordingSource {
     /// A MixMonitor file, as named by `MIXMONITOR_FILENAME`.
     File(String),
@@ -82,7 +82,7 @@ impl RecordingSource {
 }
 
 /// Something the engine needs from the outside world; the shell answers or acts on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     /// Who is in queue `queue`? Ask through a live channel of the call; answer with
     /// [`super::Engine::provide_queue_members`]. The queue event waits for the answer.
@@ -93,10 +93,21 @@ pub enum Effect {
     ConversationStarted { unique_id: String, client_channel_id: String },
     /// The call is over (its ended event has been emitted); recorders may finish.
     CallClosed { unique_id: String, answered: bool },
+    /// A call changed: what a restart needs to end it or follow it on (`None` once there is
+    /// nothing to take back: it closed, or it is internal). Emitted by
+    /// [`super::Engine::take_checkpoints`] after the outputs of the change.
+    CallCheckpoint { unique_id: String, checkpoint: Option<Box<super::CallCheckpoint>> },
+    /// A call adopted on a resync may be recorded by MixMonitor since before deskhook saw it:
+    /// read `MIXMONITOR_FILENAME` of these channels and answer with
+    /// [`super::Engine::provide_recording_names`]. The call's recordings wait for the answer.
+    RecordingNames { unique_id: String, channel_ids: Vec<String> },
+    /// The daemon is watching Asterisk at this event time (emitted by the daemon, not the
+    /// engine, while calls are open): a restart after a crash ends vanished calls then.
+    Alive { at: EpochMillis },
 }
 
 /// Everything the engine emits, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Output {
     Event(CallEvent),
     Recording(RecordingRef),

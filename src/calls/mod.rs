@@ -5,11 +5,13 @@
 //! recordings to upload, and [`Effect`]s the shell must act on (e.g. "who is in queue X?").
 //! The live daemon, `replay`, the tests and the benches all drive this same type.
 
+pub mod checkpoint;
 pub mod classify;
 pub mod engine;
 pub mod event;
 pub mod since_connect;
 
+pub use checkpoint::CallCheckpoint;
 pub use classify::{ChannelClass, Classifier};
 pub use engine::{Engine, EngineSettings, EngineStats};
 pub use event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};

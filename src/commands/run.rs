@@ -68,7 +68,7 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     let systemd = Systemd::from_env();
     let watchdog = systemd.watchdog_interval();
     let notifier = systemd.clone();
-    let links = DaemonLinks { presence, health, systemd };
+    let links = DaemonLinks { presence, health, systemd, resume: pipeline.open_calls.clone() };
     let daemon = match Daemon::start(config, Box::new(Tee::new(sinks)), links) {
         Ok(daemon) => daemon,
         Err(error) => {

@@ -51,6 +51,8 @@ pub(crate) struct HeldEvents {
     /// The snapshot, once read, while the marker is still on its way.
     snapshot: Option<Snapshot>,
     marker_deadline: Option<Instant>,
+    /// The marker came back (possibly before the answer to its POST did).
+    marker_seen: bool,
 }
 
 /// The last moment deskhook saw Asterisk, for calls whose channels vanish while it did not:
@@ -59,18 +61,22 @@ pub(crate) struct HeldEvents {
 pub(crate) enum LostSight {
     /// The websocket was last alive at this event time.
     Connection(EpochMillis),
+    /// The previous run of deskhook was last watching Asterisk at this event time (it was
+    /// killed, crashed or stopped with calls open).
+    PreviousRun(EpochMillis),
 }
 
 impl LostSight {
     fn at(self) -> EpochMillis {
         match self {
-            LostSight::Connection(at) => at,
+            LostSight::Connection(at) | LostSight::PreviousRun(at) => at,
         }
     }
 
     fn describe(self) -> &'static str {
         match self {
             LostSight::Connection(_) => "when deskhook lost sight of Asterisk",
+            LostSight::PreviousRun(_) => "when deskhook's previous run was last watching Asterisk",
         }
     }
 }
@@ -97,6 +103,28 @@ pub(crate) struct EngineTask {
     pub meters: Meters,
     pub awaiting_snapshot: Option<HeldEvents>,
     pub lost_sight: Option<LostSight>,
+    /// When the last [`Effect::Alive`] went to the sink.
+    pub last_alive_sent: Option<Instant>,
+}
+
+/// How often, while calls are open and ARI is connected, the sink hears that deskhook is watching.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Gives `engine` back the calls a previous run left open; says since when they are unseen.
+pub(crate) fn resume(engine: &mut Engine, resume: crate::deliver::OpenCalls) -> Option<LostSight> {
+    if resume.calls.is_empty() {
+        return None;
+    }
+    let count = resume.calls.len();
+    // The last heartbeat may predate a call that changed just before the end: never earlier than that.
+    let newest_change = resume.calls.iter().map(|call| call.taken_at).max();
+    let last_seen = resume.last_alive_ms.max(newest_change);
+    engine.restore(resume.calls, last_seen);
+    tracing::info!(
+        "took back {count} calls that were open when deskhook last stopped; the first resync ends those whose \
+         channels are gone"
+    );
+    last_seen.map(LostSight::PreviousRun)
 }
 
 impl EngineTask {
@@ -117,6 +145,8 @@ impl EngineTask {
                         self.on_inbound(item);
                     }
                     self.dispatch();
+                    // Rides on the same outbox commit as the batch's events.
+                    self.say_alive(true);
                 }
                 _ = ticks.tick() => {
                     self.on_tick();
@@ -137,6 +167,7 @@ impl EngineTask {
         }
         self.release_held();
         self.dispatch();
+        self.say_alive(true);
         // The reader is closing the socket: whatever it still queues, ARI is no longer watched.
         self.health.set_ari_connected(false);
         self.meters.connected.set(0);
@@ -165,6 +196,7 @@ impl EngineTask {
             self.engine.advance_to(self.clock.now(), &mut self.outputs);
             self.dispatch();
         }
+        self.say_alive(false);
         self.systemd.watchdog_tick();
     }
 
@@ -183,6 +215,7 @@ impl EngineTask {
                     since_connect: SinceConnect::default(),
                     snapshot: None,
                     marker_deadline: None,
+                    marker_seen: false,
                 });
                 self.current_generation.store(generation, Ordering::SeqCst);
                 self.meters.connected.set(1);
@@ -201,7 +234,10 @@ impl EngineTask {
             }
             Inbound::Socket(SocketEvent::Disconnected { generation, last_alive }) => {
                 self.release_held();
-                self.lost_sight = Some(LostSight::Connection(self.clock.now_at(last_alive)));
+                // Calls left by a previous run end when that run lost sight, not this connection.
+                if !matches!(self.lost_sight, Some(LostSight::PreviousRun(_))) {
+                    self.lost_sight = Some(LostSight::Connection(self.clock.now_at(last_alive)));
+                }
                 let _ = self.current_generation.compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
                 self.meters.connected.set(0);
                 self.health.set_ari_connected(false);
@@ -215,11 +251,14 @@ impl EngineTask {
                     return;
                 };
                 held.snapshot = Some(*snapshot);
-                if marker_posted {
+                if marker_posted && !held.marker_seen {
                     held.marker_deadline = Some(Instant::now() + MARKER_PATIENCE);
                 } else {
                     self.release_held();
                 }
+            }
+            Inbound::RecordingNames { unique_id, names } => {
+                self.engine.provide_recording_names(&unique_id, names, &mut self.outputs);
             }
             Inbound::QueueMembers { unique_id, queue, members } => {
                 let at = self.clock.now();
@@ -235,6 +274,7 @@ impl EngineTask {
             return;
         };
         if is_resync_marker(&event.event, held.generation) {
+            held.marker_seen = true;
             if held.snapshot.is_some() {
                 self.release_held();
             }
@@ -360,12 +400,28 @@ impl EngineTask {
         self.dispatch();
     }
 
+    /// While calls are open and Asterisk is in sight, tells the sink (about once a second, or
+    /// now when `force`d) that deskhook is watching: a restart after a crash dates vanished
+    /// calls by the last of these.
+    fn say_alive(&mut self, force: bool) {
+        let due = self.last_alive_sent.is_none_or(|sent| sent.elapsed() >= ALIVE_EVERY);
+        let connected = self.current_generation.load(Ordering::SeqCst) != 0 && self.awaiting_snapshot.is_none();
+        if (due || force) && connected && self.engine.open_calls() > 0 {
+            self.last_alive_sent = Some(Instant::now());
+            let _ = self.sink.send(Output::Effect(Effect::Alive { at: self.clock.now() }));
+        }
+    }
+
     /// Sends what the engine produced: queue questions to their lookups, the rest to the sink.
     fn dispatch(&mut self) {
+        self.engine.take_checkpoints(&mut self.outputs);
         for output in self.outputs.drain(..) {
             match output {
                 Output::Effect(Effect::QueueMembers { unique_id, channel_id, queue }) => {
                     self.queue_members.request(unique_id, channel_id, queue)
+                }
+                Output::Effect(Effect::RecordingNames { unique_id, channel_ids }) => {
+                    spawn_recording_names(self.client.clone(), unique_id, channel_ids, self.inbound_tx.clone())
                 }
                 output => {
                     if matches!(output, Output::Event(_)) {
@@ -380,6 +436,33 @@ impl EngineTask {
         self.stats.open_calls.store(open as u64, Ordering::Relaxed);
         self.meters.open_calls.set(open as i64);
     }
+}
+
+/// Reads `MIXMONITOR_FILENAME` of an adopted call's channels and queues what was found.
+fn spawn_recording_names(
+    client: AriClient,
+    unique_id: String,
+    channel_ids: Vec<String>,
+    answers: mpsc::UnboundedSender<Inbound>,
+) {
+    tokio::spawn(async move {
+        let mut names = Vec::new();
+        for channel_id in channel_ids {
+            match client.channel_variable(&channel_id, "MIXMONITOR_FILENAME").await {
+                Ok(name) if !name.is_empty() => {
+                    tracing::info!(unique_id, "found MixMonitor recording {name} of a call in progress");
+                    names.push(name);
+                }
+                Ok(_) | Err(crate::ari::AriError::NotFound { .. }) => {}
+                Err(error) => tracing::warn!(
+                    unique_id,
+                    "cannot read MIXMONITOR_FILENAME of a call in progress ({error}); a recording started before \
+                     deskhook saw the call may not be uploaded"
+                ),
+            }
+        }
+        let _ = answers.send(Inbound::RecordingNames { unique_id, names });
+    });
 }
 
 /// The engine task's Prometheus metrics.

@@ -4,7 +4,7 @@
 
 use tokio::task::JoinSet;
 
-use crate::calls::{Output, RecordingRef};
+use crate::calls::{Effect, Output, RecordingRef};
 use crate::deliver::{DeliveryHandle, Request};
 use crate::history::History;
 use crate::metrics;
@@ -71,6 +71,11 @@ impl Sink for HelpdeskSink {
                     }
                 }
                 Output::Recording(recording) => self.recordings.push(recording.clone()),
+                // After the call's events (and, at its close, its recordings' journaling above).
+                Output::Effect(Effect::CallCheckpoint { unique_id, checkpoint }) => self
+                    .delivery
+                    .save_open_call(unique_id.clone(), checkpoint.as_ref().map(|checkpoint| checkpoint.to_json())),
+                Output::Effect(Effect::Alive { at }) => self.delivery.mark_alive(*at),
                 Output::Effect(_) => {}
             }
         })
@@ -103,6 +108,8 @@ pub struct HelpdeskPipeline {
     pub delivery: DeliveryHandle,
     pub history: Option<History>,
     pub pickup: Option<Pickup>,
+    /// The calls the previous run left open, for [`super::DaemonLinks::resume`].
+    pub open_calls: crate::deliver::OpenCalls,
 }
 
 impl HelpdeskPipeline {
@@ -110,6 +117,7 @@ impl HelpdeskPipeline {
     /// outbox is required (an error names the fix); the history and pickup are best effort.
     pub fn open(config: &crate::config::Config) -> Result<HelpdeskPipeline, crate::deliver::DeliverError> {
         let outbox = crate::deliver::Outbox::open(&config.storage.dir, &config.helpdesk)?;
+        let open_calls = outbox.open_calls()?;
         let delivery = crate::deliver::Delivery::start(outbox, &config.helpdesk.webhook_url, &config.helpdesk)?;
         let phones = crate::forward::PhoneNormalizer::new(&config.forward.default_country);
         let history = match History::open(&config.storage.dir, phones) {
@@ -130,7 +138,7 @@ impl HelpdeskPipeline {
         } else {
             None
         };
-        Ok(HelpdeskPipeline { delivery, history, pickup })
+        Ok(HelpdeskPipeline { delivery, history, pickup, open_calls })
     }
 
     /// The sink that feeds this pipeline.

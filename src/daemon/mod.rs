@@ -55,6 +55,11 @@ pub(crate) enum Inbound {
         /// The resync marker was posted: events are held until it comes back.
         marker_posted: bool,
     },
+    /// The MixMonitor files found on an adopted call's channels.
+    RecordingNames {
+        unique_id: String,
+        names: Vec<String>,
+    },
     /// The answer to a queue-member lookup.
     QueueMembers {
         unique_id: String,
@@ -96,11 +101,19 @@ pub struct DaemonLinks {
     pub presence: Presence,
     pub health: Health,
     pub systemd: Systemd,
+    /// Calls a previous run announced and never closed: taken back at start, ended at the
+    /// first resync if their channels are gone.
+    pub resume: crate::deliver::OpenCalls,
 }
 
 impl Default for DaemonLinks {
     fn default() -> Self {
-        Self { presence: Presence::new(), health: Health::new(), systemd: Systemd::disabled() }
+        Self {
+            presence: Presence::new(),
+            health: Health::new(),
+            systemd: Systemd::disabled(),
+            resume: crate::deliver::OpenCalls::default(),
+        }
     }
 }
 
@@ -120,8 +133,10 @@ impl Daemon {
     /// Starts the reader, the engine task, the sink task and the storage health probe. Call
     /// inside a multi-threaded tokio runtime.
     pub fn start(config: &Config, sink: Box<dyn Sink>, links: DaemonLinks) -> Result<Daemon, DaemonError> {
-        let DaemonLinks { presence, health, systemd } = links;
+        let DaemonLinks { presence, health, systemd, resume } = links;
         let settings = EngineSettings::from_config(config, true)?;
+        let mut engine = Engine::new(settings);
+        let lost_sight = engine_task::resume(&mut engine, resume);
         let client = AriClient::new(&config.ari)?;
         let stream_settings = EventStreamSettings::from_config(&config.ari)?;
         let stats = Arc::new(LiveStats::default());
@@ -129,7 +144,7 @@ impl Daemon {
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel::<Inbound>();
         let (sink_tx, sink_task) = spawn_sink(sink);
         let task = engine_task::EngineTask {
-            engine: Engine::new(settings),
+            engine,
             parser: EventParser::new(),
             clock: EventClock::new(),
             queue_members: queue_members::QueueMemberLookup::new(client.clone(), inbound_tx.clone()),
@@ -148,7 +163,8 @@ impl Daemon {
             outputs: Vec::new(),
             meters: engine_task::Meters::register(),
             awaiting_snapshot: None,
-            lost_sight: None,
+            lost_sight,
+            last_alive_sent: None,
         };
         let engine = tokio::spawn(task.run(inbound_rx, shutdown.clone()));
         tokio::spawn(probe_storage_periodically(config.storage.dir.clone(), health, shutdown.clone()));

@@ -61,6 +61,7 @@ impl Sink for LogSink {
             Output::Effect(Effect::CallClosed { unique_id, answered }) => {
                 tracing::debug!("call {unique_id} closed (answered: {answered})")
             }
+            Output::Effect(Effect::CallCheckpoint { .. } | Effect::Alive { .. }) => {}
             Output::Effect(effect) => tracing::debug!("engine effect: {effect:?}"),
         }
         Box::pin(async {})

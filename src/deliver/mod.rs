@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::Connection;
 
 pub use omnidesk::{form_body, FORM_CONTENT_TYPE};
-pub use outbox::{ListedRow, Listing, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
+pub use outbox::{ListedRow, Listing, OpenCalls, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
 pub use policy::humanize;
 pub use request::{Request, UPLOAD_STATUS};
 
@@ -202,6 +202,16 @@ impl DeliveryHandle {
             sent?;
             stored.await.map_err(|_| DeliverError::Stopped)?
         }
+    }
+
+    /// Saves (or with `None` forgets) an open call's checkpoint, after everything enqueued before.
+    pub fn save_open_call(&self, unique_id: String, checkpoint: Option<String>) {
+        let _ = self.inner.writer.send(WriterCommand::OpenCall { unique_id, checkpoint });
+    }
+
+    /// Notes that the daemon was watching Asterisk at event time `at_ms`.
+    pub fn mark_alive(&self, at_ms: i64) {
+        let _ = self.inner.writer.send(WriterCommand::Alive { at_ms });
     }
 
     /// Registers `hook` for every tagged request accepted from now on. Requests accepted before

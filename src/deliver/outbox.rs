@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, id);
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('requeue_gen', 0);
+-- Calls announced and not yet closed, for a restart after a crash (see calls::checkpoint).
+CREATE TABLE IF NOT EXISTS open_calls (
+    unique_id  TEXT    PRIMARY KEY,
+    checkpoint TEXT    NOT NULL, -- JSON
+    saved_at   INTEGER NOT NULL
+);
 ";
 
 /// The outbox's limits from `[helpdesk]`.
@@ -101,6 +107,14 @@ impl OutboxCounts {
     pub fn rows(&self) -> u64 {
         self.pending + self.dead + self.delivered
     }
+}
+
+/// The calls a previous run left open ([`Outbox::open_calls`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenCalls {
+    pub calls: Vec<crate::calls::CallCheckpoint>,
+    /// Event time (Unix ms) the previous run was last watching Asterisk.
+    pub last_alive_ms: Option<i64>,
 }
 
 /// One undelivered row as `deskhook outbox list` shows it.
@@ -169,6 +183,35 @@ impl Outbox {
     /// How many rows are in each state.
     pub fn counts(&self) -> Result<OutboxCounts, DeliverError> {
         count_rows(&self.conn).map_err(|source| self.db_error(source))
+    }
+
+    /// What the previous run left open: the checkpoints of calls it announced and never
+    /// closed (unreadable ones are skipped with a warning), and the last event time it was
+    /// watching Asterisk.
+    pub fn open_calls(&self) -> Result<OpenCalls, DeliverError> {
+        let read = || -> rusqlite::Result<OpenCalls> {
+            let mut statement =
+                self.conn.prepare("SELECT unique_id, checkpoint FROM open_calls ORDER BY saved_at, unique_id")?;
+            let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+            let mut calls = Vec::new();
+            for row in rows {
+                let (unique_id, text) = row?;
+                match crate::calls::CallCheckpoint::from_json(&text) {
+                    Ok(checkpoint) => calls.push(checkpoint),
+                    Err(error) => tracing::warn!(
+                        unique_id,
+                        "skipped an unreadable open-call checkpoint in {}: {error}",
+                        self.path.display()
+                    ),
+                }
+            }
+            let last_alive_ms = self
+                .conn
+                .query_row("SELECT value FROM outbox_meta WHERE key = 'last_alive_ms'", [], |row| row.get(0))
+                .optional()?;
+            Ok(OpenCalls { calls, last_alive_ms })
+        };
+        read().map_err(|source| self.db_error(source))
     }
 
     /// Pending and dead rows, oldest first, at most `limit` of them; what `deskhook outbox list` prints.

@@ -32,6 +32,11 @@ pub(crate) enum WriterCommand {
     Finish { id: i64, tries: u32, verdict: Verdict, reply: oneshot::Sender<Result<(), DeliverError>> },
     /// Another process changed the file (`deskhook outbox retry|purge`): count the rows again.
     Recount,
+    /// An open call's checkpoint (JSON), or `None` to forget it. Committed with (never before)
+    /// the events enqueued ahead of it.
+    OpenCall { unique_id: String, checkpoint: Option<String> },
+    /// The daemon was watching Asterisk at this event time.
+    Alive { at_ms: i64 },
     /// Commit what is queued before this, then stop.
     Stop(oneshot::Sender<()>),
 }
@@ -162,7 +167,10 @@ impl Writer {
         let outcome = apply_batch(&mut self.conn, &self.limits, self.current, &batch, &self.path);
         let replies = batch.into_iter().filter_map(|command| match command {
             WriterCommand::Enqueue { reply, .. } | WriterCommand::Finish { reply, .. } => Some(reply),
-            WriterCommand::Recount | WriterCommand::Stop(_) => None,
+            WriterCommand::Recount
+            | WriterCommand::Stop(_)
+            | WriterCommand::OpenCall { .. }
+            | WriterCommand::Alive { .. } => None,
         });
         match outcome {
             Ok(effects) => {
@@ -257,6 +265,20 @@ fn apply_batch(
             WriterCommand::Finish { id, tries, verdict, .. } => {
                 finish(&tx, *id, *tries, verdict, now, &mut effects)?;
                 effects.results.push(Ok(()));
+            }
+            WriterCommand::OpenCall { unique_id, checkpoint: Some(checkpoint) } => {
+                tx.prepare_cached(
+                    "INSERT INTO open_calls (unique_id, checkpoint, saved_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (unique_id) DO UPDATE SET checkpoint = excluded.checkpoint, saved_at = excluded.saved_at",
+                )?
+                .execute(params![unique_id, checkpoint, now])?;
+            }
+            WriterCommand::OpenCall { unique_id, checkpoint: None } => {
+                tx.prepare_cached("DELETE FROM open_calls WHERE unique_id = ?1")?.execute([unique_id])?;
+            }
+            WriterCommand::Alive { at_ms } => {
+                tx.prepare_cached("INSERT OR REPLACE INTO outbox_meta (key, value) VALUES ('last_alive_ms', ?1)")?
+                    .execute([at_ms])?;
             }
             WriterCommand::Recount | WriterCommand::Stop(_) => {}
         }
