@@ -334,6 +334,7 @@ impl Engine {
             if pending.shell_asked_at.is_none() && pending.round_complete {
                 let members = std::mem::take(&mut pending.ring_round);
                 resolve_queue(call, members, out);
+                self.changed_calls.insert(unique_id.clone());
                 if call.ended {
                     self.calls.remove(&unique_id);
                 }
@@ -358,6 +359,7 @@ impl Engine {
         if pending.name != queue || pending.shell_asked_at.is_none() {
             return;
         }
+        self.changed_calls.insert(unique_id.to_string());
         match members.map(|list| extensions_of(&list)).filter(|list| !list.is_empty()) {
             Some(extensions) => resolve_queue(call, extensions, out),
             None => {
