@@ -32,6 +32,18 @@ fn delivering_config(dir: &Path, ari_url: &str, webhook: &str, extra: &str) -> P
     path
 }
 
+/// [`delivering_config`] with MixMonitor recordings picked up from `spool`.
+fn mixmonitor_config(dir: &Path, ari_url: &str, webhook: &str, spool: &Path) -> PathBuf {
+    let config = delivering_config(dir, ari_url, webhook, "");
+    let text =
+        std::fs::read_to_string(&config).expect("config").replace("mode = \"off\"", "mode = \"mixmonitor\"").replace(
+            "dirs = [\"/var/spool/asterisk/monitor\"]",
+            &format!("dirs = [\"{}\"]\nsettle = \"30s\"", spool.display()),
+        );
+    std::fs::write(&config, text).expect("config");
+    config
+}
+
 /// The helpdesk events the calls must produce, per call, in order (as form field maps).
 fn expected_by_call() -> BTreeMap<String, Vec<(String, String)>> {
     let mut calls: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -202,13 +214,7 @@ async fn mixmonitor_files_are_uploaded_after_the_ended_event_with_their_exact_by
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = tempfile::tempdir().expect("tempdir");
     let receiver = Receiver::start().await;
-    let config = delivering_config(dir.path(), &fake.url(), &receiver.url(), "");
-    let text =
-        std::fs::read_to_string(&config).expect("config").replace("mode = \"off\"", "mode = \"mixmonitor\"").replace(
-            "dirs = [\"/var/spool/asterisk/monitor\"]",
-            &format!("dirs = [\"{}\"]\nsettle = \"30s\"", spool.path().display()),
-        );
-    std::fs::write(&config, text).expect("config");
+    let config = mixmonitor_config(dir.path(), &fake.url(), &receiver.url(), spool.path());
     let name = "10-in-blind-transfer-101-to-102";
     let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl"))).expect("trace");
     let trace = deskhook::ari::fake::FakeTrace::parse(
@@ -328,13 +334,7 @@ async fn a_call_that_ends_while_deskhook_is_killed_ends_once_with_its_recording_
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = tempfile::tempdir().expect("tempdir");
     let receiver = Receiver::start().await;
-    let config = delivering_config(dir.path(), &fake.url(), &receiver.url(), "");
-    let text =
-        std::fs::read_to_string(&config).expect("config").replace("mode = \"off\"", "mode = \"mixmonitor\"").replace(
-            "dirs = [\"/var/spool/asterisk/monitor\"]",
-            &format!("dirs = [\"{}\"]\nsettle = \"30s\"", spool.path().display()),
-        );
-    std::fs::write(&config, text).expect("config");
+    let config = mixmonitor_config(dir.path(), &fake.url(), &receiver.url(), spool.path());
     let config = config.to_str().expect("utf8").to_string();
     let name = "01-in-direct-answered";
     let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl"))).expect("trace");

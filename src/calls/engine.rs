@@ -89,6 +89,37 @@ struct Leg {
     exten_at_creation: String,
 }
 
+impl Leg {
+    fn checkpoint(&self, id: &str) -> LegCheckpoint {
+        LegCheckpoint {
+            id: id.to_string(),
+            name: self.name.clone(),
+            dialed: self.dialed,
+            via_queue: self.via_queue,
+            in_queue: self.in_queue.clone(),
+            ringing: self.ringing,
+            answered: self.answered,
+            caller_number: self.caller_number.clone(),
+            exten_at_creation: self.exten_at_creation.clone(),
+        }
+    }
+
+    fn restored(saved: &LegCheckpoint, class: ChannelClass, unique_id: &str) -> Leg {
+        Leg {
+            name: saved.name.clone(),
+            class,
+            call: Some(unique_id.to_string()),
+            dialed: saved.dialed,
+            via_queue: saved.via_queue,
+            in_queue: saved.in_queue.clone(),
+            ringing: saved.ringing,
+            answered: saved.answered,
+            caller_number: saved.caller_number.clone(),
+            exten_at_creation: saved.exten_at_creation.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
     /// Rooted at an extension that has not dialed anything decisive yet.
@@ -402,17 +433,7 @@ impl Engine {
             .legs
             .iter()
             .filter(|(_, leg)| leg.call.as_deref() == Some(call.unique_id.as_str()))
-            .map(|(id, leg)| LegCheckpoint {
-                id: id.clone(),
-                name: leg.name.clone(),
-                dialed: leg.dialed,
-                via_queue: leg.via_queue,
-                in_queue: leg.in_queue.clone(),
-                ringing: leg.ringing,
-                answered: leg.answered,
-                caller_number: leg.caller_number.clone(),
-                exten_at_creation: leg.exten_at_creation.clone(),
-            })
+            .map(|(id, leg)| leg.checkpoint(id))
             .collect();
         legs.sort_by(|a, b| a.id.cmp(&b.id));
         let sorted = |set: &HashSet<String>| {
@@ -498,21 +519,7 @@ impl Engine {
                 }
                 let class = self.settings.classifier.channel(&leg.name);
                 self.remember_local_pair(&leg.id, &leg.name, &class);
-                self.legs.insert(
-                    leg.id.clone(),
-                    Leg {
-                        name: leg.name.clone(),
-                        class,
-                        call: Some(checkpoint.unique_id.clone()),
-                        dialed: leg.dialed,
-                        via_queue: leg.via_queue,
-                        in_queue: leg.in_queue.clone(),
-                        ringing: leg.ringing,
-                        answered: leg.answered,
-                        caller_number: leg.caller_number.clone(),
-                        exten_at_creation: leg.exten_at_creation.clone(),
-                    },
-                );
+                self.legs.insert(leg.id.clone(), Leg::restored(leg, class, &checkpoint.unique_id));
             }
             let mut call = Call::new(checkpoint.unique_id.clone(), checkpoint.root, direction);
             call.root_gone = checkpoint.root_gone;
