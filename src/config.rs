@@ -13,6 +13,8 @@ use serde::{Deserialize, Deserializer};
 
 /// Where `--config` falls back to when neither the flag nor `$DESKHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/deskhook/config.toml";
+/// The smallest `[ari] max_backlog`: below it every burst would cost a reconnect.
+pub const MIN_ARI_BACKLOG: usize = 10;
 
 /// A configuration problem, already phrased for the admin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +60,9 @@ pub struct AriConfig {
     pub reconnect_max: DurationSpec,
     /// Timeout of each REST request to ARI.
     pub request_timeout: DurationSpec,
+    /// ARI messages read but not yet handled that deskhook holds at most; past this it closes
+    /// the websocket (never making Asterisk wait) and resyncs once it has caught up.
+    pub max_backlog: usize,
 }
 
 impl Default for AriConfig {
@@ -71,6 +76,7 @@ impl Default for AriConfig {
             idle_timeout: DurationSpec::secs(30),
             reconnect_max: DurationSpec::secs(30),
             request_timeout: DurationSpec::secs(5),
+            max_backlog: 20_000,
         }
     }
 }
@@ -465,6 +471,17 @@ impl Config {
                      at least twice ping_interval (e.g. \"30s\" with \"10s\")",
                     self.ari.idle_timeout.get(),
                     self.ari.ping_interval.get()
+                ),
+            );
+        }
+        if self.ari.max_backlog < MIN_ARI_BACKLOG {
+            return err(
+                "ari",
+                "max_backlog",
+                format!(
+                    "is {}, expected at least {MIN_ARI_BACKLOG} messages (the default, 20000, is about two minutes \
+                     of a busy PBX)",
+                    self.ari.max_backlog
                 ),
             );
         }

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deliver_support::form_fields;
 use deliver_support::receiver::{Receiver, Reply, Seen};
-use deliver_support::{form_fields, wait_until};
 use deskhook::ari::fake::{FakeAri, FakeAriOptions, Pace};
 use live_support::*;
 
@@ -74,6 +74,7 @@ async fn chaos(seed: u64) {
         tokio::spawn(async move { fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 4.0 }).await })
     };
     let mut kills = 0;
+    let mut logs = Vec::new();
     while !replay.is_finished() {
         tokio::time::sleep(dice.millis(2000, 8000)).await;
         if replay.is_finished() {
@@ -82,6 +83,7 @@ async fn chaos(seed: u64) {
         deskhook.signal("KILL");
         deskhook.wait_exit(Duration::from_secs(5)).await.expect("killed");
         kills += 1;
+        logs.push(deskhook.stderr_text());
         tokio::time::sleep(dice.millis(500, 2000)).await;
         deskhook = Deskhook::spawn(&["run", "--config", &config]);
     }
@@ -105,11 +107,26 @@ async fn chaos(seed: u64) {
     let all_ended = |calls: &BTreeMap<String, Vec<(String, Vec<u8>)>>| {
         calls.values().all(|events| events.iter().any(|(status, _)| status.ends_with("ended")))
     };
-    wait_until("every call heard of has ended", Duration::from_secs(60), || {
+    let settle = std::time::Instant::now();
+    loop {
         let calls = by_call(&receiver.accepted());
-        !calls.is_empty() && all_ended(&calls)
-    })
-    .await;
+        if !calls.is_empty() && all_ended(&calls) {
+            break;
+        }
+        if settle.elapsed() > Duration::from_secs(60) {
+            let open: Vec<_> = calls
+                .iter()
+                .filter(|(_, events)| !events.iter().any(|(status, _)| status.ends_with("ended")))
+                .map(|(id, events)| (id, events.iter().map(|(status, _)| status.as_str()).collect::<Vec<_>>()))
+                .collect();
+            logs.push(deskhook.stderr_text());
+            for (run, log) in logs.iter().enumerate() {
+                eprintln!("---- run {run} ----\n{log}");
+            }
+            panic!("seed {seed}, {kills} kills: calls heard of without an end after 60 s: {open:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     deskhook.stop().await;
 

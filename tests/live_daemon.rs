@@ -108,3 +108,77 @@ async fn queue_members_are_read_once_and_cached() {
     assert_eq!(lookups, 1, "the second call used the cached member list: {:?}", fake.status().requests);
     daemon.stop(Duration::from_secs(4)).await;
 }
+
+/// A sink that takes nothing until it is opened, then keeps every output.
+#[derive(Clone)]
+struct Gate {
+    open: tokio::sync::watch::Receiver<bool>,
+    kept: Arc<Mutex<Vec<Output>>>,
+}
+
+impl Sink for Gate {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        Box::pin(async move {
+            while !*self.open.borrow_and_update() {
+                if self.open.changed().await.is_err() {
+                    return;
+                }
+            }
+            self.kept.lock().expect("not poisoned").push(output.clone());
+        })
+    }
+}
+
+/// `[ari] max_backlog`: a sink that stops taking outputs holds the engine back, the reader's
+/// queue fills to its limit and no further; the reader closes the socket itself (never making
+/// Asterisk wait), and once the sink moves again it reconnects and resyncs, so every call that
+/// was announced still ends exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sink_overflows_the_bounded_intake_into_a_resync_and_loses_no_end() {
+    let mut options = deskhook::ari::fake::FakeAriOptions::lab("deskhook", PASSWORD);
+    options.hold_events_while_disconnected = false;
+    let fake = deskhook::ari::fake::FakeAri::start(options).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::load(&write_config(dir.path(), &fake.url(), PASSWORD, "max_backlog = 50\n")).expect("config");
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let daemon = Daemon::start(&config, Box::new(Gate { open: gate, kept: kept.clone() }), DaemonLinks::default())
+        .expect("starts");
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connects");
+    let stats = daemon.stats();
+
+    let trace = trace("busy-stretch");
+    let cut = trace.len() / 2;
+    fake.play(&trace, 0..cut, Pace::MaxSpeed).await;
+    eventually("the intake to overflow", || stats.reader.overflows.load(Ordering::Relaxed) >= 1).await;
+    let peak = stats.reader.peak_backlog.load(Ordering::Relaxed);
+    assert!(peak <= 50, "the reader queued {peak} messages, over [ari] max_backlog = 50");
+    assert!(
+        fake.status().longest_write_us < 1_000_000,
+        "Asterisk's writes stalled for {} µs: the reader stopped reading",
+        fake.status().longest_write_us
+    );
+
+    open.send(true).expect("gate");
+    eventually("a reconnect and its resync after the overflow", || {
+        stats.reader.connections.load(Ordering::Relaxed) >= 2 && stats.resyncs.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    fake.play(&trace, cut..trace.len(), Pace::MaxSpeed).await;
+    eventually("no call left open", || stats.open_calls.load(Ordering::Relaxed) == 0).await;
+    assert!(daemon.stop(Duration::from_secs(4)).await, "stopped in time");
+
+    let mut by_call: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for output in kept.lock().expect("not poisoned").iter() {
+        if let Output::Event(event) = output {
+            let counts = by_call.entry(event.unique_id.clone()).or_default();
+            let text = event.status.text();
+            counts.0 += usize::from(text.starts_with("start of") || text == "outgoing call start");
+            counts.1 += usize::from(event.status.is_ended());
+        }
+    }
+    assert!(by_call.len() >= 5, "calls seen: {by_call:?}");
+    for (call, counts) in &by_call {
+        assert_eq!(*counts, (1, 1), "call {call}: (starts, ends)");
+    }
+}

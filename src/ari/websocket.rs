@@ -6,8 +6,13 @@
 //! everything else happens on the receiving side. The loop runs on its own OS thread with its
 //! own single-threaded runtime, so no other task can delay it. Outages are logged once when they
 //! start (and again only if the kind of failure changes) and once on recovery.
+//!
+//! What it queues is bounded (`[ari] max_backlog` messages not yet handled): when the engine
+//! falls that far behind, the reader neither blocks nor grows without end. It counts an
+//! overflow, closes the socket itself, waits until the backlog is down to half, and
+//! reconnects at once; the new connection's resync reconciles what was missed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +66,12 @@ pub struct ReaderStats {
     pub longest_gap_us: AtomicU64,
     /// Frames the loop spent a millisecond or more on (the thread was preempted, or worse).
     pub slow_frames: AtomicU64,
+    /// Messages queued and not yet handled: the receiver calls [`ReaderStats::handled`] for each.
+    pub backlog: AtomicUsize,
+    /// The largest `backlog` seen.
+    pub peak_backlog: AtomicUsize,
+    /// Times the backlog reached its limit and the socket was closed for a resync.
+    pub overflows: AtomicU64,
 }
 
 impl ReaderStats {
@@ -69,6 +80,25 @@ impl ReaderStats {
         self.longest_busy_us.store(0, Ordering::Relaxed);
         self.longest_gap_us.store(0, Ordering::Relaxed);
         self.slow_frames.store(0, Ordering::Relaxed);
+    }
+
+    /// The receiver has taken one queued message off the backlog.
+    pub fn handled(&self) {
+        let _ = self.backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| queued.checked_sub(1));
+    }
+
+    /// Counts one more queued message, unless `limit` are already waiting.
+    fn admit(&self, limit: usize) -> bool {
+        let admitted = self
+            .backlog
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| (queued < limit).then_some(queued + 1));
+        match admitted {
+            Ok(before) => {
+                self.peak_backlog.fetch_max(before + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -83,6 +113,8 @@ pub struct EventStreamSettings {
     pub idle_timeout: Duration,
     pub reconnect_max: Duration,
     pub connect_timeout: Duration,
+    /// Messages queued and not yet handled at most (`[ari] max_backlog`).
+    pub max_backlog: usize,
     config: AriConfig,
 }
 
@@ -108,6 +140,7 @@ impl EventStreamSettings {
             idle_timeout: config.idle_timeout.get().max(Duration::from_millis(200)),
             reconnect_max: config.reconnect_max.get().max(MIN_RECONNECT_DELAY),
             connect_timeout: config.request_timeout.get().max(Duration::from_millis(100)),
+            max_backlog: config.max_backlog.max(1),
             config: config.clone(),
         })
     }
@@ -172,6 +205,8 @@ enum End {
     ReceiverGone,
     Replaced,
     Lost(String),
+    /// The backlog reached its limit: the socket was closed so Asterisk never waits on it.
+    Overflow,
 }
 
 /// Starts the reader on its own thread. `deliver` queues one [`SocketEvent`] and returns
@@ -243,6 +278,13 @@ async fn supervise(
                 let healthy = connected_at.elapsed() >= STABLE_CONNECTION;
                 match end {
                     End::Shutdown | End::ReceiverGone => return,
+                    End::Overflow => {
+                        if !wait_for_catch_up(&settings, &stats, &shutdown).await {
+                            return;
+                        }
+                        // Asterisk is fine: no backoff, the sooner the resync the smaller the gap.
+                        continue;
+                    }
                     End::Replaced => {
                         tracing::error!(
                             "another ARI client took over application {:?} (ApplicationReplaced), so deskhook \
@@ -370,6 +412,9 @@ async fn read_until_closed(
             None => break End::Lost("the socket closed without a close frame".into()),
             Some(Err(error)) => break End::Lost(describe_read_error(&error)),
             Some(Ok(Message::Text(text))) => {
+                if !stats.admit(settings.max_backlog) {
+                    break End::Overflow;
+                }
                 let replaced = text.contains("ApplicationReplaced") && is_application_replaced(&text);
                 if !deliver(SocketEvent::Message(text)) {
                     break End::ReceiverGone;
@@ -389,7 +434,7 @@ async fn read_until_closed(
         }
     };
     match end {
-        End::Shutdown | End::Replaced => {
+        End::Shutdown | End::Replaced | End::Overflow => {
             close_now.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), pinger).await;
         }
@@ -397,6 +442,33 @@ async fn read_until_closed(
     }
     let last_alive = if fell_silent { last_frame } else { Instant::now() };
     (end, last_alive)
+}
+
+/// After an overflow: counts it, says so once, and waits until the receiver has worked the
+/// backlog down to half the limit. False on shutdown.
+async fn wait_for_catch_up(settings: &EventStreamSettings, stats: &ReaderStats, shutdown: &CancellationToken) -> bool {
+    stats.overflows.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::counter(
+        "deskhook_ari_intake_overflows_total",
+        "Times deskhook fell [ari] max_backlog messages behind ARI and closed the websocket to resync.",
+    )
+    .inc();
+    tracing::warn!(
+        "deskhook fell {} ARI messages behind ([ari] max_backlog): closed the event websocket so Asterisk never \
+         waits on it; reconnecting and resyncing once the backlog is worked off (calls are reconciled as after any \
+         reconnect); if this repeats, look for a stalled disk or an overloaded machine",
+        settings.max_backlog
+    );
+    let started = Instant::now();
+    let low_water = settings.max_backlog / 2;
+    while stats.backlog.load(Ordering::Relaxed) > low_water {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    tracing::info!("worked the ARI backlog down in {:.1} s; reconnecting", started.elapsed().as_secs_f64());
+    true
 }
 
 fn is_application_replaced(text: &str) -> bool {

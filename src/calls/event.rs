@@ -104,6 +104,10 @@ pub enum Effect {
     /// The daemon is watching Asterisk at this event time (emitted by the daemon, not the
     /// engine, while calls are open): a restart after a crash ends vanished calls then.
     Alive { at: EpochMillis },
+    /// Everything one step of the engine emitted (its events, then its checkpoints) is out;
+    /// emitted by the daemon. A sink that stores them commits the step as one unit, so a kill
+    /// never leaves an event stored without the checkpoint that follows it.
+    StepDone,
 }
 
 /// Everything the engine emits, in order.

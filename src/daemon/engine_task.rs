@@ -21,6 +21,7 @@ use crate::presence::Presence;
 use super::clock::EventClock;
 use super::queue_members::QueueMemberLookup;
 use super::resync::{is_any_resync_marker, is_resync_marker, spawn_resync, EndpointClasses, Snapshot};
+use super::sink::SinkQueue;
 use super::systemd::Systemd;
 use super::{Inbound, LiveStats};
 
@@ -90,7 +91,7 @@ pub(crate) struct EngineTask {
     pub app: String,
     pub presence: Presence,
     pub health: Health,
-    pub sink: mpsc::UnboundedSender<Output>,
+    pub sink: SinkQueue,
     pub inbound_tx: mpsc::UnboundedSender<Inbound>,
     pub queue_members: QueueMemberLookup,
     pub current_generation: Arc<AtomicU64>,
@@ -133,10 +134,13 @@ impl EngineTask {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            // A sink that fell behind holds ARI input back here; the reader's bound does the rest.
+            let sink_full = self.sink.is_full();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                received = inbound.recv_many(&mut batch, BATCH) => {
+                _ = self.sink.room(), if sink_full => {}
+                received = inbound.recv_many(&mut batch, BATCH), if !sink_full => {
                     if received == 0 {
                         break;
                     }
@@ -203,6 +207,7 @@ impl EngineTask {
     fn on_inbound(&mut self, item: Inbound) {
         match item {
             Inbound::Socket(SocketEvent::Message(text)) => {
+                self.stats.reader.handled();
                 let Some(event) = self.parse(&text) else { return };
                 self.on_received(event);
             }
@@ -415,6 +420,9 @@ impl EngineTask {
     /// Sends what the engine produced: queue questions to their lookups, the rest to the sink.
     fn dispatch(&mut self) {
         self.engine.take_checkpoints(&mut self.outputs);
+        if self.outputs.is_empty() {
+            return self.note_open_calls();
+        }
         for output in self.outputs.drain(..) {
             match output {
                 Output::Effect(Effect::QueueMembers { unique_id, channel_id, queue }) => {
@@ -432,6 +440,11 @@ impl EngineTask {
                 }
             }
         }
+        let _ = self.sink.send(Output::Effect(Effect::StepDone));
+        self.note_open_calls();
+    }
+
+    fn note_open_calls(&mut self) {
         let open = self.engine.open_calls();
         self.stats.open_calls.store(open as u64, Ordering::Relaxed);
         self.meters.open_calls.set(open as i64);

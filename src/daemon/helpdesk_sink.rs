@@ -20,9 +20,25 @@ pub struct HelpdeskSink {
     pickup: Option<Pickup>,
     /// Outbox commits still being awaited; their order was fixed when they were enqueued.
     storing: JoinSet<()>,
-    /// A call's recordings, collected until the engine's next output so that the pickup gets
-    /// them as one batch and uploads them in the order they were started.
+    /// The current engine step, stored as one unit at its [`Effect::StepDone`].
+    step: Step,
+}
+
+/// What one engine step gave the outbox and the pickup, until the step is done.
+#[derive(Default)]
+struct Step {
+    /// Helpdesk events, with (unique_id, status) to name them if they are not stored.
+    events: Vec<(Request, String, String)>,
+    /// Open-call checkpoints (JSON; `None` forgets the call).
+    open_calls: Vec<(String, Option<String>)>,
+    /// Recordings of calls that closed, uploaded in the order they were started.
     recordings: Vec<RecordingRef>,
+}
+
+impl Step {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.open_calls.is_empty() && self.recordings.is_empty()
+    }
 }
 
 impl HelpdeskSink {
@@ -32,35 +48,17 @@ impl HelpdeskSink {
         history: Option<History>,
         pickup: Option<Pickup>,
     ) -> Self {
-        Self { delivery, zone, history, pickup, storing: JoinSet::new(), recordings: Vec::new() }
+        Self { delivery, zone, history, pickup, storing: JoinSet::new(), step: Step::default() }
     }
 }
 
 impl Sink for HelpdeskSink {
     fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
         Box::pin(async move {
-            // The engine emits a call's recordings back to back (then CallClosed).
-            let same_call = matches!(output, Output::Recording(r) if self.recordings.first().is_none_or(|first| first.unique_id == r.unique_id));
-            if !same_call {
-                self.flush_recordings().await;
-            }
             match output {
                 Output::Event(event) => {
-                    // The outbox fixes the order at this call; the commit (group fsync) is
-                    // awaited off the sink's path so one slow fsync does not hold every event.
-                    let stored = self.delivery.enqueue(vec![Request::event(event, &self.zone)]);
-                    let (unique_id, status) = (event.unique_id.clone(), event.status.text().into_owned());
-                    self.storing.spawn(async move {
-                        if let Err(error) = stored.await {
-                            metrics::counter(
-                                "deskhook_events_not_stored_total",
-                                "Helpdesk events the outbox refused (full, disk error, stopped).",
-                            )
-                            .inc();
-                            tracing::error!(unique_id, status, "helpdesk event NOT stored: {error}");
-                        }
-                    });
-                    while self.storing.try_join_next().is_some() {}
+                    let request = Request::event(event, &self.zone);
+                    self.step.events.push((request, event.unique_id.clone(), event.status.text().into_owned()));
                     if let (Some(history), true) = (&self.history, event.status.is_ended()) {
                         let (history, event) = (history.clone(), event.clone());
                         tokio::task::spawn_blocking(move || {
@@ -70,12 +68,16 @@ impl Sink for HelpdeskSink {
                         });
                     }
                 }
-                Output::Recording(recording) => self.recordings.push(recording.clone()),
-                // After the call's events (and, at its close, its recordings' journaling above).
+                Output::Recording(recording) => self.step.recordings.push(recording.clone()),
                 Output::Effect(Effect::CallCheckpoint { unique_id, checkpoint }) => self
-                    .delivery
-                    .save_open_call(unique_id.clone(), checkpoint.as_ref().map(|checkpoint| checkpoint.to_json())),
-                Output::Effect(Effect::Alive { at }) => self.delivery.mark_alive(*at),
+                    .step
+                    .open_calls
+                    .push((unique_id.clone(), checkpoint.as_ref().map(|checkpoint| checkpoint.to_json()))),
+                Output::Effect(Effect::StepDone) => self.store_step().await,
+                Output::Effect(Effect::Alive { at }) => {
+                    self.store_step().await;
+                    self.delivery.mark_alive(*at);
+                }
                 Output::Effect(_) => {}
             }
         })
@@ -83,21 +85,49 @@ impl Sink for HelpdeskSink {
 
     fn close(&mut self) -> SinkFuture<'_> {
         Box::pin(async move {
-            self.flush_recordings().await;
+            self.store_step().await;
             while self.storing.join_next().await.is_some() {}
         })
     }
 }
 
 impl HelpdeskSink {
-    async fn flush_recordings(&mut self) {
-        if self.recordings.is_empty() {
+    /// Stores the step: its recordings are journaled first (a call forgotten by its
+    /// checkpoint must not take a promised upload with it), then its events and checkpoints in
+    /// one transaction, then the pickups start (queued behind the call's ended event).
+    async fn store_step(&mut self) {
+        if self.step.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.recordings);
-        match &self.pickup {
-            Some(pickup) => pickup.submit(batch).await,
-            None => tracing::debug!(count = batch.len(), "recordings ignored: no pickup configured"),
+        let step = std::mem::take(&mut self.step);
+        let promised = match (&self.pickup, step.recordings.is_empty()) {
+            (Some(pickup), false) => Some(pickup.promise(step.recordings).await),
+            (None, false) => {
+                tracing::debug!(count = step.recordings.len(), "recordings ignored: no pickup configured");
+                None
+            }
+            (_, true) => None,
+        };
+        let (requests, names): (Vec<Vec<Request>>, Vec<(String, String)>) =
+            step.events.into_iter().map(|(request, unique_id, status)| (vec![request], (unique_id, status))).unzip();
+        let outcomes = self.delivery.store_step(requests, step.open_calls);
+        // The order is fixed now; the commit (group fsync) is awaited off the sink's path so
+        // one slow fsync does not hold every event.
+        for (stored, (unique_id, status)) in outcomes.into_iter().zip(names) {
+            self.storing.spawn(async move {
+                if let Err(error) = stored.await {
+                    metrics::counter(
+                        "deskhook_events_not_stored_total",
+                        "Helpdesk events the outbox refused (full, disk error, stopped).",
+                    )
+                    .inc();
+                    tracing::error!(unique_id, status, "helpdesk event NOT stored: {error}");
+                }
+            });
+        }
+        while self.storing.try_join_next().is_some() {}
+        if let (Some(pickup), Some(promised)) = (&self.pickup, promised) {
+            pickup.release(promised);
         }
     }
 }

@@ -1,15 +1,17 @@
 //! The live daemon: ARI in, call engine in the middle, a [`Sink`] out.
 //!
 //! Three parts, each with one job:
-//! - the **reader** (`ari::websocket`, its own thread) drains the event websocket into an
-//!   unbounded queue, reconnecting with backoff;
+//! - the **reader** (`ari::websocket`, its own thread) drains the event websocket into a
+//!   queue bounded by `[ari] max_backlog` (past it: close, catch up, reconnect, resync),
+//!   reconnecting with backoff;
 //! - the **engine task** (`engine_task`) parses what is queued, feeds [`crate::calls::Engine`],
 //!   resyncs after each connect from REST (`/channels`, `/bridges`; events arriving until that
 //!   snapshot is complete are held back, merged with it by what each knows, and handled after
 //!   it, so a snapshot never undoes newer events nor replaces a channel's own story), keeps
 //!   [`crate::presence::Presence`] current, asks ARI for queue members, and lets event time
 //!   pass every 200 ms;
-//! - the **sink task** ([`sink`]) hands every output, in order, to the configured sink.
+//! - the **sink task** ([`sink`]) hands every output, in order, to the configured sink; when
+//!   `max_backlog` outputs wait for it, the engine stops taking ARI input until it catches up.
 //!
 //! `deskhook run`, `deskhook demo`, the tests and the `ws_ingest` bench all start it with
 //! [`Daemon::start`].
@@ -41,7 +43,7 @@ use crate::presence::Presence;
 
 pub use clock::EventClock;
 pub use queue_members::{parse_member_list, CACHE_TTL as QUEUE_MEMBERS_CACHE_TTL};
-pub use sink::{spawn_sink, JsonLinesSink, LogSink, Sink, SinkFuture, Tee};
+pub use sink::{spawn_sink, JsonLinesSink, LogSink, Sink, SinkFuture, SinkQueue, Tee};
 pub use systemd::Systemd;
 
 /// What the engine task takes in, in order.
@@ -142,7 +144,7 @@ impl Daemon {
         let stats = Arc::new(LiveStats::default());
         let shutdown = CancellationToken::new();
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel::<Inbound>();
-        let (sink_tx, sink_task) = spawn_sink(sink);
+        let (sink_tx, sink_task) = spawn_sink(sink, config.ari.max_backlog);
         let task = engine_task::EngineTask {
             engine,
             parser: EventParser::new(),

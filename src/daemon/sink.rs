@@ -1,15 +1,19 @@
 //! Where the call engine's outputs go: the [`Sink`] trait and the sinks `run` and `demo` use.
 //!
-//! The engine task never waits for a sink: it pushes each [`Output`] into an unbounded queue,
-//! and one sink task takes them out in order and awaits [`Sink::accept`]. A slow sink (a
-//! SQLite outbox, an HTTP POST) therefore delays only its own queue. The durable outbox and
-//! the recordings pickup plug in as further `Sink`s (combine several with [`Tee`]).
+//! The engine task pushes each [`Output`] into a [`SinkQueue`], and one sink task takes them
+//! out in order and awaits [`Sink::accept`], so a sink's pauses (a commit, an fsync) do not
+//! stall the engine. The queue is bounded: once `limit` outputs wait, the engine stops taking
+//! ARI input until the sink catches up, and the ARI reader's own bound (`[ari] max_backlog`)
+//! takes over from there. The durable outbox and the recordings pickup plug in as `Sink`s
+//! (combine several with [`Tee`]).
 
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::calls::{CallEvent, Effect, Output, RecordingRef};
@@ -29,17 +33,61 @@ pub trait Sink: Send + 'static {
     }
 }
 
-/// Starts the task that feeds `sink`; the engine sends into the returned queue. The task ends
-/// (after [`Sink::close`]) once every sender is dropped.
-pub fn spawn_sink(mut sink: Box<dyn Sink>) -> (mpsc::UnboundedSender<Output>, JoinHandle<()>) {
+/// The engine's end of a sink task's queue: sending never waits, but the engine asks
+/// [`SinkQueue::is_full`] before it takes more input and waits in [`SinkQueue::room`].
+#[derive(Clone)]
+pub struct SinkQueue {
+    tx: mpsc::UnboundedSender<Output>,
+    waiting: Arc<AtomicUsize>,
+    room: Arc<Notify>,
+    limit: usize,
+}
+
+impl SinkQueue {
+    /// Queues `output`; false once the sink task is gone.
+    pub fn send(&self, output: Output) -> bool {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.send(output).is_ok();
+        if !sent {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// At least `limit` outputs wait for the sink.
+    pub fn is_full(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= self.limit
+    }
+
+    /// Returns once fewer than `limit` outputs wait.
+    pub async fn room(&self) {
+        // Re-checked now and then as well: a sink task that died notifies nobody.
+        while self.is_full() && !self.tx.is_closed() {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), self.room.notified()).await;
+        }
+    }
+}
+
+/// Starts the task that feeds `sink`; the engine sends into the returned queue, which counts as
+/// full at `limit` waiting outputs. The task ends (after [`Sink::close`]) once every sender is
+/// dropped.
+pub fn spawn_sink(mut sink: Box<dyn Sink>, limit: usize) -> (SinkQueue, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let room = Arc::new(Notify::new());
+    let queue = SinkQueue { tx, waiting: waiting.clone(), room: room.clone(), limit: limit.max(1) };
     let task = tokio::spawn(async move {
         while let Some(output) = rx.recv().await {
             sink.accept(&output).await;
+            if waiting.fetch_sub(1, Ordering::Relaxed) <= limit {
+                room.notify_one();
+            }
         }
+        // Whoever still waits for room must not wait for a sink that is gone.
+        room.notify_one();
         sink.close().await;
     });
-    (tx, task)
+    (queue, task)
 }
 
 /// Logs every helpdesk event and recording (journald-friendly, one line each).
@@ -61,7 +109,7 @@ impl Sink for LogSink {
             Output::Effect(Effect::CallClosed { unique_id, answered }) => {
                 tracing::debug!("call {unique_id} closed (answered: {answered})")
             }
-            Output::Effect(Effect::CallCheckpoint { .. } | Effect::Alive { .. }) => {}
+            Output::Effect(Effect::CallCheckpoint { .. } | Effect::Alive { .. } | Effect::StepDone) => {}
             Output::Effect(effect) => tracing::debug!("engine effect: {effect:?}"),
         }
         Box::pin(async {})
@@ -172,7 +220,7 @@ mod tests {
         let zone = jiff::tz::TimeZone::UTC;
         let sink =
             Tee::new(vec![Box::new(JsonLinesSink::new(buffer.clone(), zone.clone())), Box::new(LogSink::new(zone))]);
-        let (tx, task) = spawn_sink(Box::new(sink));
+        let (tx, task) = spawn_sink(Box::new(sink), 100);
         let event = CallEvent {
             unique_id: "1.1".into(),
             status: Status::IncomingStart,
@@ -187,7 +235,7 @@ mod tests {
             Output::Recording(RecordingRef { unique_id: "1.1".into(), source: RecordingSource::File("/r.wav".into()) }),
         ];
         for output in sent {
-            tx.send(output).expect("sink task alive");
+            assert!(tx.send(output), "sink task alive");
         }
         drop(tx);
         task.await.expect("sink task ends when the queue closes");

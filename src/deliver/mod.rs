@@ -204,9 +204,34 @@ impl DeliveryHandle {
         }
     }
 
-    /// Saves (or with `None` forgets) an open call's checkpoint, after everything enqueued before.
-    pub fn save_open_call(&self, unique_id: String, checkpoint: Option<String>) {
-        let _ = self.inner.writer.send(WriterCommand::OpenCall { unique_id, checkpoint });
+    /// Stores one engine step as a unit, in one transaction: each entry of `events` as
+    /// [`DeliveryHandle::enqueue`] stores it (with its own outcome, returned in order), and the
+    /// checkpoints of the calls they changed (`None` forgets a call). A kill therefore never
+    /// keeps an event without the checkpoint that says it was sent.
+    pub fn store_step(
+        &self,
+        events: Vec<Vec<Request>>,
+        open_calls: Vec<(String, Option<String>)>,
+    ) -> Vec<impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static> {
+        let mut commands = Vec::with_capacity(events.len() + open_calls.len());
+        let mut outcomes = Vec::with_capacity(events.len());
+        for requests in events {
+            let (reply, stored) = tokio::sync::oneshot::channel();
+            if requests.is_empty() {
+                let _ = reply.send(Ok(()));
+            } else {
+                commands.push(WriterCommand::Enqueue { requests, reply });
+            }
+            outcomes.push(stored);
+        }
+        commands.extend(
+            open_calls.into_iter().map(|(unique_id, checkpoint)| WriterCommand::OpenCall { unique_id, checkpoint }),
+        );
+        // A refused send drops the replies: every outcome then reads `Stopped`.
+        if !commands.is_empty() {
+            let _ = self.inner.writer.send(WriterCommand::Together(commands));
+        }
+        outcomes.into_iter().map(|stored| async move { stored.await.map_err(|_| DeliverError::Stopped)? }).collect()
     }
 
     /// Notes that the daemon was watching Asterisk at event time `at_ms`.

@@ -37,6 +37,9 @@ pub(crate) enum WriterCommand {
     OpenCall { unique_id: String, checkpoint: Option<String> },
     /// The daemon was watching Asterisk at this event time.
     Alive { at_ms: i64 },
+    /// These commands in one transaction, whatever else shares the batch: an engine step's
+    /// events and the checkpoints that follow them are stored together or not at all.
+    Together(Vec<WriterCommand>),
     /// Commit what is queued before this, then stop.
     Stop(oneshot::Sender<()>),
 }
@@ -154,6 +157,14 @@ impl Writer {
     }
 
     fn apply(&mut self, batch: Vec<WriterCommand>) {
+        // Every batch is one transaction, so a group only needs to stay inside its batch.
+        let batch: Vec<WriterCommand> = batch
+            .into_iter()
+            .flat_map(|command| match command {
+                WriterCommand::Together(commands) => commands,
+                command => vec![command],
+            })
+            .collect();
         let durable = batch.iter().any(|command| matches!(command, WriterCommand::Enqueue { .. }));
         if durable != self.fsync_commits {
             let mode = if durable { "FULL" } else { "NORMAL" };
@@ -170,7 +181,8 @@ impl Writer {
             WriterCommand::Recount
             | WriterCommand::Stop(_)
             | WriterCommand::OpenCall { .. }
-            | WriterCommand::Alive { .. } => None,
+            | WriterCommand::Alive { .. }
+            | WriterCommand::Together(_) => None,
         });
         match outcome {
             Ok(effects) => {
@@ -280,7 +292,7 @@ fn apply_batch(
                 tx.prepare_cached("INSERT OR REPLACE INTO outbox_meta (key, value) VALUES ('last_alive_ms', ?1)")?
                     .execute([at_ms])?;
             }
-            WriterCommand::Recount | WriterCommand::Stop(_) => {}
+            WriterCommand::Recount | WriterCommand::Stop(_) | WriterCommand::Together(_) => {}
         }
     }
     tx.commit()?;

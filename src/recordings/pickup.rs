@@ -141,8 +141,9 @@ impl Pickup {
         Ok(Pickup { tx, journal })
     }
 
-    /// Promises the upload of a finished call's recordings: journaled before this returns.
-    pub async fn submit(&self, recordings: Vec<RecordingRef>) {
+    /// Promises the upload of finished calls' recordings: journaled before this returns, and
+    /// started by [`Pickup::release`] (so the call's ended event can be queued ahead of them).
+    pub async fn promise(&self, recordings: Vec<RecordingRef>) -> Promised {
         let mut by_call: Vec<(String, Vec<String>)> = Vec::new();
         for recording in recordings {
             let RecordingSource::File(file) = recording.source else { continue };
@@ -152,7 +153,7 @@ impl Pickup {
             }
         }
         if by_call.is_empty() {
-            return;
+            return Promised(by_call);
         }
         let rows: Vec<(String, String)> =
             by_call.iter().flat_map(|(id, files)| files.iter().map(move |file| (id.clone(), file.clone()))).collect();
@@ -163,11 +164,26 @@ impl Pickup {
                 "cannot journal recording pickups; they are still attempted but would not survive a restart"
             );
         }
-        for call in by_call {
+        Promised(by_call)
+    }
+
+    /// Starts the pickups promised.
+    pub fn release(&self, promised: Promised) {
+        for call in promised.0 {
             let _ = self.tx.send(call);
         }
     }
+
+    /// [`Pickup::promise`], then [`Pickup::release`].
+    pub async fn submit(&self, recordings: Vec<RecordingRef>) {
+        let promised = self.promise(recordings).await;
+        self.release(promised);
+    }
 }
+
+/// Journaled pickups not yet started, per call in the order their recordings were started.
+#[must_use = "a promised pickup starts only when released"]
+pub struct Promised(Vec<(String, Vec<String>)>);
 
 impl Worker {
     async fn pick_up(&self, unique_id: &str, files: Vec<String>) {
