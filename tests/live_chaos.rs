@@ -2,20 +2,23 @@
 //! killed with SIGKILL at random moments (every 2–8 s, back after 0.5–2 s), events that happen
 //! while it is down are lost (as with a real Asterisk), and the helpdesk refuses now and then.
 //! Every call deskhook saw at all gets `start` and `ended` exactly once, the other events at
-//! most once and in order. Seeded (`DESKHOOK_CHAOS_SEEDS=1,2,3` runs other seeds) and bounded.
+//! most once and in order, and every answered call its MixMonitor recording (uploaded after its
+//! end; again only if an upload was in flight at a kill). Seeded (`DESKHOOK_CHAOS_SEEDS=1,2,3`
+//! runs other seeds) and bounded.
 
 mod common;
 #[path = "deliver_support/mod.rs"]
 mod deliver_support;
 mod live_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deliver_support::form_fields;
 use deliver_support::receiver::{Receiver, Reply, Seen};
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, Pace};
+use deliver_support::{form_fields, multipart_parts};
+use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use live_support::*;
 
 /// A small deterministic generator (xorshift64*), so a failing seed can be run again.
@@ -34,15 +37,57 @@ impl Dice {
     }
 }
 
-fn config_for(dir: &std::path::Path, ari_url: &str, webhook: &str) -> String {
+const SPOOL: &str = "/var/spool/asterisk/monitor";
+
+fn config_for(dir: &Path, ari_url: &str, webhook: &str, spool: &Path) -> String {
     let path = write_config(dir, ari_url, PASSWORD, "");
-    let text = std::fs::read_to_string(&path).expect("config").replace("mode = \"mixmonitor\"", "mode = \"off\"");
+    let text = std::fs::read_to_string(&path)
+        .expect("config")
+        .replace(&format!("dirs = [\"{SPOOL}\"]"), &format!("dirs = [\"{}\"]\nsettle = \"300ms\"", spool.display()));
     let text = format!(
         "{text}\n[helpdesk]\nwebhook_url = \"{webhook}\"\nmin_backoff = \"50ms\"\nmax_backoff = \"400ms\"\n\
          max_parallel = 2\nrequest_timeout = \"5s\"\n"
     );
     std::fs::write(&path, text).expect("config");
     path.to_str().expect("utf8").to_string()
+}
+
+/// The busy stretch with its MixMonitor files in `spool`, written there (complete) already;
+/// each recorded call's file name by the call's first channel; the calls answered (their first
+/// channel's `Dial` was answered).
+fn busy_stretch_recorded_in(spool: &Path) -> (FakeTrace, BTreeMap<String, String>, BTreeSet<String>) {
+    let raw = std::fs::read_to_string(fixtures().join("busy-stretch.jsonl")).expect("trace");
+    let raw = raw.replace(SPOOL, &spool.display().to_string());
+    let mut files = BTreeMap::new();
+    let mut answered = BTreeSet::new();
+    for line in raw.lines().filter(|line| line.contains("\"MIXMONITOR_FILENAME\"") || line.contains("\"Dial\"")) {
+        let event: serde_json::Value = serde_json::from_str(line).expect("json");
+        if event["type"] == "Dial" {
+            if let (Some("ANSWER"), Some(caller)) = (event["dialstatus"].as_str(), event["caller"]["id"].as_str()) {
+                answered.insert(caller.to_string());
+            }
+            continue;
+        }
+        if event["variable"] != "MIXMONITOR_FILENAME" {
+            continue;
+        }
+        let path = Path::new(event["value"].as_str().expect("a file"));
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(path, format!("audio of {}", path.display())).expect("recording");
+        let name = path.file_name().expect("a name").to_string_lossy().into_owned();
+        files.insert(event["channel"]["id"].as_str().expect("channel").to_string(), name);
+    }
+    (FakeTrace::parse(&raw).expect("trace"), files, answered)
+}
+
+/// The `unique_id` part of a recording upload.
+fn upload_call(seen: &Seen) -> String {
+    let parts = multipart_parts(&seen.content_type, &seen.body);
+    parts
+        .iter()
+        .find(|p| p.name == "unique_id")
+        .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+        .unwrap_or_default()
 }
 
 async fn chaos(seed: u64) {
@@ -64,11 +109,12 @@ async fn chaos(seed: u64) {
         })
     };
     let receiver = Receiver::start_with(script).await;
-    let config = config_for(dir.path(), &fake.url(), &receiver.url());
+    let spool = tempfile::tempdir().expect("spool");
+    let (trace, recorded, answered_in_trace) = busy_stretch_recorded_in(spool.path());
+    let config = config_for(dir.path(), &fake.url(), &receiver.url(), spool.path());
 
     let mut deskhook = Deskhook::spawn(&["run", "--config", &config]);
     fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
-    let trace = trace("busy-stretch");
     let replay = {
         let fake = fake.clone();
         tokio::spawn(async move { fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 4.0 }).await })
@@ -90,9 +136,10 @@ async fn chaos(seed: u64) {
     replay.await.expect("replay");
 
     // Settled: every call the helpdesk heard of has its end, and nothing more arrives.
+    let is_upload = |seen: &Seen| seen.content_type.starts_with("multipart/");
     let by_call = |accepted: &[Seen]| {
         let mut calls: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
-        for seen in accepted {
+        for seen in accepted.iter().filter(|seen| !is_upload(seen)) {
             let fields = form_fields(&seen.body);
             let id = fields.get("unique_id").cloned().unwrap_or_default();
             let status = fields.get("status").cloned().unwrap_or_default();
@@ -104,13 +151,29 @@ async fn chaos(seed: u64) {
         }
         calls
     };
+    // Answered as deskhook told the helpdesk: an answer event, or a talk time on the end (the
+    // answer itself may have happened while deskhook was down).
+    let answered = |events: &Vec<(String, Vec<u8>)>| {
+        events.iter().any(|(status, body)| {
+            status.contains("answer") || (status.ends_with("ended") && form_fields(body).contains_key("call_duration"))
+        })
+    };
     let all_ended = |calls: &BTreeMap<String, Vec<(String, Vec<u8>)>>| {
         calls.values().all(|events| events.iter().any(|(status, _)| status.ends_with("ended")))
     };
+    // Answered calls whose recording has not arrived yet.
+    let unrecorded = |accepted: &[Seen], calls: &BTreeMap<String, Vec<(String, Vec<u8>)>>| {
+        let uploaded: BTreeSet<String> = accepted.iter().filter(|seen| is_upload(seen)).map(upload_call).collect();
+        calls
+            .iter()
+            .filter(|(id, events)| answered(events) && recorded.contains_key(*id) && !uploaded.contains(*id))
+            .count()
+    };
     let settle = std::time::Instant::now();
     loop {
-        let calls = by_call(&receiver.accepted());
-        if !calls.is_empty() && all_ended(&calls) {
+        let accepted = receiver.accepted();
+        let calls = by_call(&accepted);
+        if !calls.is_empty() && all_ended(&calls) && unrecorded(&accepted, &calls) == 0 {
             break;
         }
         if settle.elapsed() > Duration::from_secs(60) {
@@ -123,14 +186,20 @@ async fn chaos(seed: u64) {
             for (run, log) in logs.iter().enumerate() {
                 eprintln!("---- run {run} ----\n{log}");
             }
-            panic!("seed {seed}, {kills} kills: calls heard of without an end after 60 s: {open:?}");
+            let missing = unrecorded(&accepted, &calls);
+            panic!(
+                "seed {seed}, {kills} kills: after 60 s, calls heard of without an end: {open:?}; answered calls \
+                 without their recording: {missing}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Whatever is still on its way (a repeat, a stray) has time to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     deskhook.stop().await;
 
-    let calls = by_call(&receiver.accepted());
+    let accepted = receiver.accepted();
+    let calls = by_call(&accepted);
     assert!(calls.len() >= 20, "seed {seed}: deskhook saw only {} of 70 calls", calls.len());
     for (id, events) in &calls {
         let statuses: Vec<&str> = events.iter().map(|(status, _)| status.as_str()).collect();
@@ -149,6 +218,32 @@ async fn chaos(seed: u64) {
         assert_eq!(distinct.len(), statuses.len(), "seed {seed}: call {id} got an event twice: {statuses:?}");
     }
     assert!(kills >= 1, "seed {seed}: the replay ended before the first kill");
+
+    // Recordings: (call, file) per upload, in arrival order.
+    let uploads: Vec<(String, String)> = accepted
+        .iter()
+        .filter(|seen| is_upload(seen))
+        .map(|seen| {
+            let parts = multipart_parts(&seen.content_type, &seen.body);
+            let file = parts.iter().find(|p| p.name == "record").and_then(|p| p.filename.clone());
+            (upload_call(seen), file.unwrap_or_default())
+        })
+        .collect();
+    let distinct: BTreeSet<&(String, String)> = uploads.iter().collect();
+    assert!(
+        uploads.len() - distinct.len() <= kills,
+        "seed {seed}, {kills} kills: more repeated uploads than kills: {uploads:?}"
+    );
+    for (id, events) in &calls {
+        let answered = answered(events);
+        assert!(!answered || answered_in_trace.contains(id), "seed {seed}: call {id} was never answered: {events:?}");
+        let expected: BTreeSet<&String> = recorded.get(id).filter(|_| answered).into_iter().collect();
+        let got: BTreeSet<&String> = uploads.iter().filter(|(call, _)| call == id).map(|(_, file)| file).collect();
+        assert_eq!(got, expected, "seed {seed}, {kills} kills: recordings of call {id} (answered: {answered})");
+    }
+    for (call, file) in &uploads {
+        assert!(calls.contains_key(call), "seed {seed}: {file} uploaded for call {call} that was never announced");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
