@@ -238,3 +238,40 @@ async fn endpoints_lists_every_endpoint_with_its_class() {
     assert_eq!(code, 1);
     assert!(stderr.contains("HTTP 401") && stderr.contains("ari.conf"), "{stderr}");
 }
+
+/// A `[[sinks]]` mistake makes the config unusable: `check` names the sink and key, exits 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_sink_is_named_by_sink_and_key_and_check_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("[[sinks]]\nname = \"crm\"\nkind = \"fax\"\n", "config.toml: [sinks.crm] kind: "),
+        (
+            "[[sinks]]\nname = \"a\"\nkind = \"json\"\nurl = \"https://x.example/calls\"\n\
+             [[sinks]]\nname = \"a\"\nkind = \"zammad\"\nurl = \"https://z.example/api/v1/cti/T0KEN\"\n",
+            "config.toml: [sinks.a] name: \"a\" is used by two sinks",
+        ),
+        ("[[sinks]]\nname = \"warehouse\"\nkind = \"json\"\nsecret = \"k\"\n", "config.toml: [sinks.warehouse] url: "),
+    ];
+    for (sinks, expected) in cases {
+        let config = check_config(dir.path(), "http://127.0.0.1:9", PASSWORD, sinks);
+        let (code, output) = check(&config).await;
+        assert_eq!(code, 2, "{sinks}\n{output}");
+        assert!(output.contains(expected), "{sinks}\n{output}");
+        assert!(!output.contains("T0KEN"), "{output}");
+    }
+}
+
+/// Sinks this build cannot deliver to yet are refused by `run`, never silently skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_sinks_it_would_not_deliver_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sinks = "[[sinks]]\nname = \"warehouse\"\nkind = \"json\"\nurl = \"https://dw.example/hooks/S3CRET\"\n";
+    let config = check_config(dir.path(), "http://127.0.0.1:9", PASSWORD, sinks);
+    let (code, stdout, stderr) = run_command(&["run", "--config", &config]).await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("[sinks.warehouse] (json sink): this build of deskhook checks [[sinks]]"), "{stderr}");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("[sinks.warehouse] (json sink at https://dw.example)"), "{output}");
+    assert!(!output.contains("S3CRET") && !stderr.contains("S3CRET"), "{output}{stderr}");
+}

@@ -64,6 +64,19 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     check_storage(&config.storage.dir, &mut report);
     check_recordings(config, &mut report);
     check_webhook(&config.helpdesk.webhook_url, &mut report).await;
+    for sink in &config.sinks {
+        report.problem(
+            "sinks",
+            &format!(
+                "[sinks.{}] ({} sink at {}): {}",
+                sink.name,
+                sink.kind(),
+                sink.host(),
+                crate::config::SINKS_NOT_DELIVERED
+            ),
+            "remove the [[sinks]] tables for now; [helpdesk] webhook_url delivers to Omnidesk/Deskie",
+        );
+    }
     let (problems, warnings) = (report.problems, report.warnings);
     let summary = match (problems, warnings) {
         (0, 0) => "everything deskhook needs is in place".to_string(),

@@ -35,6 +35,17 @@ pub fn run(config: &Config, print_events: bool) -> i32 {
 }
 
 async fn serve(config: &Config, print_events: bool) -> i32 {
+    if let Some(sink) = config.sinks.first() {
+        // Refused, not ignored: calls must never silently miss a destination the admin configured.
+        tracing::error!(
+            "[sinks.{}] ({} sink): {}; fix: remove the [[sinks]] tables for now ([helpdesk] webhook_url delivers to \
+             Omnidesk/Deskie)",
+            sink.name,
+            sink.kind(),
+            crate::config::SINKS_NOT_DELIVERED
+        );
+        return 2;
+    }
     let started = tokio::time::Instant::now();
     let zone = config.time_zone();
     let presence = Presence::new();

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod sinks;
+
+pub use sinks::{Destination, JsonRecordings, SinkConfig, SINKS_NOT_DELIVERED, SINK_KINDS};
+
 /// Where `--config` falls back to when neither the flag nor `$DESKHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/deskhook/config.toml";
 /// The smallest `[ari] max_backlog`: below it every burst would cost a reconnect.
@@ -27,7 +31,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(file: &str, section: &str, key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &str, section: &str, key: &str, message: impl Into<String>) -> Self {
         Self { file: file.to_string(), section: section.to_string(), key: key.to_string(), message: message.into() }
     }
 }
@@ -41,6 +45,12 @@ pub struct Config {
     pub recordings: RecordingsConfig,
     pub forward: ForwardConfig,
     pub storage: StorageConfig,
+    /// `[[sinks]]` as written; [`Config::sinks`] holds them checked.
+    #[serde(rename = "sinks")]
+    raw_sinks: Vec<toml::Table>,
+    /// The destinations configured under `[[sinks]]`, checked (see [`Config::destinations`]).
+    #[serde(skip)]
+    pub sinks: Vec<SinkConfig>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -157,6 +167,33 @@ impl Default for HelpdeskConfig {
             client_error_tries: 3,
             keep_delivered: DurationSpec::secs(86_400),
         }
+    }
+}
+
+impl HelpdeskConfig {
+    /// Checks the delivery settings (everything but the URL) of `[section]`.
+    pub(crate) fn validate_delivery(&self, file: &str, section: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| Err(ConfigError::new(file, section, key, message));
+        if self.max_parallel == 0 {
+            return err("max_parallel", "is 0, expected at least 1".into());
+        }
+        if self.min_backoff.get().is_zero() || self.min_backoff.get() > self.max_backoff.get() {
+            return err(
+                "min_backoff",
+                format!(
+                    "is {:?}, expected more than 0 and at most max_backoff ({:?})",
+                    self.min_backoff.get(),
+                    self.max_backoff.get()
+                ),
+            );
+        }
+        if self.client_error_tries == 0 {
+            return err("client_error_tries", "is 0, expected at least 1".into());
+        }
+        if self.outbox_max_rows < 100 {
+            return err("outbox_max_rows", format!("is {}, expected at least 100", self.outbox_max_rows));
+        }
+        Ok(())
     }
 }
 
@@ -444,9 +481,22 @@ impl Config {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|err| toml_error(text, file, &err))?;
+        let mut config: Config = toml::from_str(text).map_err(|err| toml_error(text, file, &err))?;
         config.validate(file)?;
+        config.sinks = sinks::parse(&config.raw_sinks, &config.helpdesk, file)?;
         Ok(config)
+    }
+
+    /// Every destination calls go to: the `[[sinks]]`, and first `[helpdesk] webhook_url` as the
+    /// `omnidesk` sink named `helpdesk` (SPEC §7). With no sink at all, the `helpdesk` sink
+    /// stays, without a URL: events are stored and only logged.
+    pub fn destinations(&self) -> Vec<SinkConfig> {
+        let mut all = Vec::with_capacity(self.sinks.len() + 1);
+        if !self.helpdesk.webhook_url.is_empty() || self.sinks.is_empty() {
+            all.push(SinkConfig::helpdesk(&self.helpdesk));
+        }
+        all.extend(self.sinks.iter().cloned());
+        all
     }
 
     /// Checks what serde cannot: patterns, zones, URLs, ranges.
@@ -517,32 +567,7 @@ impl Config {
                 );
             }
         }
-        if self.helpdesk.max_parallel == 0 {
-            return err("helpdesk", "max_parallel", "is 0, expected at least 1".into());
-        }
-        if self.helpdesk.min_backoff.get().is_zero()
-            || self.helpdesk.min_backoff.get() > self.helpdesk.max_backoff.get()
-        {
-            return err(
-                "helpdesk",
-                "min_backoff",
-                format!(
-                    "is {:?}, expected more than 0 and at most max_backoff ({:?})",
-                    self.helpdesk.min_backoff.get(),
-                    self.helpdesk.max_backoff.get()
-                ),
-            );
-        }
-        if self.helpdesk.client_error_tries == 0 {
-            return err("helpdesk", "client_error_tries", "is 0, expected at least 1".into());
-        }
-        if self.helpdesk.outbox_max_rows < 100 {
-            return err(
-                "helpdesk",
-                "outbox_max_rows",
-                format!("is {}, expected at least 100", self.helpdesk.outbox_max_rows),
-            );
-        }
+        self.helpdesk.validate_delivery(file, "helpdesk")?;
         if self.recordings.mode == RecordingMode::Mixmonitor && self.recordings.dirs.is_empty() {
             return err(
                 "recordings",
@@ -636,7 +661,7 @@ impl Config {
     }
 }
 
-fn check_http_url(raw: &str) -> Result<url::Url, String> {
+pub(crate) fn check_http_url(raw: &str) -> Result<url::Url, String> {
     let parsed = url::Url::parse(raw).map_err(|err| format!("{:?} is not a URL ({err})", redacted_url(raw)))?;
     match parsed.scheme() {
         "http" | "https" => {}
@@ -695,7 +720,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let text = include_str!("../config.example.toml");
+        let text = include_str!("../../config.example.toml");
         let config = Config::from_toml(text, "config.example.toml").expect("the documented example must be valid");
         assert_eq!(config.pbx.trunks, vec!["provider".to_string()]);
         assert!(!config.forward.resolvers.is_empty());
