@@ -16,8 +16,8 @@
 //!   answered trunk leg is gone, or its caller is gone with no trunk leg left.
 //!
 //! This file holds the state (legs, calls) and the channel lifecycle (created, destroyed, a
-//! call's end); the other rules live by topic: [`dial`] (rings and answers), [`queue`] (queue
-//! visits), [`bridges`] (transfers, pickups, Local pairs), [`resync`] (snapshots, adoption,
+//! call's end); the other rules live by topic: `dial` (rings and answers), `queue` (queue
+//! visits), `bridges` (transfers, pickups, Local pairs), `resync` (snapshots, adoption,
 //! checkpoints and restarts).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
