@@ -65,7 +65,7 @@ async fn sustained(size: Size) {
     let total = burst_calls * EVENTS_PER_CALL;
     let requests: Vec<Request> = (0..EVENTS_PER_CALL)
         .flat_map(|seq| (0..burst_calls).map(move |call| (call, seq)))
-        .map(|(call, seq)| Request::event(&event(&format!("1700000000.{call}"), seq, EVENTS_PER_CALL), &utc))
+        .map(|(call, seq)| event(&format!("1700000000.{call}"), seq, EVENTS_PER_CALL).request(&utc))
         .collect();
 
     let started = Instant::now();
@@ -105,7 +105,7 @@ async fn paced(size: Size) {
     for index in 0..total {
         ticker.tick().await;
         let (call, seq) = (format!("1700000001.{}", index % calls), index / calls);
-        let request = Request::event(&event(&call, seq, per_call), &utc);
+        let request = event(&call, seq, per_call).request(&utc);
         sent_at.insert((call, seq), Instant::now());
         outstanding.push(tokio::spawn(handle.enqueue(vec![request])));
     }

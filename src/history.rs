@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::ari::events::EpochMillis;
-use crate::calls::{CallEvent, Status};
+use crate::calls::{CallDirection, CallEvent};
 use crate::forward::answer::is_valid_extension;
 use crate::forward::phone::PhoneNormalizer;
 
@@ -106,22 +106,22 @@ impl History {
     /// Stores the ended event of an answered call; returns whether it was stored
     /// (other events, unanswered calls and unusable numbers are ignored).
     pub fn record(&self, event: &CallEvent) -> Result<bool, HistoryError> {
-        if event.call_duration.is_none() {
+        let Some(summary) = event.summary().filter(|summary| summary.answered()) else {
             return Ok(false);
-        }
-        let (client, operator, direction) = match event.status {
-            Status::IncomingEnded => (&event.from_user, &event.to_user, "in"),
-            Status::OutgoingEnded => (&event.to_user, &event.from_user, "out"),
-            _ => return Ok(false),
         };
-        let operator = operator.trim();
+        let client = &event.parties.client;
+        let direction = match event.parties.direction {
+            CallDirection::Incoming => "in",
+            CallDirection::Outgoing => "out",
+        };
+        let operator = summary.operator.as_deref().unwrap_or_default().trim();
         let Ok(client) = self.inner.phones.normalise(client) else {
             return Ok(false);
         };
         if !is_valid_extension(operator) {
             return Ok(false);
         }
-        let duration = i64::try_from(event.call_duration.unwrap_or(0)).unwrap_or(i64::MAX);
+        let duration = i64::try_from(summary.talk_seconds()).unwrap_or(i64::MAX);
         {
             let writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             writer
@@ -188,15 +188,19 @@ fn now_millis() -> EpochMillis {
 mod tests {
     use super::*;
 
-    fn ended(status: Status, from: &str, to: &str, id: &str, ago: Duration, duration: Option<u64>) -> CallEvent {
-        CallEvent {
-            unique_id: id.into(),
-            status,
-            from_user: from.into(),
-            to_user: to.into(),
-            at: now_millis() - i64::try_from(ago.as_millis()).expect("small"),
-            call_duration: duration,
+    use crate::calls::{CallSummary, Happened, Parties};
+
+    /// The end of an incoming call from `client` (or, `outgoing`, of a call to it), answered by
+    /// `operator` for `talk` seconds (`None`: not answered), `ago` before now.
+    fn ended(outgoing: bool, client: &str, operator: &str, id: &str, ago: Duration, talk: Option<u64>) -> CallEvent {
+        let at = now_millis() - i64::try_from(ago.as_millis()).expect("small");
+        let parties =
+            if outgoing { Parties::outgoing(operator, client) } else { Parties::incoming(client, "74951234567") };
+        let mut summary = CallSummary::unanswered(at - 60_000, at);
+        if let Some(talk) = talk {
+            summary = summary.answered_by(operator, talk);
         }
+        CallEvent { unique_id: id.into(), at, parties, what: Happened::Ended(Box::new(summary)) }
     }
 
     fn open() -> (tempfile::TempDir, History) {
@@ -209,8 +213,8 @@ mod tests {
     fn the_last_operator_of_answered_calls_is_found_by_any_spelling() {
         let (_dir, history) = open();
         let hour = Duration::from_secs(3600);
-        let older = ended(Status::IncomingEnded, "+7 916 123-45-67", "101", "1.1", hour * 2, Some(30));
-        let newer = ended(Status::OutgoingEnded, "102", "89161234567", "1.2", hour, Some(5));
+        let older = ended(false, "+7 916 123-45-67", "101", "1.1", hour * 2, Some(30));
+        let newer = ended(true, "89161234567", "102", "1.2", hour, Some(5));
         assert!(history.record(&older).expect("record"));
         assert!(history.record(&newer).expect("record"));
         for spelling in ["79161234567", "89161234567", "+7 (916) 123-45-67"] {
@@ -225,17 +229,18 @@ mod tests {
     fn unanswered_calls_and_other_events_are_ignored() {
         let (dir, history) = open();
         let minute = Duration::from_secs(60);
-        let unanswered = ended(Status::IncomingEnded, "79161234567", "101", "2.1", minute, None);
-        let answered_event = ended(Status::IncomingAnswered, "79161234567", "101", "2.2", minute, Some(3));
-        let anonymous = ended(Status::IncomingEnded, "anonymous", "101", "2.3", minute, Some(3));
-        let ringing_many = ended(Status::IncomingEnded, "79161234567", "101,102", "2.4", minute, Some(3));
+        let unanswered = ended(false, "79161234567", "101", "2.1", minute, None);
+        let mut answered_event = ended(false, "79161234567", "101", "2.2", minute, Some(3));
+        answered_event.what = Happened::Answered { operator: "101".into() };
+        let anonymous = ended(false, "anonymous", "101", "2.3", minute, Some(3));
+        let ringing_many = ended(false, "79161234567", "101,102", "2.4", minute, Some(3));
         for event in [&unanswered, &answered_event, &anonymous, &ringing_many] {
             assert!(!history.record(event).expect("record"), "{event:?}");
         }
         assert_eq!(history.last_operator("79161234567", Duration::from_secs(3600)).expect("query"), None);
 
         // Rows survive a reopen: the file is real.
-        let kept = ended(Status::IncomingEnded, "79161234567", "103", "2.5", minute, Some(3));
+        let kept = ended(false, "79161234567", "103", "2.5", minute, Some(3));
         assert!(history.record(&kept).expect("record"));
         drop(history);
         let reopened = History::open(dir.path(), PhoneNormalizer::new("7")).expect("reopen");
@@ -247,8 +252,8 @@ mod tests {
     fn pruning_drops_old_rows_only() {
         let (_dir, history) = open();
         let day = Duration::from_secs(86_400);
-        assert!(history.record(&ended(Status::IncomingEnded, "79161234567", "101", "3.1", day * 3, Some(1))).unwrap());
-        assert!(history.record(&ended(Status::IncomingEnded, "79161234568", "102", "3.2", day / 2, Some(1))).unwrap());
+        assert!(history.record(&ended(false, "79161234567", "101", "3.1", day * 3, Some(1))).unwrap());
+        assert!(history.record(&ended(false, "79161234568", "102", "3.2", day / 2, Some(1))).unwrap());
         assert_eq!(history.prune(day).expect("prune"), 1);
         assert!(history.last_operator("79161234568", day).expect("query").is_some());
     }

@@ -32,5 +32,6 @@ pub mod history;
 pub mod metrics;
 pub mod presence;
 pub mod recordings;
+pub mod sinks;
 pub mod sqlite;
 pub mod trace;

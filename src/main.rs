@@ -39,6 +39,9 @@ enum Command {
     Replay {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print the requests this sink (its `name` in the config, or `helpdesk`) would make instead.
+        #[arg(long)]
+        sink: Option<String>,
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
@@ -86,8 +89,9 @@ fn config_or_exit(flag: Option<&std::path::Path>, defaults_when_absent: bool) ->
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Replay { config, traces } => config_or_exit(config.as_deref(), true).map(|config| {
-            commands::replay::replay(&config, &traces, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+        Command::Replay { config, sink, traces } => config_or_exit(config.as_deref(), true).map(|config| {
+            let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+            commands::replay::replay(&config, &traces, sink.as_deref(), &mut stdout, &mut stderr)
         }),
         Command::Run { config, print_events } => {
             config_or_exit(config.as_deref(), false).map(|config| commands::run::run(&config, print_events))

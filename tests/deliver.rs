@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use deliver_support::receiver::{reserve_addr, Receiver, Reply, Seen, TOKEN};
 use deliver_support::{call_and_seq, capture_logs, event, fast_config, multipart_parts, wait_until};
+use deskhook::calls::{CallEvent, CallSummary, Happened, Parties};
 use deskhook::deliver::{DeliverError, Delivery, DeliveryHandle, Outbox, Request, RowState};
+use deskhook::sinks::omnidesk;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -22,7 +24,7 @@ async fn enqueue_interleaved(handle: &DeliveryHandle, calls: &[String], per_call
     let mut pending = Vec::new();
     for seq in 0..per_call {
         for call in calls {
-            pending.push(handle.enqueue(vec![Request::event(&event(call, seq, per_call), &utc())]));
+            pending.push(handle.enqueue(vec![event(call, seq, per_call).request(&utc())]));
         }
     }
     for stored in pending {
@@ -325,22 +327,21 @@ async fn a_form_post_is_byte_exact() {
     let handle =
         Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
     let moscow = jiff::tz::TimeZone::get("Europe/Moscow").expect("tzdb");
-    let queued = deskhook::calls::CallEvent {
+    // Built as the engine would emit them, mapped as the helpdesk sink maps them.
+    let at = "2024-05-01T09:00:00Z".parse::<jiff::Timestamp>().expect("ts").as_millisecond();
+    let parties = Parties::incoming("+79161234567", "74951234567");
+    let queued = CallEvent {
         unique_id: "1700000000.26".into(),
-        status: deskhook::calls::Status::IncomingToQueue("поддержка".into()),
-        from_user: "+79161234567".into(),
-        to_user: "101,102".into(),
-        at: "2024-05-01T09:00:00Z".parse::<jiff::Timestamp>().expect("ts").as_millisecond(),
-        call_duration: None,
+        at,
+        parties: parties.clone(),
+        what: Happened::Ringing {
+            extensions: vec!["101".into(), "102".into()], queue: Some("поддержка".into())
+        },
     };
-    let ended = deskhook::calls::CallEvent {
-        status: deskhook::calls::Status::IncomingEnded,
-        to_user: "102".into(),
-        at: queued.at + 65_000,
-        call_duration: Some(42),
-        ..queued.clone()
-    };
-    handle.enqueue(vec![Request::event(&queued, &moscow), Request::event(&ended, &moscow)]).await.expect("enqueue");
+    let summary = CallSummary::unanswered(at, at + 65_000).answered_by("102", 42);
+    let ended = CallEvent { at: at + 65_000, what: Happened::Ended(Box::new(summary)), ..queued.clone() };
+    let [queued, ended] = [&queued, &ended].map(|event| omnidesk::map(event).expect("a helpdesk event"));
+    handle.enqueue(vec![queued.request(&moscow), ended.request(&moscow)]).await.expect("enqueue");
     wait_until("both accepted", LONG, || receiver.accepted_count() == 2).await;
 
     let accepted = receiver.accepted();
@@ -436,9 +437,9 @@ async fn start_and_ended_are_stored_once_per_call_even_across_restarts() {
     let handle =
         Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
     let call = "1700000006.1";
-    let start = Request::event(&event(call, 0, 3), &utc());
-    let answered = Request::event(&event(call, 1, 3), &utc());
-    let ended = Request::event(&event(call, 2, 3), &utc());
+    let start = event(call, 0, 3).request(&utc());
+    let answered = event(call, 1, 3).request(&utc());
+    let ended = event(call, 2, 3).request(&utc());
     handle.enqueue(vec![start.clone(), start.clone(), answered.clone()]).await.expect("enqueue");
     handle.enqueue(vec![answered.clone(), start.clone(), ended.clone(), ended.clone()]).await.expect("enqueue");
     wait_settled(&handle, 4).await;
@@ -474,7 +475,7 @@ async fn the_size_cap_drops_delivered_rows_first_then_refuses_loudly() {
     let handle =
         Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
     let batch = |prefix: &str, count: usize| -> Vec<Request> {
-        (0..count).map(|index| Request::event(&event(&format!("{prefix}.{index}"), 1, 3), &utc())).collect()
+        (0..count).map(|index| event(&format!("{prefix}.{index}"), 1, 3).request(&utc())).collect()
     };
     handle.enqueue(batch("1700000007", 80)).await.expect("80 fit");
     wait_settled(&handle, 80).await;
@@ -530,7 +531,7 @@ async fn retry_after_is_honoured() {
     let cfg = fast_config();
     let handle =
         Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
-    handle.enqueue(vec![Request::event(&event("1700000012.1", 1, 3), &utc())]).await.expect("enqueue");
+    handle.enqueue(vec![event("1700000012.1", 1, 3).request(&utc())]).await.expect("enqueue");
     wait_settled(&handle, 1).await;
     let attempts = receiver.attempts();
     assert_eq!(attempts.len(), 2);
@@ -548,10 +549,7 @@ async fn an_empty_webhook_url_logs_events_instead_of_sending() {
     let recording = storage.path().join("kept.wav");
     std::fs::write(&recording, b"RIFF").expect("write");
     handle
-        .enqueue(vec![
-            Request::event(&event("1700000013.1", 0, 2), &utc()),
-            Request::upload("1700000013.1", &recording, true),
-        ])
+        .enqueue(vec![event("1700000013.1", 0, 2).request(&utc()), Request::upload("1700000013.1", &recording, true)])
         .await
         .expect("enqueue");
     wait_settled(&handle, 2).await;
@@ -569,7 +567,7 @@ async fn shutdown_is_prompt_and_keeps_requests_in_flight_for_the_next_start() {
     let cfg = fast_config();
     let handle =
         Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &hanging.url(), &cfg).expect("start");
-    handle.enqueue(vec![Request::event(&event("1700000014.1", 0, 2), &utc())]).await.expect("enqueue");
+    handle.enqueue(vec![event("1700000014.1", 0, 2).request(&utc())]).await.expect("enqueue");
     wait_until("the request is in flight", LONG, || hanging.attempts().len() == 1).await;
 
     let asked = std::time::Instant::now();
@@ -577,7 +575,7 @@ async fn shutdown_is_prompt_and_keeps_requests_in_flight_for_the_next_start() {
     let took = asked.elapsed();
     assert!(took < Duration::from_secs(10), "shutdown took {took:?} with a request hanging");
     assert!(matches!(handle.enqueue(vec![]).await, Ok(())), "an empty enqueue stores nothing and cannot fail");
-    let late = Request::event(&event("1700000014.1", 1, 2), &utc());
+    let late = event("1700000014.1", 1, 2).request(&utc());
     assert!(matches!(handle.enqueue(vec![late]).await, Err(DeliverError::Stopped)));
 
     let receiver = Receiver::start().await;

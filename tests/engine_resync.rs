@@ -97,7 +97,7 @@ fn a_reconnect_that_finds_the_channels_gone_ends_the_call_at_the_resync() {
         assert_eq!(ended["to_user"], want_ended["to_user"], "{name}");
         assert_eq!(ended["unique_id"], want_ended["unique_id"], "{name}");
         // Dated at the resync; the conversation counts until then.
-        let dated = deskhook::calls::event::format_datetime(resync_at, &config.time_zone());
+        let dated = deskhook::sinks::omnidesk::format_datetime(resync_at, &config.time_zone());
         assert_eq!(ended["datetime"], dated.as_str(), "{name}");
         assert!(ended["call_duration"].as_i64().expect("answered") >= 30, "{name}: {ended}");
         // Exactly one start and one ended.

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use common::*;
 use deskhook::ari::events::{EventParser, TimedEvent};
 use deskhook::calls::{Effect, Engine, EngineSettings, Output};
+use deskhook::sinks::omnidesk;
 use serde_json::Value;
 
 #[test]
@@ -194,13 +195,13 @@ fn queue_members_from_the_shell_are_used_and_order_is_kept() {
         ["start of an incoming call", "call to queue support", "incoming call answered", "incoming call is ended"]
     );
     let queue_event = out.iter().find_map(|o| match o {
-        Output::Event(e) if e.status.text().starts_with("call to queue") => Some(e.clone()),
+        Output::Event(e) => omnidesk::map(e).filter(|mapped| mapped.status.starts_with("call to queue")),
         _ => None,
     });
     let queue_event = queue_event.expect("queue event");
     assert_eq!(queue_event.to_user, "101,102,103,104");
     // Dated when the caller entered the queue, not when the shell answered.
-    assert_eq!(deskhook::calls::event::format_datetime(queue_event.at, &config.time_zone()), "21.11.2026-07:58:53");
+    assert_eq!(omnidesk::format_datetime(queue_event.at, &config.time_zone()), "21.11.2026-07:58:53");
     assert_eq!(engine.open_calls(), 0);
 }
 
@@ -224,7 +225,7 @@ fn an_unknown_answer_from_the_shell_falls_back_to_the_ring_round() {
     }
     assert!(answered);
     let queue = out.iter().find_map(|o| match o {
-        Output::Event(e) if e.status.text() == "call to queue support" => Some(e.to_user.clone()),
+        Output::Event(e) => omnidesk::map(e).filter(|m| m.status == "call to queue support").map(|m| m.to_user),
         _ => None,
     });
     assert_eq!(queue.as_deref(), Some("101,102,103"));
@@ -255,7 +256,7 @@ fn a_silent_shell_does_not_hold_events_forever() {
 fn events_of(out: &[Output]) -> Vec<String> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Event(e) => Some(e.status.text().into_owned()),
+            Output::Event(e) => omnidesk::map(e).map(|mapped| mapped.status),
             _ => None,
         })
         .collect()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deskhook::ari::fake::{FakeTrace, Pace};
-use deskhook::calls::Output;
+use deskhook::calls::{CallEvent, Happened, Output};
 use deskhook::config::Config;
 use deskhook::daemon::{Daemon, DaemonLinks, Sink, SinkFuture};
 use live_support::*;
@@ -94,10 +94,13 @@ async fn queue_members_are_read_once_and_cached() {
             .lock()
             .expect("not poisoned")
             .iter()
-            .filter(|o| matches!(o, Output::Event(e) if e.status.text() == "call to queue support"))
-            .map(|o| match o {
-                Output::Event(e) => e.to_user.clone(),
-                _ => String::new(),
+            .filter_map(|o| match o {
+                Output::Event(CallEvent { what: Happened::Ringing { extensions, queue: Some(queue) }, .. })
+                    if queue == "support" =>
+                {
+                    Some(extensions.join(","))
+                }
+                _ => None,
             })
             .collect::<Vec<_>>()
     };
@@ -172,9 +175,8 @@ async fn a_stalled_sink_overflows_the_bounded_intake_into_a_resync_and_loses_no_
     for output in kept.lock().expect("not poisoned").iter() {
         if let Output::Event(event) = output {
             let counts = by_call.entry(event.unique_id.clone()).or_default();
-            let text = event.status.text();
-            counts.0 += usize::from(text.starts_with("start of") || text == "outgoing call start");
-            counts.1 += usize::from(event.status.is_ended());
+            counts.0 += usize::from(event.what == Happened::Started);
+            counts.1 += usize::from(event.is_ended());
         }
     }
     assert!(by_call.len() >= 5, "calls seen: {by_call:?}");

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ari::events::EpochMillis;
 
+use super::record::{HungUpBy, Rang, Transfer};
+
 /// An open call as the engine knew it at its last change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCheckpoint {
@@ -32,6 +34,25 @@ pub struct CallCheckpoint {
     /// waiting behind it.
     #[serde(default)]
     pub pending_queue: Option<PendingQueueCheckpoint>,
+    /// What the call's summary will say (absent in checkpoints of older versions).
+    #[serde(default)]
+    pub facts: CallFacts,
+}
+
+/// What a call's summary needs beyond who answered when, gathered as the call goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFacts {
+    pub started_at: Option<EpochMillis>,
+    /// The queue the call entered last.
+    pub last_queue: Option<String>,
+    /// Every extension that rang, with the leg (channel id) that rang it, in order.
+    pub rang: Vec<(String, Rang)>,
+    pub transfers: Vec<Transfer>,
+    /// The cause Asterisk gave when the client's channel went.
+    pub hangup: Option<(i64, String)>,
+    pub hung_up_by: Option<HungUpBy>,
+    /// Outgoing: how the dial to the trunk ended (`BUSY`, `CHANUNAVAIL`, …).
+    pub client_dial_status: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

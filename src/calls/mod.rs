@@ -1,4 +1,4 @@
-//! The call engine: ARI events in, helpdesk call events out.
+//! The call engine: ARI events in, the neutral call record out (`record`).
 //!
 //! A pure state machine (no I/O, no async, no clock: time is each event's `timestamp`).
 //! [`Engine::handle`] takes one [`TimedEvent`] and appends [`Output`]s: helpdesk events,
@@ -9,12 +9,17 @@ pub mod checkpoint;
 pub mod classify;
 pub mod engine;
 pub mod event;
+pub mod record;
 pub mod since_connect;
 
 pub use checkpoint::CallCheckpoint;
 pub use classify::{ChannelClass, Classifier};
 pub use engine::{Engine, EngineSettings, EngineStats};
-pub use event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};
+pub use event::{Effect, Output, RecordingRef, RecordingSource};
+pub use record::{
+    CallDirection, CallEvent, CallSummary, Happened, HungUpBy, Outcome, Parties, Rang, RingOutcome, Transfer,
+    TransferKind,
+};
 pub use since_connect::SinceConnect;
 
 pub use crate::ari::events::TimedEvent;

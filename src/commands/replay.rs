@@ -1,4 +1,5 @@
-//! `deskhook replay`: feeds trace files through the call engine and prints SPEC §5 lines.
+//! `deskhook replay`: feeds trace files through the call engine and prints SPEC §5 lines, or
+//! with `--sink NAME` the requests that sink would make (SPEC §7).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,10 +7,35 @@ use std::path::PathBuf;
 use crate::ari::events::EventParser;
 use crate::calls::{Engine, EngineSettings, Output};
 use crate::config::Config;
+use crate::sinks::{omnidesk, Mapper, ReplayLine};
 use crate::trace::read_trace;
 
 /// Replays `traces` in order through one engine; returns the process exit code.
-pub fn replay(config: &Config, traces: &[PathBuf], stdout: &mut impl Write, stderr: &mut impl Write) -> i32 {
+pub fn replay(
+    config: &Config,
+    traces: &[PathBuf],
+    sink: Option<&str>,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+) -> i32 {
+    let mut mapper = match sink {
+        None => None,
+        Some(name) => {
+            let destinations = config.destinations();
+            match destinations.iter().find(|sink| sink.name == name) {
+                Some(sink) => Some((sink.name.clone(), Mapper::new(sink, &config.time_zone()))),
+                None => {
+                    let names: Vec<&str> = destinations.iter().map(|sink| sink.name.as_str()).collect();
+                    let _ = writeln!(
+                        stderr,
+                        "deskhook: no sink named {name:?} in the config; its sinks are: {}",
+                        names.join(", ")
+                    );
+                    return 2;
+                }
+            }
+        }
+    };
     let settings = match EngineSettings::from_config(config, false) {
         Ok(settings) => settings,
         Err(error) => {
@@ -38,9 +64,22 @@ pub fn replay(config: &Config, traces: &[PathBuf], stdout: &mut impl Write, stde
         for event in &trace.events {
             engine.handle(event, &mut outputs);
             for output in outputs.drain(..) {
+                if let Some((name, mapper)) = &mut mapper {
+                    for (unique_id, request) in mapper.shown(&output) {
+                        let line = ReplayLine { sink: name, unique_id: &unique_id, request: &request };
+                        let text = serde_json::to_string(&line).unwrap_or_default();
+                        if writeln!(stdout, "{text}").is_err() {
+                            return 1;
+                        }
+                    }
+                    continue;
+                }
                 let line = match output {
-                    Output::Event(event) => event.replay_line(&zone),
-                    Output::Recording(recording) => recording.replay_line(),
+                    Output::Event(event) => match omnidesk::map(&event) {
+                        Some(mapped) => mapped.replay_line(&zone),
+                        None => continue,
+                    },
+                    Output::Recording(recording) => omnidesk::record_line(&recording),
                     Output::Effect(_) => continue,
                 };
                 if writeln!(stdout, "{line}").is_err() {

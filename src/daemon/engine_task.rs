@@ -380,8 +380,7 @@ impl EngineTask {
         let earlier = self.outputs.len();
         self.engine.resync_merged(&channels, &bridges, since_connect, at, &mut self.outputs);
         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        let ended =
-            self.outputs[earlier..].iter().filter(|o| matches!(o, Output::Event(e) if e.status.is_ended())).count();
+        let ended = self.outputs[earlier..].iter().filter(|o| matches!(o, Output::Event(e) if e.is_ended())).count();
         if ended > 0 {
             match lost_sight {
                 Some(lost) => tracing::info!(

@@ -9,6 +9,7 @@ use crate::deliver::{DeliveryHandle, Request};
 use crate::history::History;
 use crate::metrics;
 use crate::recordings::Pickup;
+use crate::sinks::omnidesk;
 
 use super::sink::{Sink, SinkFuture};
 
@@ -57,9 +58,11 @@ impl Sink for HelpdeskSink {
         Box::pin(async move {
             match output {
                 Output::Event(event) => {
-                    let request = Request::event(event, &self.zone);
-                    self.step.events.push((request, event.unique_id.clone(), event.status.text().into_owned()));
-                    if let (Some(history), true) = (&self.history, event.status.is_ended()) {
+                    if let Some(mapped) = omnidesk::map(event) {
+                        let request = mapped.request(&self.zone);
+                        self.step.events.push((request, mapped.unique_id, mapped.status));
+                    }
+                    if let (Some(history), true) = (&self.history, event.is_ended()) {
                         let (history, event) = (history.clone(), event.clone());
                         tokio::task::spawn_blocking(move || {
                             if let Err(error) = history.record(&event) {

@@ -5,7 +5,7 @@
 //!
 //! The websocket runs behind REST: a channel listed by `/channels` may have its
 //! `ChannelCreated` still on the way. So once the snapshot is read, a marker user event
-//! ([`RESYNC_MARKER`]) is posted to deskhook's own application; when it comes back over the
+//! (`RESYNC_MARKER`) is posted to deskhook's own application; when it comes back over the
 //! websocket, every event Asterisk queued before the snapshot has been received, and the engine
 //! task can merge the two by what each knows.
 

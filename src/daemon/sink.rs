@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::calls::{CallEvent, Effect, Output, RecordingRef};
+use crate::sinks::omnidesk;
 
 /// The future a sink returns; boxed so sinks can be chosen at run time (`Box<dyn Sink>`).
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -116,16 +117,27 @@ impl Sink for LogSink {
     }
 }
 
+/// One line per event, in the helpdesk's words where it has them (admins compare the two).
 fn log_event(event: &CallEvent, zone: &jiff::tz::TimeZone) {
-    let duration = event.call_duration.map(|seconds| format!(" call_duration={seconds}")).unwrap_or_default();
-    tracing::info!(
-        "call event {:?} unique_id={} from={} to={} datetime={}{duration}",
-        event.status.text(),
-        event.unique_id,
-        event.from_user,
-        event.to_user,
-        crate::calls::event::format_datetime(event.at, zone),
-    );
+    match omnidesk::map(event) {
+        Some(mapped) => {
+            let duration = mapped.call_duration.map(|seconds| format!(" call_duration={seconds}")).unwrap_or_default();
+            tracing::info!(
+                "call event {:?} unique_id={} from={} to={} datetime={}{duration}",
+                mapped.status,
+                mapped.unique_id,
+                mapped.from_user,
+                mapped.to_user,
+                omnidesk::format_datetime(event.at, zone),
+            );
+        }
+        None => tracing::info!(
+            "call event {:?} unique_id={} datetime={}",
+            event.name(),
+            event.unique_id,
+            omnidesk::format_datetime(event.at, zone)
+        ),
+    }
 }
 
 fn log_recording(recording: &RecordingRef) {
@@ -153,8 +165,8 @@ impl<W: Write + Send + 'static> JsonLinesSink<W> {
 impl<W: Write + Send + 'static> Sink for JsonLinesSink<W> {
     fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
         let line = match output {
-            Output::Event(event) => Some(event.replay_line(&self.zone)),
-            Output::Recording(recording) => Some(recording.replay_line()),
+            Output::Event(event) => omnidesk::map(event).map(|mapped| mapped.replay_line(&self.zone)),
+            Output::Recording(recording) => Some(omnidesk::record_line(recording)),
             Output::Effect(_) => None,
         };
         if let Some(line) = line {
@@ -199,7 +211,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::calls::{RecordingSource, Status};
+    use crate::calls::{Happened, Parties, RecordingSource};
 
     #[derive(Clone, Default)]
     struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
@@ -223,11 +235,9 @@ mod tests {
         let (tx, task) = spawn_sink(Box::new(sink), 100);
         let event = CallEvent {
             unique_id: "1.1".into(),
-            status: Status::IncomingStart,
-            from_user: "79161234567".into(),
-            to_user: "74951234567".into(),
             at: 0,
-            call_duration: None,
+            parties: Parties::incoming("79161234567", "74951234567"),
+            what: Happened::Started,
         };
         let sent = [
             Output::Event(event),

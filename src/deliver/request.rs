@@ -3,10 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::calls::CallEvent;
-
-use super::omnidesk;
-
 /// One request to the helpdesk webhook, as committed to the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -29,15 +25,12 @@ pub(crate) enum RequestKind {
 pub const UPLOAD_STATUS: &str = "record";
 
 impl Request {
-    /// The form POST of one call event; `zone` is `pbx.timezone` (the `datetime` field).
-    pub fn event(event: &CallEvent, zone: &jiff::tz::TimeZone) -> Request {
+    /// A form POST of call `unique_id` (its `status`, for listings and logs), its body
+    /// already encoded; `once_per_call` requests (a start, an end) are stored once per call.
+    pub fn form(unique_id: impl Into<String>, status: impl Into<String>, once_per_call: bool, body: String) -> Request {
         Request {
-            unique_id: event.unique_id.clone(),
-            kind: RequestKind::Form {
-                status: event.status.text().into_owned(),
-                once_per_call: event.status.is_once_per_call(),
-                body: omnidesk::form_body(&event.form_fields(zone)),
-            },
+            unique_id: unique_id.into(),
+            kind: RequestKind::Form { status: status.into(), once_per_call, body },
             tag: None,
         }
     }
@@ -106,26 +99,17 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::Status;
 
-    fn event(status: Status) -> CallEvent {
-        CallEvent {
-            unique_id: "1700000000.1".into(),
-            status,
-            from_user: "79161234567".into(),
-            to_user: "101".into(),
-            at: 1_714_554_000_000,
-            call_duration: None,
-        }
+    fn event(status: &str, once_per_call: bool) -> Request {
+        Request::form("1700000000.1", status, once_per_call, format!("status={status}"))
     }
 
     #[test]
     fn only_start_and_ended_events_carry_a_deduplication_key() {
-        let utc = jiff::tz::TimeZone::UTC;
-        let start = Request::event(&event(Status::IncomingStart), &utc);
+        let start = event("start of an incoming call", true);
         assert_eq!(start.once_key().as_deref(), Some("1700000000.1\nstart of an incoming call"));
-        assert!(Request::event(&event(Status::IncomingEnded), &utc).once_key().is_some());
-        assert_eq!(Request::event(&event(Status::IncomingAnswered), &utc).once_key(), None);
+        assert!(event("incoming call is ended", true).once_key().is_some());
+        assert_eq!(event("incoming call answered", false).once_key(), None);
         assert_eq!(Request::upload("1700000000.1", "/tmp/a.wav", false).once_key(), None);
         assert_eq!(start.status(), "start of an incoming call");
         assert_eq!(Request::upload("1", "/x", true).status(), "record");

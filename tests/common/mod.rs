@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use deskhook::ari::events::{EventParser, TimedEvent};
 use deskhook::calls::{Engine, EngineSettings, Output};
 use deskhook::config::Config;
+use deskhook::sinks::omnidesk;
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traces")
@@ -55,8 +56,8 @@ pub fn render(config: &Config, out: Vec<Output>) -> Vec<serde_json::Value> {
     let zone = config.time_zone();
     out.into_iter()
         .filter_map(|output| match output {
-            Output::Event(event) => Some(event.replay_line(&zone)),
-            Output::Recording(recording) => Some(recording.replay_line()),
+            Output::Event(event) => omnidesk::map(&event).map(|mapped| mapped.replay_line(&zone)),
+            Output::Recording(recording) => Some(omnidesk::record_line(&recording)),
             Output::Effect(_) => None,
         })
         .map(|line| serde_json::from_str(&line).expect("replay lines are JSON"))

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use deskhook::calls::{CallEvent, Status};
 use deskhook::config::{DurationSpec, HelpdeskConfig};
+use deskhook::sinks::omnidesk::OmnideskEvent;
 
 /// Retry settings that keep each test to a few seconds.
 pub fn fast_config() -> HelpdeskConfig {
@@ -31,21 +31,22 @@ pub fn fast_config() -> HelpdeskConfig {
 
 /// Event `seq` of a call with `total` events: start, answered..., ended. `to_user` carries `seq`
 /// so the receiver can tell events apart.
-pub fn event(call: &str, seq: usize, total: usize) -> CallEvent {
+pub fn event(call: &str, seq: usize, total: usize) -> OmnideskEvent {
     let status = if seq == 0 {
-        Status::IncomingStart
+        "start of an incoming call"
     } else if seq + 1 == total {
-        Status::IncomingEnded
+        "incoming call is ended"
     } else {
-        Status::IncomingAnswered
+        "incoming call answered"
     };
-    CallEvent {
+    OmnideskEvent {
         unique_id: call.to_string(),
-        status,
+        status: status.to_string(),
         from_user: "79161234567".into(),
         to_user: seq.to_string(),
         at: 1_714_564_800_000 + seq as i64 * 1000,
         call_duration: (seq + 1 == total).then_some(seq as u64),
+        once_per_call: seq == 0 || seq + 1 == total,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use deskhook::calls::{CallEvent, Status};
+use deskhook::calls::{CallEvent, CallSummary, Happened, Parties};
 use deskhook::forward::PhoneNormalizer;
 use deskhook::health::Health;
 use deskhook::history::History;
@@ -260,16 +260,16 @@ async fn the_history_resolver_routes_to_the_last_operator() {
     let dir = tempfile::tempdir().expect("tempdir");
     let history = History::open(dir.path(), PhoneNormalizer::new("7")).expect("history");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
-    let event = |status, from: &str, to: &str, id: &str, duration| CallEvent {
-        unique_id: id.into(),
-        status,
-        from_user: from.into(),
-        to_user: to.into(),
-        at: now,
-        call_duration: duration,
+    let ended = |client: &str, operator: &str, id: &str, talk: Option<u64>| {
+        let mut summary = CallSummary::unanswered(now - 60_000, now);
+        if let Some(talk) = talk {
+            summary = summary.answered_by(operator, talk);
+        }
+        let parties = Parties::incoming(client, "74951234567");
+        CallEvent { unique_id: id.into(), at: now, parties, what: Happened::Ended(Box::new(summary)) }
     };
-    assert!(history.record(&event(Status::IncomingEnded, "89161234567", "104", "1.1", Some(42))).expect("record"));
-    assert!(!history.record(&event(Status::IncomingEnded, "79165555555", "105", "1.2", None)).expect("record"));
+    assert!(history.record(&ended("89161234567", "104", "1.1", Some(42))).expect("record"));
+    assert!(!history.record(&ended("79165555555", "105", "1.2", None)).expect("record"));
     let config = config("[forward]\nbudget_ms = 2000\n[[forward.resolvers]]\nkind = \"history\"\nmax_age_days = 30\n");
     let forward = Forward::start(&config, Presence::new(), Some(history)).await;
     assert_eq!(forward.phone("+7 916 123-45-67").await, "name=&number=104");

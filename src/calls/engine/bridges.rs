@@ -104,10 +104,11 @@ impl Engine {
             return;
         }
         if from_elsewhere && call.rung_legs.insert(channel_id.to_string()) {
-            let ring = call.event(Status::IncomingToPersonal, extension.to_string(), at);
+            let ring = call.event(Happened::Ringing { extensions: vec![extension.to_string()], queue: None }, at);
             call.emit(Output::Event(ring), out);
         }
-        announce_answer(call, channel_id, extension, at, out);
+        let kind = if from_elsewhere { TransferKind::Attended } else { TransferKind::Blind };
+        announce_answer(call, channel_id, extension, kind, at, out);
         let previous = self.legs.get_mut(channel_id).and_then(|leg| {
             leg.dialed = true;
             leg.answered = true;

@@ -20,7 +20,8 @@ impl Engine {
         call.from_user.clone_from(&channel.caller.number);
         call.to_user = did.to_string();
         call.client_legs.push(channel.id.clone());
-        let start = call.event(Status::IncomingStart, call.to_user.clone(), at);
+        call.facts.started_at = Some(at);
+        let start = call.event(Happened::Started, at);
         call.emit(Output::Event(start), out);
         self.calls.insert(unique_id.clone(), call);
         self.join(&channel.id, &unique_id);
@@ -94,6 +95,14 @@ impl Engine {
                 if let Some(leg) = self.legs.get_mut(&peer.id) {
                     leg.ringing = false;
                 }
+                if let Some(call) = self.calls.get_mut(&unique_id) {
+                    if dialstatus == "BUSY" {
+                        call.ring_outcome(&peer.id, RingOutcome::Busy);
+                    }
+                    if call.client_legs.contains(&peer.id) {
+                        call.facts.client_dial_status = Some(dialstatus.to_string());
+                    }
+                }
                 if caller_in_queue {
                     self.complete_ring_round(&unique_id, &caller.id, out);
                 }
@@ -135,7 +144,8 @@ impl Engine {
                         .or_else(|| self.legs.get(&call.root).map(|leg| leg.exten_at_creation.clone()))
                         .unwrap_or_default();
                     call.client_legs.push(peer_id.to_string());
-                    let start = call.event(Status::OutgoingStart, call.to_user.clone(), at);
+                    call.facts.started_at = Some(at);
+                    let start = call.event(Happened::Started, at);
                     call.emit(Output::Event(start), out);
                     self.stats.calls_started += 1;
                 }
@@ -172,8 +182,14 @@ impl Engine {
                     if !call.last_rang.contains(extension) {
                         call.last_rang.push(extension.clone());
                     }
+                    if !call.facts.rang.iter().any(|(leg, _)| leg == peer_id) {
+                        let queue = if peer.via_queue { call.facts.last_queue.clone() } else { None };
+                        let rang = Rang { extension: extension.clone(), queue, outcome: RingOutcome::NoAnswer };
+                        call.facts.rang.push((peer_id.to_string(), rang));
+                    }
                     if !peer.via_queue && call.rung_legs.insert(peer_id.to_string()) {
-                        let ring = call.event(Status::IncomingToPersonal, extension.clone(), at);
+                        let ring =
+                            call.event(Happened::Ringing { extensions: vec![extension.clone()], queue: None }, at);
                         call.emit(Output::Event(ring), out);
                     }
                 }
@@ -202,11 +218,11 @@ impl Engine {
         let Some(call) = self.calls.get_mut(unique_id) else { return };
         match (call.direction, &class) {
             (Direction::Incoming, ChannelClass::Extension(extension)) => {
-                announce_answer(call, peer_id, extension, at, out);
+                announce_answer(call, peer_id, extension, TransferKind::Blind, at, out);
             }
             (Direction::Outgoing, ChannelClass::Trunk(_)) if call.first_answer_at.is_none() => {
                 call.first_answer_at = Some(at);
-                let answered = call.event(Status::OutgoingAnswered, call.to_user.clone(), at);
+                let answered = call.event(Happened::Answered { operator: call.from_user.clone() }, at);
                 call.emit(Output::Event(answered), out);
                 let started = Effect::ConversationStarted {
                     unique_id: call.unique_id.clone(),
@@ -219,15 +235,39 @@ impl Engine {
     }
 }
 
-/// Announces that `extension` (leg `leg_id`) answered an incoming call, once per leg.
-pub(super) fn announce_answer(call: &mut Call, leg_id: &str, extension: &str, at: EpochMillis, out: &mut Vec<Output>) {
+/// Announces that `extension` (leg `leg_id`) answered an incoming call, once per leg. When
+/// another operator had it already, the client was transferred (`kind`: the call rang the new
+/// operator itself, or the new operator came from elsewhere).
+pub(super) fn announce_answer(
+    call: &mut Call,
+    leg_id: &str,
+    extension: &str,
+    kind: TransferKind,
+    at: EpochMillis,
+    out: &mut Vec<Output>,
+) {
     if !call.answered_legs.insert(leg_id.to_string()) {
         return;
     }
     let first = call.first_answer_at.is_none();
     call.first_answer_at.get_or_insert(at);
-    call.last_operator = Some(extension.to_string());
-    let answered = call.event(Status::IncomingAnswered, extension.to_string(), at);
+    match call.facts.rang.iter_mut().find(|(leg, _)| leg == leg_id) {
+        Some((_, rang)) => rang.outcome = RingOutcome::Answered,
+        None => call.facts.rang.push((
+            leg_id.to_string(),
+            Rang { extension: extension.to_string(), queue: None, outcome: RingOutcome::Answered },
+        )),
+    }
+    if let Some(previous) = call.last_operator.replace(extension.to_string()) {
+        if previous != extension {
+            let transfer = Transfer { from: previous, to: extension.to_string(), kind, at };
+            call.facts.transfers.push(transfer.clone());
+            let transferred =
+                call.event(Happened::Transferred { from: transfer.from, to: transfer.to, kind: transfer.kind }, at);
+            call.emit(Output::Event(transferred), out);
+        }
+    }
+    let answered = call.event(Happened::Answered { operator: extension.to_string() }, at);
     call.emit(Output::Event(answered), out);
     if first {
         if let Some(client) = call.client_legs.first().cloned() {

@@ -26,9 +26,13 @@ use crate::ari::events::{AriEvent, EpochMillis, TimedEvent};
 use crate::ari::model::{Bridge, Channel};
 use crate::config::{Config, RecordingMode};
 
-use super::checkpoint::{CallCheckpoint, CheckpointDirection, LegCheckpoint, PendingQueueCheckpoint};
+use super::checkpoint::{CallCheckpoint, CallFacts, CheckpointDirection, LegCheckpoint, PendingQueueCheckpoint};
 use super::classify::{extension_of_interface, ChannelClass, Classifier, LocalHalf};
-use super::event::{CallEvent, Effect, Output, RecordingRef, RecordingSource, Status};
+use super::event::{Effect, Output, RecordingRef, RecordingSource};
+use super::record::{
+    CallDirection, CallEvent, CallSummary, Happened, HungUpBy, Outcome, Parties, Rang, RingOutcome, Transfer,
+    TransferKind,
+};
 use super::since_connect::SinceConnect;
 
 mod bridges;
@@ -41,6 +45,8 @@ use queue::*;
 
 /// How long the shell may take to name a queue's members before the ring round is used instead.
 const SHELL_ANSWER_TIMEOUT_MS: EpochMillis = 5_000;
+/// Q.850 "User busy": the phone refused the call.
+const CAUSE_USER_BUSY: i64 = 17;
 /// Destroyed channel ids are remembered this long (event time) so late or repeated events are ignored.
 const TOMBSTONE_TTL_MS: EpochMillis = 3_600_000;
 
@@ -190,6 +196,8 @@ struct Call {
     /// Its ended event is out, but its recordings and close wait for the recording names
     /// (`Some(answered)`).
     closing: Option<bool>,
+    /// What its summary will say.
+    facts: CallFacts,
 }
 
 impl Call {
@@ -214,17 +222,76 @@ impl Call {
             ended: false,
             awaiting_recording_names: false,
             closing: None,
+            facts: CallFacts::default(),
         }
     }
 
-    fn event(&self, status: Status, to_user: String, at: EpochMillis) -> CallEvent {
-        CallEvent {
-            unique_id: self.unique_id.clone(),
-            status,
-            from_user: self.from_user.clone(),
-            to_user,
-            at,
-            call_duration: None,
+    fn parties(&self) -> Parties {
+        match self.direction {
+            Direction::Outgoing => Parties {
+                direction: CallDirection::Outgoing,
+                client: self.to_user.clone(),
+                did: String::new(),
+                caller_extension: self.from_user.clone(),
+            },
+            _ => Parties {
+                direction: CallDirection::Incoming,
+                client: self.from_user.clone(),
+                did: self.to_user.clone(),
+                caller_extension: String::new(),
+            },
+        }
+    }
+
+    fn event(&self, what: Happened, at: EpochMillis) -> CallEvent {
+        CallEvent { unique_id: self.unique_id.clone(), at, parties: self.parties(), what }
+    }
+
+    /// Marks the ring of leg `leg_id` with `outcome` (answered stays answered).
+    fn ring_outcome(&mut self, leg_id: &str, outcome: RingOutcome) {
+        if let Some((_, rang)) = self.facts.rang.iter_mut().find(|(leg, _)| leg == leg_id) {
+            if rang.outcome != RingOutcome::Answered {
+                rang.outcome = outcome;
+            }
+        }
+    }
+
+    /// Everything known about the call, now that it ended at `ended_at`.
+    fn summary(&self, ended_at: EpochMillis, recordings_uploaded: bool) -> CallSummary {
+        let facts = &self.facts;
+        let answered_at = self.first_answer_at;
+        let started_at = facts.started_at.unwrap_or(ended_at).min(answered_at.unwrap_or(ended_at)).min(ended_at);
+        let rang: Vec<Rang> = facts.rang.iter().map(|(_, rang)| rang.clone()).collect();
+        let outcome = match (self.direction, answered_at) {
+            (_, Some(_)) => Outcome::Answered,
+            (Direction::Outgoing, None) => match facts.client_dial_status.as_deref() {
+                Some("BUSY") => Outcome::Busy,
+                Some("CHANUNAVAIL" | "CONGESTION" | "INVALIDARGS") => Outcome::Failed,
+                _ => Outcome::NoAnswer,
+            },
+            (_, None) if rang.is_empty() => Outcome::Failed,
+            (_, None) if rang.iter().all(|rang| rang.outcome == RingOutcome::Busy) => Outcome::Busy,
+            (_, None) => Outcome::NoAnswer,
+        };
+        let operator = match self.direction {
+            Direction::Outgoing => Some(self.from_user.clone()).filter(|extension| !extension.is_empty()),
+            _ => self.last_operator.clone(),
+        };
+        CallSummary {
+            started_at,
+            answered_at,
+            ended_at,
+            operator,
+            queue: facts.last_queue.clone(),
+            outcome,
+            hangup_cause: facts.hangup.as_ref().map(|(cause, _)| *cause),
+            hangup_cause_text: facts.hangup.as_ref().map(|(_, text)| text.clone()),
+            hung_up_by: facts.hung_up_by.unwrap_or(HungUpBy::System),
+            rang,
+            transfers: facts.transfers.clone(),
+            // What deskhook uploads: MixMonitor's files of an answered call.
+            recordings: if answered_at.is_some() && recordings_uploaded { self.recordings.clone() } else { Vec::new() },
+            last_rang: self.last_rang.clone(),
         }
     }
 
@@ -325,7 +392,11 @@ impl Engine {
         }
         match &timed.event {
             AriEvent::ChannelCreated { channel } => self.on_created(channel, at, out),
-            AriEvent::ChannelDestroyed { channel, .. } => self.on_destroyed(&channel.id, at, out),
+            AriEvent::ChannelDestroyed { channel, cause, cause_txt } => {
+                self.note_cause(&channel.id, *cause, cause_txt);
+                self.on_destroyed(&channel.id, at, out)
+            }
+            AriEvent::ChannelHangupRequest { channel, soft, .. } => self.on_hangup_request(&channel.id, *soft),
             AriEvent::ChannelDialplan { channel, app, app_data } => self.on_dialplan(channel, app, app_data, at, out),
             AriEvent::ChannelVarset { channel: Some(channel), variable, value } => {
                 self.on_varset(channel, variable, value)
@@ -436,6 +507,37 @@ impl Engine {
         }
     }
 
+    /// Keeps what Asterisk said when a call's channel went: the client's cause for the summary,
+    /// and a busy extension's ring.
+    fn note_cause(&mut self, channel_id: &str, cause: i64, cause_txt: &str) {
+        let Some(leg) = self.legs.get(channel_id) else { return };
+        let Some(call) = leg.call.as_deref().and_then(|unique_id| self.calls.get_mut(unique_id)) else { return };
+        if call.client_legs.iter().any(|id| id == channel_id) {
+            call.facts.hangup = Some((cause, cause_txt.to_string()));
+        } else if cause == CAUSE_USER_BUSY && !leg.answered {
+            call.ring_outcome(channel_id, RingOutcome::Busy);
+        }
+    }
+
+    /// The first hangup asked for decides who hung up: a phone's own (not `soft`) request on the
+    /// client's side or on an operator who talks (or who placed the call), or Asterisk's
+    /// (`soft`: the dialplan, a timeout, a shutdown) on the client's side.
+    fn on_hangup_request(&mut self, channel_id: &str, soft: bool) {
+        let Some(leg) = self.legs.get(channel_id) else { return };
+        let Some(call) = leg.call.as_deref().and_then(|unique_id| self.calls.get_mut(unique_id)) else { return };
+        if call.facts.hung_up_by.is_some() {
+            return;
+        }
+        let is_client = call.client_legs.iter().any(|id| id == channel_id);
+        let is_operator = matches!(leg.class, ChannelClass::Extension(_)) && (leg.answered || call.root == channel_id);
+        call.facts.hung_up_by = match (is_client, is_operator, soft) {
+            (true, _, false) => Some(HungUpBy::Client),
+            (true, _, true) => Some(HungUpBy::System),
+            (false, true, false) => Some(HungUpBy::Operator),
+            _ => None,
+        };
+    }
+
     fn on_destroyed(&mut self, channel_id: &str, at: EpochMillis, out: &mut Vec<Output>) {
         let Some(leg) = self.legs.remove(channel_id) else { return };
         self.tombstones.insert(channel_id.to_string(), at);
@@ -492,20 +594,9 @@ impl Engine {
                 resolve_queue(&mut call, members, out);
             }
         }
-        let (status, to_user) = match call.direction {
-            Direction::Incoming => {
-                let to_user = match &call.last_operator {
-                    Some(operator) => operator.clone(),
-                    None => call.last_rang.join(","),
-                };
-                (Status::IncomingEnded, to_user)
-            }
-            _ => (Status::OutgoingEnded, call.to_user.clone()),
-        };
-        let mut ended = call.event(status, to_user, at);
-        ended.call_duration =
-            call.first_answer_at.map(|answered_at| (at.saturating_sub(answered_at).max(0) / 1000) as u64);
-        let answered = ended.call_duration.is_some();
+        let summary = call.summary(at, self.settings.recordings == RecordingMode::Mixmonitor);
+        let answered = summary.answered();
+        let ended = call.event(Happened::Ended(Box::new(summary)), at);
         call.emit(Output::Event(ended), out);
         self.stats.calls_ended += 1;
         if call.awaiting_recording_names {

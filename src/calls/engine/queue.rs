@@ -104,13 +104,14 @@ impl Engine {
         if call.direction != Direction::Incoming {
             return;
         }
+        call.facts.last_queue = Some(name.clone());
         if let Some(previous) = call.pending_queue.as_mut() {
             // A second queue before the first was resolved: report the first with what is known.
             let members = std::mem::take(&mut previous.ring_round);
             resolve_queue(call, members, out);
         }
         if let Some(members) = self.settings.static_queues.get(&name) {
-            let event = call.event(Status::IncomingToQueue(name), members.join(","), at);
+            let event = call.event(Happened::Ringing { extensions: members.clone(), queue: Some(name) }, at);
             call.emit(Output::Event(event), out);
             return;
         }
@@ -155,7 +156,7 @@ impl Engine {
 pub(super) fn resolve_queue(call: &mut Call, mut members: Vec<String>, out: &mut Vec<Output>) {
     let Some(pending) = call.pending_queue.take() else { return };
     sort_extensions(&mut members);
-    let event = call.event(Status::IncomingToQueue(pending.name), members.join(","), pending.entered_at);
+    let event = call.event(Happened::Ringing { extensions: members, queue: Some(pending.name) }, pending.entered_at);
     out.push(Output::Event(event));
     out.append(&mut call.held);
 }

@@ -64,6 +64,7 @@ impl Engine {
                 round_complete: pending.round_complete,
                 held: call.held.clone(),
             }),
+            facts: call.facts.clone(),
         })
     }
 
@@ -130,6 +131,7 @@ impl Engine {
             call.last_rang = checkpoint.last_rang;
             call.recordings = checkpoint.recordings;
             call.adopted = checkpoint.adopted;
+            call.facts = checkpoint.facts;
             if let Some(pending) = checkpoint.pending_queue {
                 // The previous run's question about the members died with it: the ring round decides.
                 call.pending_queue = Some(PendingQueue {
@@ -364,7 +366,8 @@ impl Engine {
                     call.to_user = peer_leg.map(|leg| leg.caller_number.clone()).unwrap_or_default();
                     call.client_legs.push(peer.clone());
                     call.first_answer_at = Some(self.talking_since(&channel.id).unwrap_or(started_at));
-                    let start = call.event(Status::OutgoingStart, call.to_user.clone(), started_at);
+                    call.facts.started_at = Some(started_at);
+                    let start = call.event(Happened::Started, started_at);
                     call.emit(Output::Event(start), out);
                     self.stats.calls_started += 1;
                     self.stats.calls_adopted += 1;
