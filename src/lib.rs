@@ -2,8 +2,9 @@
 //!
 //! The flow runs one way. `ari` reads Asterisk's websocket (subscribeAll) and REST API and
 //! turns JSON into typed events. `calls::Engine`, a pure state machine with no I/O and no
-//! clock, groups channels into calls and derives the helpdesk events (incoming start, call
-//! to a personal number or a queue, answered, ended; outgoing start, answered, ended).
+//! clock, groups channels into calls and derives the neutral call record (started, ringing,
+//! answered, transferred, ended with its summary). `sinks` maps that record to each
+//! destination's requests (the Omnidesk form, the signed JSON summary, Zammad's CTI events).
 //! `deliver` persists every event in a SQLite outbox before it is sent, then posts it to the
 //! helpdesk webhook in order per call, retrying with backoff. `recordings` picks up MixMonitor
 //! files (or records through ARI snoop channels) and uploads them after the call's ended
@@ -15,7 +16,7 @@
 //! are what it shares with `/forward`. `commands` holds one function per CLI subcommand.
 //!
 //! ```text
-//! Asterisk ──websocket──▶ ari ──typed events──▶ calls::Engine ──▶ daemon sinks ─┬─▶ deliver ──▶ helpdesk
+//! Asterisk ──websocket──▶ ari ──typed events──▶ calls::Engine ──▶ daemon ─sinks─┬─▶ deliver ──▶ helpdesk
 //!          ◀──REST──────── ari (channels, queue members, snoop/record)          ├─▶ recordings ─┘
 //!                                                                                └─▶ history ──▶ forward ◀── dialplan
 //! ```
