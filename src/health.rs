@@ -1,9 +1,10 @@
-//! Shared liveness flags (ARI connected, storage writable) that the live daemon sets and
-//! `/healthz` reads. Cloning shares the same flags; reading or writing one is one atomic.
+//! Shared liveness flags (ARI connected, storage writable, each sink accepting) that the live
+//! daemon sets and `/healthz` reads. Cloning shares the same flags; reading or writing one is
+//! one atomic.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
@@ -11,6 +12,8 @@ use serde::Serialize;
 struct Flags {
     ari_connected: AtomicBool,
     storage_writable: AtomicBool,
+    /// Each sink's "its destination accepts requests" flag, by name.
+    sinks: RwLock<Vec<(String, Arc<AtomicBool>)>>,
 }
 
 /// Both flags start false: deskhook is not healthy until the daemon has seen ARI and storage work.
@@ -19,12 +22,14 @@ pub struct Health {
     flags: Arc<Flags>,
 }
 
-/// What `/healthz` answers, as JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What `/healthz` answers, as JSON. A failing sink does not make deskhook unhealthy: its
+/// requests wait safely in the outbox; `failing_sinks` names it for the admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthReport {
     pub healthy: bool,
     pub ari_connected: bool,
     pub storage_writable: bool,
+    pub failing_sinks: Vec<String>,
 }
 
 impl Health {
@@ -48,10 +53,26 @@ impl Health {
         self.flags.storage_writable.load(Ordering::Relaxed)
     }
 
+    /// Follows these sinks' flags (true: the destination accepts requests).
+    pub fn watch_sinks(&self, sinks: Vec<(String, Arc<AtomicBool>)>) {
+        *self.flags.sinks.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = sinks;
+    }
+
+    /// The sinks whose destination failed the last try.
+    pub fn failing_sinks(&self) -> Vec<String> {
+        let sinks = self.flags.sinks.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        sinks.iter().filter(|(_, accepting)| !accepting.load(Ordering::Relaxed)).map(|(name, _)| name.clone()).collect()
+    }
+
     pub fn report(&self) -> HealthReport {
         let ari_connected = self.ari_connected();
         let storage_writable = self.storage_writable();
-        HealthReport { healthy: ari_connected && storage_writable, ari_connected, storage_writable }
+        HealthReport {
+            healthy: ari_connected && storage_writable,
+            ari_connected,
+            storage_writable,
+            failing_sinks: self.failing_sinks(),
+        }
     }
 }
 
@@ -77,9 +98,17 @@ mod tests {
         assert!(!health.report().healthy);
         let daemon_side = health.clone();
         daemon_side.set_ari_connected(true);
-        assert_eq!(health.report(), HealthReport { healthy: false, ari_connected: true, storage_writable: false });
+        assert_eq!(
+            health.report(),
+            HealthReport { healthy: false, ari_connected: true, storage_writable: false, failing_sinks: Vec::new() }
+        );
         daemon_side.set_storage_writable(true);
         assert!(health.report().healthy);
+        let zammad = Arc::new(AtomicBool::new(true));
+        daemon_side.watch_sinks(vec![("zammad".into(), zammad.clone())]);
+        zammad.store(false, Ordering::Relaxed);
+        assert_eq!(health.report().failing_sinks, ["zammad"]);
+        assert!(health.report().healthy, "a failing destination waits in the outbox");
     }
 
     #[test]

@@ -62,10 +62,13 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Show, re-queue or drop undelivered helpdesk requests.
+    /// Show, re-queue or drop undelivered requests (of one sink with --sink).
     Outbox {
         #[arg(value_enum, default_value_t = OutboxAction::List)]
         action: OutboxAction,
+        /// Only the requests of this sink (its `name` in the config, or `helpdesk`).
+        #[arg(long)]
+        sink: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -105,13 +108,14 @@ fn main() -> ExitCode {
         Command::Demo { webhook, speedup } => Ok(commands::demo::demo(webhook.as_deref(), speedup)),
         Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false)
             .map(|config| commands::lookup::lookup(&config, &phone, trunk.as_deref())),
-        Command::Outbox { action, config } => config_or_exit(config.as_deref(), false).map(|config| {
+        Command::Outbox { action, sink, config } => config_or_exit(config.as_deref(), false).map(|config| {
             let action = match action {
                 OutboxAction::List => commands::outbox::OutboxAction::List,
                 OutboxAction::Retry => commands::outbox::OutboxAction::Retry,
                 OutboxAction::Purge => commands::outbox::OutboxAction::Purge,
             };
-            commands::outbox::outbox(&config, action, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+            let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+            commands::outbox::outbox(&config, action, sink.as_deref(), &mut stdout, &mut stderr)
         }),
     };
     ExitCode::from(code.unwrap_or_else(|exit| exit).clamp(0, 255) as u8)

@@ -46,6 +46,8 @@ enum Metric {
 struct Entry {
     name: &'static str,
     help: &'static str,
+    /// `key="value",…` for one series of a labelled metric; empty for a plain one.
+    labels: &'static str,
     metric: Metric,
 }
 
@@ -56,31 +58,57 @@ fn registry() -> &'static Mutex<Vec<Entry>> {
 
 /// The counter called `name`, registered on first use. Cache the returned reference.
 pub fn counter(name: &'static str, help: &'static str) -> &'static Counter {
+    counter_of(name, help, "")
+}
+
+/// The gauge called `name`, registered on first use. Cache the returned reference.
+pub fn gauge(name: &'static str, help: &'static str) -> &'static Gauge {
+    gauge_of(name, help, "")
+}
+
+/// The series of counter `name` for one sink (label `sink`). Sinks are few and fixed at start,
+/// so each series is registered once and kept for the process's life.
+pub fn sink_counter(name: &'static str, help: &'static str, sink: &str) -> &'static Counter {
+    counter_of(name, help, &sink_label(sink))
+}
+
+/// The series of gauge `name` for one sink (label `sink`).
+pub fn sink_gauge(name: &'static str, help: &'static str, sink: &str) -> &'static Gauge {
+    gauge_of(name, help, &sink_label(sink))
+}
+
+fn sink_label(sink: &str) -> String {
+    let escaped = sink.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    format!("sink=\"{escaped}\"")
+}
+
+fn counter_of(name: &'static str, help: &'static str, labels: &str) -> &'static Counter {
     let mut entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for entry in entries.iter() {
-        if entry.name == name {
+        if entry.name == name && entry.labels == labels {
             if let Metric::Counter(counter) = entry.metric {
                 return counter;
             }
         }
     }
     let counter: &'static Counter = Box::leak(Box::default());
-    entries.push(Entry { name, help, metric: Metric::Counter(counter) });
+    let labels: &'static str = if labels.is_empty() { "" } else { Box::leak(labels.to_string().into_boxed_str()) };
+    entries.push(Entry { name, help, labels, metric: Metric::Counter(counter) });
     counter
 }
 
-/// The gauge called `name`, registered on first use. Cache the returned reference.
-pub fn gauge(name: &'static str, help: &'static str) -> &'static Gauge {
+fn gauge_of(name: &'static str, help: &'static str, labels: &str) -> &'static Gauge {
     let mut entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for entry in entries.iter() {
-        if entry.name == name {
+        if entry.name == name && entry.labels == labels {
             if let Metric::Gauge(gauge) = entry.metric {
                 return gauge;
             }
         }
     }
     let gauge: &'static Gauge = Box::leak(Box::default());
-    entries.push(Entry { name, help, metric: Metric::Gauge(gauge) });
+    let labels: &'static str = if labels.is_empty() { "" } else { Box::leak(labels.to_string().into_boxed_str()) };
+    entries.push(Entry { name, help, labels, metric: Metric::Gauge(gauge) });
     gauge
 }
 
@@ -89,14 +117,36 @@ pub fn render() -> String {
     use std::fmt::Write;
     let entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut text = String::new();
+    // A metric's series stay together under one HELP and TYPE, in the order first registered.
+    let mut names: Vec<&'static str> = Vec::new();
     for entry in entries.iter() {
-        let (kind, value) = match entry.metric {
-            Metric::Counter(counter) => ("counter", counter.get() as i64),
-            Metric::Gauge(gauge) => ("gauge", gauge.get()),
+        if !names.contains(&entry.name) {
+            names.push(entry.name);
+        }
+    }
+    for name in names {
+        let mut series = entries.iter().filter(|entry| entry.name == name).peekable();
+        let Some(first) = series.peek() else { continue };
+        let kind = match first.metric {
+            Metric::Counter(_) => "counter",
+            Metric::Gauge(_) => "gauge",
         };
-        let _ = writeln!(text, "# HELP {} {}", entry.name, entry.help);
-        let _ = writeln!(text, "# TYPE {} {}", entry.name, kind);
-        let _ = writeln!(text, "{} {}", entry.name, value);
+        let _ = writeln!(text, "# HELP {} {}", name, first.help);
+        let _ = writeln!(text, "# TYPE {} {}", name, kind);
+        for entry in series {
+            let value = match entry.metric {
+                Metric::Counter(counter) => counter.get() as i64,
+                Metric::Gauge(gauge) => gauge.get(),
+            };
+            match entry.labels {
+                "" => {
+                    let _ = writeln!(text, "{name} {value}");
+                }
+                labels => {
+                    let _ = writeln!(text, "{name}{{{labels}}} {value}");
+                }
+            }
+        }
     }
     text
 }
@@ -117,5 +167,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("deskhook_test_depth -2\n"), "{text}");
+    }
+
+    #[test]
+    fn a_labelled_metric_has_one_help_and_a_series_per_sink() {
+        sink_counter("deskhook_test_sent_total", "Sent.", "json").add(2);
+        sink_counter("deskhook_test_sent_total", "Sent.", "zam\"mad").inc();
+        assert!(std::ptr::eq(
+            sink_counter("deskhook_test_sent_total", "Sent.", "json"),
+            sink_counter("deskhook_test_sent_total", "again", "json")
+        ));
+        let text = render();
+        assert_eq!(text.matches("# HELP deskhook_test_sent_total").count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "# TYPE deskhook_test_sent_total counter\ndeskhook_test_sent_total{sink=\"json\"} 2\n\
+                 deskhook_test_sent_total{sink=\"zam\\\"mad\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 }

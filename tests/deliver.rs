@@ -252,7 +252,7 @@ async fn client_errors_are_dead_lettered_listed_and_retried_through_the_binary()
     assert_eq!(later.get("1700000005.1"), Some(&vec![0, 2]), "the call's later event is not held up by a dead one");
 
     // The listing the `outbox list` command prints.
-    let listing = Outbox::open(storage.path(), &cfg).expect("admin open").listing(100).expect("listing");
+    let listing = Outbox::open(storage.path(), &cfg).expect("admin open").listing(100, None).expect("listing");
     assert_eq!(listing.rows.len(), 1);
     let dead = &listing.rows[0];
     assert_eq!(
@@ -422,7 +422,7 @@ async fn a_recording_upload_streams_the_exact_file_in_the_spec_parts() {
     wait_until("the uploaded file with delete_after is removed", LONG, || !deleted.exists()).await;
     assert!(kept.exists(), "a file without delete_after stays");
     assert!(empty.exists(), "a file that was not uploaded is never deleted");
-    let listing = Outbox::open(storage.path(), &cfg).expect("admin open").listing(10).expect("listing");
+    let listing = Outbox::open(storage.path(), &cfg).expect("admin open").listing(10, None).expect("listing");
     let error = listing.rows[0].last_error.clone().unwrap_or_default();
     assert!(error.contains("empty.wav is empty"), "{error}");
     handle.shutdown().await;

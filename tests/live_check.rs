@@ -2,7 +2,10 @@
 //! listening, a wrong password, TLS spoken to a plain port and the reverse, an Asterisk too
 //! old for subscribeAll, no endpoints, missing directories, and the all-good case.
 
+#[path = "deliver_support/mod.rs"]
+mod deliver_support;
 mod live_support;
+mod sinks_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -261,17 +264,30 @@ async fn a_bad_sink_is_named_by_sink_and_key_and_check_exits_2() {
     }
 }
 
-/// Sinks this build cannot deliver to yet are refused by `run`, never silently skipped.
+/// `check` reaches every sink, and proves Zammad's token without recording anything there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_refuses_sinks_it_would_not_deliver_to() {
+async fn check_reaches_every_sink_and_proves_zammads_token() {
+    let fake = FakeAri::start(FakeAriOptions::lab("deskhook", PASSWORD)).await.expect("fake ARI");
     let dir = tempfile::tempdir().expect("tempdir");
-    let sinks = "[[sinks]]\nname = \"warehouse\"\nkind = \"json\"\nurl = \"https://dw.example/hooks/S3CRET\"\n";
-    let config = check_config(dir.path(), "http://127.0.0.1:9", PASSWORD, sinks);
-    let (code, stdout, stderr) = run_command(&["run", "--config", &config]).await;
-    assert_eq!(code, 2, "{stdout}{stderr}");
-    assert!(stderr.contains("[sinks.warehouse] (json sink): this build of deskhook checks [[sinks]]"), "{stderr}");
+    let json = sinks_support::JsonFake::start("k").await;
+    let zammad = sinks_support::ZammadFake::start("the-T0KEN").await;
+    let sinks = |zammad_url: &str| {
+        format!(
+            "[[sinks]]\nname = \"warehouse\"\nkind = \"json\"\nurl = \"{}\"\nsecret = \"k\"\n\
+             [[sinks]]\nname = \"desk\"\nkind = \"zammad\"\nurl = \"{zammad_url}\"\n",
+            json.url()
+        )
+    };
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, &sinks(&zammad.url()));
+    let (_, output) = check(&config).await;
+    assert!(output.contains("sink warehouse") && output.contains("json sink: http://127.0.0.1:"), "{output}");
+    assert!(output.contains("accepts the token (generic CTI is on)"), "{output}");
+    assert!(zammad.calls().is_empty(), "check recorded nothing in Zammad");
+
+    let wrong = zammad.url().replace("the-T0KEN", "wrong-T0KEN");
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, &sinks(&wrong));
     let (code, output) = check(&config).await;
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains("[sinks.warehouse] (json sink at https://dw.example)"), "{output}");
-    assert!(!output.contains("S3CRET") && !stderr.contains("S3CRET"), "{output}{stderr}");
+    assert!(output.contains("refuses the token in [sinks.desk] url (HTTP 401)"), "{output}");
+    assert!(!output.contains("T0KEN"), "the token never shows: {output}");
 }

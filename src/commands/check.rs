@@ -11,7 +11,7 @@ use crate::ari::websocket::{connect_events, EventStreamSettings};
 use crate::ari::{AriClient, AriError};
 use crate::calls::Classifier;
 use crate::commands::endpoints::{class_name, write_table, NO_ENDPOINTS_FIX};
-use crate::config::{redacted_url, Config, RecordingMode};
+use crate::config::{redacted_url, Config, Destination, RecordingMode, SinkConfig};
 use crate::daemon::resync::EndpointClasses;
 
 /// Runs every check, printing to stdout; returns the exit code.
@@ -63,19 +63,8 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     check_ari(config, &mut report).await;
     check_storage(&config.storage.dir, &mut report);
     check_recordings(config, &mut report);
-    check_webhook(&config.helpdesk.webhook_url, &mut report).await;
-    for sink in &config.sinks {
-        report.problem(
-            "sinks",
-            &format!(
-                "[sinks.{}] ({} sink at {}): {}",
-                sink.name,
-                sink.kind(),
-                sink.host(),
-                crate::config::SINKS_NOT_DELIVERED
-            ),
-            "remove the [[sinks]] tables for now; [helpdesk] webhook_url delivers to Omnidesk/Deskie",
-        );
+    for sink in config.destinations() {
+        check_sink(&sink, &mut report).await;
     }
     let (problems, warnings) = (report.problems, report.warnings);
     let summary = match (problems, warnings) {
@@ -261,35 +250,76 @@ fn check_recordings(config: &Config, report: &mut Report<'_, impl Write>) {
     }
 }
 
-async fn check_webhook(url: &str, report: &mut Report<'_, impl Write>) {
+/// Reaches each destination; for Zammad also proves the token (a request Zammad refuses before
+/// it records anything: an unknown event).
+async fn check_sink(sink: &SinkConfig, report: &mut Report<'_, impl Write>) {
+    let label = format!("sink {}", sink.name);
+    let url = sink.url();
     if url.is_empty() {
         return report.warning(
-            "webhook",
+            &label,
             "[helpdesk] webhook_url is empty: events are only logged",
             "paste the helpdesk's Asterisk webhook address into [helpdesk] webhook_url",
         );
     }
-    let host = redacted_url(url);
+    let host = sink.host();
     if url.starts_with("http://") {
         report.warning(
-            "webhook",
-            &format!("{host} is plain http: the webhook's secret path and the calls travel unencrypted"),
-            "use the https:// address the helpdesk shows",
+            &label,
+            &format!("{host} is plain http: the address's secret path and the calls travel unencrypted"),
+            "use the https:// address the destination shows",
         );
     }
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
         Ok(http) => http,
-        Err(error) => return report.warning("webhook", &format!("cannot build an HTTP client: {error}"), "-"),
+        Err(error) => return report.warning(&label, &format!("cannot build an HTTP client: {error}"), "-"),
     };
-    // A GET does not create anything in the helpdesk; any HTTP answer proves it is reachable.
-    match http.get(url).send().await {
-        Ok(response) => {
-            report.ok("webhook", &format!("{host} is reachable (HTTP {})", response.status().as_u16()))
-        }
-        Err(error) => report.warning(
-            "webhook",
-            &format!("{host} is not reachable: {}", crate::ari::client::error_chain(&error)),
-            "check DNS, the firewall and any proxy between this host and the helpdesk; events wait in the outbox meanwhile",
+    let zammad = matches!(sink.destination, Destination::Zammad { .. });
+    let probe = if zammad {
+        // Refused before anything is recorded: a wrong token answers 401, a disabled
+        // integration 422 "Feature is disabled", a working one 422 for the unknown event.
+        http.post(url)
+            .header("Accept", "application/json")
+            .json(&serde_json::json!({"event": "deskhookCheck", "callId": "deskhook-check", "direction": "in"}))
+    } else {
+        // A GET creates nothing; any HTTP answer proves the address is reachable.
+        http.get(url)
+    };
+    let response =
+        match probe.send().await {
+            Ok(response) => response,
+            Err(error) => return report.warning(
+                &label,
+                &format!("{host} is not reachable: {}", crate::ari::client::error_chain(&error)),
+                "check DNS, the firewall and any proxy between this host and the destination; requests wait in the \
+                 outbox meanwhile",
+            ),
+        };
+    let status = response.status().as_u16();
+    if !zammad {
+        return report.ok(&label, &format!("{} sink: {host} is reachable (HTTP {status})", sink.kind()));
+    }
+    let body = response.text().await.unwrap_or_default();
+    match status {
+        401 => report.problem(
+            &label,
+            &format!("Zammad at {host} refuses the token in [sinks.{}] url (HTTP 401)", sink.name),
+            "copy the endpoint Zammad shows under Admin → Integrations → CTI (Generic) into url",
+        ),
+        422 if body.contains("disable") => report.problem(
+            &label,
+            &format!("Zammad at {host} has its generic CTI integration switched off"),
+            "switch it on under Admin → Integrations → CTI (Generic)",
+        ),
+        422 => report.ok(&label, &format!("Zammad at {host} accepts the token (generic CTI is on)")),
+        other => report.problem(
+            &label,
+            &format!("{host} answered HTTP {other} where Zammad's CTI endpoint would answer 422"),
+            "check that url is Zammad's https://HOST/api/v1/cti/TOKEN",
         ),
     }
 }

@@ -12,7 +12,7 @@ use rand::Rng;
 use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
 use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use crate::config::{redacted_url, Config, RecordingMode};
-use crate::daemon::helpdesk_sink::HelpdeskPipeline;
+use crate::daemon::delivery_sink::DeliveryPipeline;
 use crate::daemon::{logging, Daemon, DaemonLinks, JsonLinesSink, LiveStats, Sink, Tee};
 
 /// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
@@ -78,9 +78,9 @@ async fn run_demo(webhook: Option<&str>, speedup: f64) -> i32 {
             delivering.helpdesk.webhook_url = url.to_string();
             // The bundled calls' recordings live on the lab PBX, not here.
             delivering.recordings.mode = RecordingMode::Off;
-            match HelpdeskPipeline::open(&delivering) {
+            match DeliveryPipeline::open(&delivering) {
                 Ok(pipeline) => {
-                    sinks.push(Box::new(pipeline.sink(zone)));
+                    sinks.push(Box::new(pipeline.sink(&zone)));
                     Some(pipeline)
                 }
                 Err(error) => {

@@ -1,5 +1,5 @@
-//! `deskhook outbox list|retry|purge` (SPEC §1): what is pending or dead in the helpdesk
-//! outbox and why; re-queue dead requests; drop them on purpose.
+//! `deskhook outbox list|retry|purge [--sink NAME]` (SPEC §1): what is pending or dead in the
+//! outbox (of one sink, or of all) and why; re-queue dead requests; drop them on purpose.
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,9 +17,17 @@ pub enum OutboxAction {
     Purge,
 }
 
-/// Runs the subcommand; returns the process exit code (0, or 1 when the outbox cannot be read).
-pub fn outbox(config: &Config, action: OutboxAction, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+/// Runs the subcommand for sink `sink` (or every sink); returns the process exit code (0; 1
+/// when the outbox cannot be read; 2 for a sink that is neither configured nor in the outbox).
+pub fn outbox(
+    config: &Config,
+    action: OutboxAction,
+    sink: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let dir = &config.storage.dir;
+    let configured: Vec<String> = config.destinations().into_iter().map(|sink| sink.name).collect();
     let mut outbox = match Outbox::open_existing(dir, &config.helpdesk) {
         Ok(Some(outbox)) => outbox,
         Ok(None) => {
@@ -31,17 +39,29 @@ pub fn outbox(config: &Config, action: OutboxAction, out: &mut dyn Write, err: &
             return 1;
         }
     };
-    let result = match action {
-        OutboxAction::List => {
-            outbox.listing(LIST_LIMIT).map(|listing| render_listing(&listing, jiff::Timestamp::now().as_millisecond()))
+    if let Some(name) = sink {
+        // A sink removed from the config may still have rows: those count too.
+        let stored = outbox.sinks().unwrap_or_default();
+        if !configured.iter().chain(&stored).any(|known| known == name) {
+            let mut known: Vec<&String> = configured.iter().chain(&stored).collect();
+            known.sort();
+            known.dedup();
+            let known: Vec<&str> = known.into_iter().map(String::as_str).collect();
+            let _ = writeln!(err, "deskhook: no sink named {name:?}; the sinks are: {}", known.join(", "));
+            return 2;
         }
-        OutboxAction::Retry => outbox.retry_dead().map(|count| {
+    }
+    let result = match action {
+        OutboxAction::List => outbox
+            .listing(LIST_LIMIT, sink)
+            .map(|listing| render_listing(&listing, jiff::Timestamp::now().as_millisecond())),
+        OutboxAction::Retry => outbox.retry_dead(sink).map(|count| {
             format!(
                 "re-queued {count} dead request(s); a running deskhook sends them within a few seconds, \
                  otherwise the next start does\n"
             )
         }),
-        OutboxAction::Purge => outbox.purge_dead().map(|count| format!("dropped {count} dead request(s)\n")),
+        OutboxAction::Purge => outbox.purge_dead(sink).map(|count| format!("dropped {count} dead request(s)\n")),
     };
     match result {
         Ok(text) => {
@@ -58,7 +78,7 @@ pub fn outbox(config: &Config, action: OutboxAction, out: &mut dyn Write, err: &
 /// The `list` table (pending and dead rows, oldest first) and a summary line.
 pub fn render_listing(listing: &Listing, now_ms: i64) -> String {
     let ago = |ms: i64| humanize(Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0)));
-    let rows: Vec<[String; 7]> = listing
+    let rows: Vec<[String; 8]> = listing
         .rows
         .iter()
         .map(|row| {
@@ -71,6 +91,7 @@ pub fn render_listing(listing: &Listing, now_ms: i64) -> String {
             };
             [
                 row.state.as_str().to_string(),
+                row.sink.clone(),
                 row.unique_id.clone(),
                 row.status.clone(),
                 row.tries.to_string(),
@@ -80,7 +101,7 @@ pub fn render_listing(listing: &Listing, now_ms: i64) -> String {
             ]
         })
         .collect();
-    let header = ["STATE", "UNIQUE_ID", "STATUS", "TRIES", "NEXT TRY", "AGE", "LAST ERROR"].map(String::from);
+    let header = ["STATE", "SINK", "UNIQUE_ID", "STATUS", "TRIES", "NEXT TRY", "AGE", "LAST ERROR"].map(String::from);
     let mut widths = header.clone().map(|title| title.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -108,7 +129,7 @@ pub fn render_listing(listing: &Listing, now_ms: i64) -> String {
         text.push_str(&format!("(showing the oldest {shown} of {} undelivered)\n", counts.pending + counts.dead));
     }
     text.push_str(&format!(
-        "{} pending, {} dead, {} delivered (kept for helpdesk.keep_delivered); outbox {}\n",
+        "{} pending, {} dead, {} delivered (kept for keep_delivered); outbox {}\n",
         counts.pending,
         counts.dead,
         counts.delivered,
@@ -129,6 +150,7 @@ mod tests {
             rows: vec![
                 ListedRow {
                     id: 1,
+                    sink: "helpdesk".into(),
                     unique_id: "1700000000.1".into(),
                     status: "incoming call answered".into(),
                     state: RowState::Dead,
@@ -139,6 +161,7 @@ mod tests {
                 },
                 ListedRow {
                     id: 2,
+                    sink: "warehouse".into(),
                     unique_id: "1700000000.2".into(),
                     status: "start of an incoming call".into(),
                     state: RowState::Pending,
@@ -152,18 +175,20 @@ mod tests {
         };
         let text = render_listing(&listing, 1_000_000);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("STATE    UNIQUE_ID     STATUS"), "{text}");
+        assert!(lines[0].starts_with("STATE    SINK       UNIQUE_ID     STATUS"), "{text}");
         assert!(
-            lines[1].contains("dead     1700000000.1  incoming call answered     3      -         1m30s  HTTP 400"),
+            lines[1].contains(
+                "dead     helpdesk   1700000000.1  incoming call answered     3      -         1m30s  HTTP 400"
+            ),
             "{text}"
         );
         assert!(
-            lines[2].contains("pending  1700000000.2  start of an incoming call  1      in 42s    5s     -"),
+            lines[2].contains("pending  warehouse  1700000000.2  start of an incoming call  1      in 42s    5s     -"),
             "{text}"
         );
         assert_eq!(
             lines[3],
-            "1 pending, 1 dead, 7 delivered (kept for helpdesk.keep_delivered); outbox /var/lib/deskhook/outbox.sqlite3"
+            "1 pending, 1 dead, 7 delivered (kept for keep_delivered); outbox /var/lib/deskhook/outbox.sqlite3"
         );
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{redacted_url, Config, RecordingMode};
-use crate::daemon::helpdesk_sink::HelpdeskPipeline;
+use crate::daemon::delivery_sink::DeliveryPipeline;
 use crate::daemon::{logging, signals, Daemon, DaemonLinks, JsonLinesSink, LogSink, Sink, Systemd, Tee};
+use crate::deliver::HELPDESK_SINK;
 use crate::forward::{self, ForwardService};
 use crate::health::Health;
 use crate::presence::Presence;
@@ -35,30 +36,39 @@ pub fn run(config: &Config, print_events: bool) -> i32 {
 }
 
 async fn serve(config: &Config, print_events: bool) -> i32 {
-    if let Some(sink) = config.sinks.first() {
-        // Refused, not ignored: calls must never silently miss a destination the admin configured.
+    let destinations = config.destinations();
+    if config.recordings.mode == RecordingMode::Ari && !destinations.iter().any(|sink| sink.name == HELPDESK_SINK) {
+        // Refused, not ignored: recordings must never silently miss the destination configured.
         tracing::error!(
-            "[sinks.{}] ({} sink): {}; fix: remove the [[sinks]] tables for now ([helpdesk] webhook_url delivers to \
-             Omnidesk/Deskie)",
-            sink.name,
-            sink.kind(),
-            crate::config::SINKS_NOT_DELIVERED
+            "config.toml: [recordings] mode: \"ari\" uploads to the [helpdesk] webhook only, and there is none; \
+             fix: set [helpdesk] webhook_url, or use mode = \"mixmonitor\" (every sink that takes recordings gets them)"
         );
         return 2;
+    }
+    let others: Vec<&str> =
+        destinations.iter().filter(|sink| sink.name != HELPDESK_SINK).map(|sink| sink.name.as_str()).collect();
+    if config.recordings.mode == RecordingMode::Ari && !others.is_empty() {
+        tracing::warn!(
+            "recordings made through ARI go to the [helpdesk] webhook only, not to sinks {}; use [recordings] \
+             mode = \"mixmonitor\" to give them to every sink that takes recordings",
+            others.join(", ")
+        );
     }
     let started = tokio::time::Instant::now();
     let zone = config.time_zone();
     let presence = Presence::new();
     let health = Health::new();
-    let pipeline = match HelpdeskPipeline::open(config) {
-        Ok(pipeline) => pipeline,
+    let pipeline = match DeliveryPipeline::open(config) {
+        Ok(pipeline) => {
+            health.watch_sinks(pipeline.delivery.sink_health());
+            pipeline
+        }
         Err(error) => {
-            tracing::error!("cannot start delivery to the helpdesk: {error}");
+            tracing::error!("cannot start delivery: {error}");
             return 1;
         }
     };
-    let mut sinks: Vec<Box<dyn Sink>> =
-        vec![Box::new(LogSink::new(zone.clone())), Box::new(pipeline.sink(zone.clone()))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink::new(zone.clone())), Box::new(pipeline.sink(&zone))];
     if config.recordings.mode == RecordingMode::Ari {
         match AriRecorder::start(config, pipeline.delivery.clone()) {
             Ok(recorder) => sinks.push(Box::new(recorder)),
@@ -126,7 +136,7 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
 async fn start_forward(
     config: &Config,
     presence: &Presence,
-    pipeline: &HelpdeskPipeline,
+    pipeline: &DeliveryPipeline,
     health: &Health,
     shutdown: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 mod sinks;
 
-pub use sinks::{Destination, JsonRecordings, SinkConfig, SINKS_NOT_DELIVERED, SINK_KINDS};
+pub use sinks::{Destination, JsonRecordings, SinkConfig, SINK_KINDS};
 
 /// Where `--config` falls back to when neither the flag nor `$DESKHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/deskhook/config.toml";
@@ -724,6 +724,22 @@ mod tests {
         let config = Config::from_toml(text, "config.example.toml").expect("the documented example must be valid");
         assert_eq!(config.pbx.trunks, vec!["provider".to_string()]);
         assert!(!config.forward.resolvers.is_empty());
+        assert!(config.sinks.is_empty(), "the example's sinks are commented out");
+        // The commented [[sinks]] examples are valid too once uncommented.
+        let mut in_sinks = false;
+        let uncommented: String = text
+            .lines()
+            .map(|line| {
+                in_sinks = (in_sinks || line == "# [[sinks]]") && !line.is_empty();
+                match line.strip_prefix("# ").or_else(|| (line == "#").then_some("")) {
+                    Some(rest) if in_sinks => format!("{rest}\n"),
+                    _ => format!("{line}\n"),
+                }
+            })
+            .collect();
+        let config = Config::from_toml(&uncommented, "config.example.toml").expect("the sink examples must be valid");
+        let names: Vec<&str> = config.sinks.iter().map(|sink| sink.name.as_str()).collect();
+        assert_eq!(names, ["warehouse", "desk", "deskie"]);
     }
 
     #[test]

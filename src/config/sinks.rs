@@ -11,9 +11,6 @@ use super::{check_http_url, redacted_url, ConfigError, HelpdeskConfig};
 
 /// The kinds this version delivers to.
 pub const SINK_KINDS: [&str; 3] = ["omnidesk", "json", "zammad"];
-/// Why `[[sinks]]` are checked but not yet delivered to: `run` refuses them, `check` says so.
-pub const SINKS_NOT_DELIVERED: &str =
-    "this build of deskhook checks [[sinks]] but does not deliver to them yet (only [helpdesk] webhook_url is delivered)";
 /// Kinds SPEC §7 names that this version cannot deliver to yet.
 const LATER_KINDS: [&str; 3] = ["bitrix24", "amocrm", "okdesk"];
 /// Delivery keys a sink may set for its own queue (as in `[helpdesk]`).

@@ -17,8 +17,8 @@
 //! [`Daemon::start`].
 
 mod clock;
+pub mod delivery_sink;
 mod engine_task;
-pub mod helpdesk_sink;
 pub mod logging;
 mod queue_members;
 pub mod resync;

@@ -66,14 +66,37 @@ cached!(
     "deskhook_outbox_rows",
     "Rows in the outbox (pending, dead and kept delivered ones)."
 );
-cached!(
-    in_flight,
-    Gauge,
-    crate::metrics::gauge,
-    "deskhook_helpdesk_in_flight",
-    "Helpdesk requests being sent right now."
-);
 
+/// One sink's rows, as the `sink`-labelled gauges.
+pub(crate) fn publish_sink_counts(sink: &str, counts: OutboxCounts) {
+    let gauge = |name, help| crate::metrics::sink_gauge(name, help, sink);
+    gauge("deskhook_sink_pending", "Requests waiting to be delivered, by sink.")
+        .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
+    gauge("deskhook_sink_dead", "Dead-lettered requests in the outbox, by sink.")
+        .set(i64::try_from(counts.dead).unwrap_or(i64::MAX));
+}
+
+/// Requests a sink's destination accepted.
+pub(crate) fn sink_delivered(sink: &str) -> &'static Counter {
+    crate::metrics::sink_counter("deskhook_sink_delivered_total", "Requests accepted, by sink.", sink)
+}
+
+/// Tries that failed (each is retried or dead-lettered), by sink.
+pub(crate) fn sink_failed_tries(sink: &str) -> &'static Counter {
+    crate::metrics::sink_counter("deskhook_sink_failed_tries_total", "Failed tries of requests, by sink.", sink)
+}
+
+/// Requests given up on, by sink.
+pub(crate) fn sink_dead_lettered(sink: &str) -> &'static Counter {
+    crate::metrics::sink_counter("deskhook_sink_dead_lettered_total", "Requests given up on, by sink.", sink)
+}
+
+/// Requests being sent right now, by sink.
+pub(crate) fn sink_in_flight(sink: &str) -> &'static Gauge {
+    crate::metrics::sink_gauge("deskhook_sink_in_flight", "Requests being sent right now, by sink.", sink)
+}
+
+/// All sinks' rows together (the unlabelled gauges).
 pub(crate) fn publish_counts(counts: OutboxCounts) {
     pending().set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
     dead().set(i64::try_from(counts.dead).unwrap_or(i64::MAX));

@@ -23,6 +23,7 @@ mod scheduler;
 mod sender;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,12 +33,12 @@ use rusqlite::Connection;
 pub use omnidesk::{form_body, FORM_CONTENT_TYPE};
 pub use outbox::{ListedRow, Listing, OpenCalls, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
 pub use policy::humanize;
-pub use request::{Request, UPLOAD_STATUS};
+pub use request::{Request, UploadRoute, HELPDESK_SINK, UPLOAD_STATUS};
 
-use crate::config::{redacted_url, HelpdeskConfig};
+use crate::config::{redacted_url, Destination, HelpdeskConfig, SinkConfig};
 use policy::RetryPolicy;
-use sender::{Control, Dispatcher, SenderContext, Sink};
-use writer::{SharedCounts, WriterCommand};
+use sender::{Control, Dispatcher, SenderContext, Sink, Wire};
+use writer::{SharedCounts, SinkBook, WriterCommand};
 
 /// Why the outbox or the delivery cannot do what was asked; phrased for the admin.
 #[derive(Debug, thiserror::Error)]
@@ -75,49 +76,133 @@ pub enum DeliverError {
 pub struct Delivery;
 
 impl Delivery {
-    /// Spawns the writer thread and the sender on the current tokio runtime, resuming rows a
-    /// previous run left pending. An empty `webhook_url` means "log only": every request is
-    /// still stored (so start/ended stay deduplicated), then written to the log at info level
-    /// (target `deskhook::helpdesk`) and counted as delivered; recordings are never deleted.
+    /// Delivery to `[helpdesk] webhook_url` alone (the sink `helpdesk`); see [`Delivery::start_targets`].
     pub fn start(outbox: Outbox, webhook_url: &str, cfg: &HelpdeskConfig) -> Result<DeliveryHandle, DeliverError> {
+        Self::start_targets(outbox, vec![Target::helpdesk(webhook_url, cfg)])
+    }
+
+    /// Spawns the writer thread and one sender per target on the current tokio runtime,
+    /// resuming rows a previous run left pending. Each target is an independent queue in the
+    /// one outbox: its own order per call, retries, dead letters, parallelism and size cap. An
+    /// empty URL means "log only": every request is still stored (so start/ended stay
+    /// deduplicated), then written to the log at info level (target `deskhook::helpdesk`) and
+    /// counted as delivered; recordings are never deleted.
+    pub fn start_targets(outbox: Outbox, targets: Vec<Target>) -> Result<DeliveryHandle, DeliverError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DeliverError::NoRuntime)?;
-        let sink = build_sink(webhook_url, cfg)?;
-        let reader = outbox::connect(outbox.path(), false)?;
-        let counts = Arc::new(SharedCounts::default());
-        let (added_tx, added_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = Arc::new(Mutex::new(outbox::connect(outbox.path(), false)?));
         let path = outbox.path().to_path_buf();
-        let writer = writer::spawn(outbox, counts.clone(), added_tx)?;
-        match &sink {
-            Sink::Http { host, .. } => {
-                tracing::info!(helpdesk = %host, outbox = %path.display(), "delivering to the helpdesk")
-            }
-            Sink::Log => tracing::warn!(
-                outbox = %path.display(),
-                "helpdesk.webhook_url is empty: helpdesk events are only logged, nothing is sent"
-            ),
-        }
-        let reader = Arc::new(Mutex::new(reader));
         let hooks: Hooks = Arc::default();
-        let ctx = Arc::new(SenderContext {
-            sink,
-            policy: RetryPolicy::from_config(cfg),
-            writer: writer.clone(),
-            reader: reader.clone(),
-            done: done_tx,
-            healthy: AtomicBool::new(true),
-            hooks: hooks.clone(),
-        });
-        let dispatcher = Dispatcher {
-            ctx,
-            max_parallel: cfg.max_parallel.max(1),
-            added: added_rx,
-            done: done_rx,
-            control: control_rx,
+        let mut books = BTreeMap::new();
+        let mut parts = Vec::with_capacity(targets.len());
+        for target in &targets {
+            let sink = build_sink(&target.url, &target.cfg, target.wire())?;
+            let counts = Arc::new(SharedCounts::default());
+            let (added_tx, added_rx) = tokio::sync::mpsc::unbounded_channel();
+            books.insert(
+                target.name.clone(),
+                SinkBook { max_rows: target.cfg.outbox_max_rows.max(1), counts: counts.clone(), added: added_tx },
+            );
+            match &sink {
+                Sink::Http { host, .. } => {
+                    tracing::info!(sink = %target.name, %host, outbox = %path.display(), "delivering to sink {:?}", target.name)
+                }
+                Sink::Log => tracing::warn!(
+                    sink = %target.name,
+                    outbox = %path.display(),
+                    "sink {:?} has no URL: its requests are only logged, nothing is sent",
+                    target.name
+                ),
+            }
+            parts.push((target, sink, counts, added_rx));
+        }
+        let writer = writer::spawn(outbox, books)?;
+        let mut sinks = BTreeMap::new();
+        let mut controls = Vec::with_capacity(parts.len());
+        for (target, sink, counts, added) in parts {
+            let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+            let ctx = Arc::new(SenderContext {
+                name: target.name.clone(),
+                sink,
+                policy: RetryPolicy::from_config(&target.cfg),
+                writer: writer.clone(),
+                reader: reader.clone(),
+                done: done_tx,
+                healthy: Arc::new(AtomicBool::new(true)),
+                hooks: hooks.clone(),
+            });
+            let dispatcher = Dispatcher {
+                ctx: ctx.clone(),
+                max_parallel: target.cfg.max_parallel.max(1),
+                added,
+                done: done_rx,
+                control: control_rx,
+            };
+            runtime.spawn(dispatcher.run());
+            controls.push(control_tx);
+            sinks.insert(target.name.clone(), SinkState { counts, ctx });
+        }
+        Ok(DeliveryHandle { inner: Arc::new(Inner { writer, controls, sinks, reader, hooks }) })
+    }
+}
+
+/// One destination delivery sends to: a sink's name, address and queue settings.
+#[derive(Clone)]
+pub struct Target {
+    pub name: String,
+    /// Where requests are POSTed; empty: only logged.
+    pub url: String,
+    /// The `json` sink's HMAC key: every body is signed with it.
+    pub signing_secret: Option<String>,
+    /// Zammad's CTI API (its answers are read as Zammad means them).
+    pub zammad: bool,
+    /// Timeouts, retries, parallelism and size cap of its queue.
+    pub cfg: HelpdeskConfig,
+}
+
+impl Target {
+    /// `[helpdesk] webhook_url` as the sink `helpdesk`.
+    pub fn helpdesk(webhook_url: &str, cfg: &HelpdeskConfig) -> Target {
+        Target {
+            name: HELPDESK_SINK.into(),
+            url: webhook_url.to_string(),
+            signing_secret: None,
+            zammad: false,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// A configured sink.
+    pub fn of(sink: &SinkConfig) -> Target {
+        let signing_secret = match &sink.destination {
+            Destination::Json { secret, .. } if !secret.is_empty() => Some(secret.clone()),
+            _ => None,
         };
-        runtime.spawn(dispatcher.run());
-        Ok(DeliveryHandle { inner: Arc::new(Inner { writer, control: control_tx, counts, reader, hooks }) })
+        Target {
+            name: sink.name.clone(),
+            url: sink.url().to_string(),
+            signing_secret,
+            zammad: matches!(sink.destination, Destination::Zammad { .. }),
+            cfg: sink.delivery.clone(),
+        }
+    }
+
+    fn wire(&self) -> Wire {
+        match (&self.signing_secret, self.zammad) {
+            (_, true) => Wire::Zammad,
+            (Some(secret), false) => Wire::Signed { secret: secret.clone() },
+            (None, false) => Wire::Plain,
+        }
+    }
+}
+
+impl std::fmt::Debug for Target {
+    // The URL's path and the secret never show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("host", &redacted_url(&self.url))
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,7 +210,7 @@ fn describe(conn: &Connection) -> String {
     conn.path().unwrap_or("outbox").to_string()
 }
 
-fn build_sink(webhook_url: &str, cfg: &HelpdeskConfig) -> Result<Sink, DeliverError> {
+fn build_sink(webhook_url: &str, cfg: &HelpdeskConfig, wire: Wire) -> Result<Sink, DeliverError> {
     if webhook_url.trim().is_empty() {
         return Ok(Sink::Log);
     }
@@ -152,6 +237,7 @@ fn build_sink(webhook_url: &str, cfg: &HelpdeskConfig) -> Result<Sink, DeliverEr
         raw: webhook_url.to_string(),
         host: shown,
         request_timeout: cfg.request_timeout.get(),
+        wire,
     })
 }
 
@@ -163,10 +249,16 @@ pub struct DeliveryHandle {
 
 struct Inner {
     writer: Sender<WriterCommand>,
-    control: tokio::sync::mpsc::UnboundedSender<Control>,
-    counts: Arc<SharedCounts>,
+    controls: Vec<tokio::sync::mpsc::UnboundedSender<Control>>,
+    sinks: BTreeMap<String, SinkState>,
     reader: Arc<Mutex<Connection>>,
     hooks: Hooks,
+}
+
+/// What the handle can see of one sink's sender.
+struct SinkState {
+    counts: Arc<SharedCounts>,
+    ctx: Arc<SenderContext>,
 }
 
 /// A tagged request the helpdesk accepted (its outcome is committed to the outbox).
@@ -263,18 +355,59 @@ impl DeliveryHandle {
         .map_err(|_| DeliverError::Stopped)?
     }
 
-    /// Rows by state, as of the last commit (for `/metrics` and health).
+    /// Rows by state of every sink together, as of the last commit (for `/metrics` and health).
     pub fn counts(&self) -> OutboxCounts {
-        self.inner.counts.snapshot()
+        self.inner.sinks.values().map(|sink| sink.counts.snapshot()).fold(OutboxCounts::default(), |total, counts| {
+            OutboxCounts {
+                pending: total.pending + counts.pending,
+                dead: total.dead + counts.dead,
+                delivered: total.delivered + counts.delivered,
+            }
+        })
+    }
+
+    /// Rows by state of sink `name` (`None`: no such sink).
+    pub fn counts_of(&self, name: &str) -> Option<OutboxCounts> {
+        self.inner.sinks.get(name).map(|sink| sink.counts.snapshot())
+    }
+
+    /// The sinks being delivered to, by name.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.inner.sinks.keys().cloned().collect()
+    }
+
+    /// Each sink's "its destination accepts requests" flag (for `/healthz`).
+    pub fn sink_health(&self) -> Vec<(String, Arc<AtomicBool>)> {
+        self.inner.sinks.iter().map(|(name, sink)| (name.clone(), sink.ctx.healthy.clone())).collect()
+    }
+
+    /// The sinks whose last try failed (their destination is down or refusing).
+    pub fn failing_sinks(&self) -> Vec<String> {
+        self.inner
+            .sinks
+            .iter()
+            .filter(|(_, sink)| !sink.ctx.healthy.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Stops sending: requests in flight get a few seconds to finish (the rest stay pending
     /// and are sent again on the next start), everything enqueued before is committed.
     /// Later `enqueue` calls fail with [`DeliverError::Stopped`].
     pub async fn shutdown(&self) {
-        let (reply, stopped) = tokio::sync::oneshot::channel();
-        if self.inner.control.send(Control::Shutdown(reply)).is_ok() {
+        let mut stopping = Vec::with_capacity(self.inner.controls.len());
+        for control in &self.inner.controls {
+            let (reply, stopped) = tokio::sync::oneshot::channel();
+            if control.send(Control::Shutdown(reply)).is_ok() {
+                stopping.push(stopped);
+            }
+        }
+        for stopped in stopping {
             let _ = stopped.await;
+        }
+        let (stopped, writer_done) = tokio::sync::oneshot::channel();
+        if self.inner.writer.send(WriterCommand::Stop(stopped)).is_ok() {
+            let _ = writer_done.await;
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The Omnidesk/Deskie "Asterisk" webhook formats (SPEC §3): the urlencoded event form and the
-//! `multipart/form-data` recording upload, streamed from disk. No retry logic, no storage.
+//! The wire encodings of requests: urlencoded forms (the Omnidesk/Deskie webhook, SPEC §3) and
+//! `multipart/form-data` recording uploads streamed from disk (the Omnidesk form, or the `json`
+//! sink's summary + record). No retry logic, no storage.
 
 use std::path::Path;
 
@@ -7,6 +8,8 @@ use reqwest::multipart::{Form, Part};
 
 /// The `Content-Type` of an event POST.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+/// The `Content-Type` of a JSON POST (and of a summary part).
+pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Size of the chunks a recording is read and sent in.
 const UPLOAD_CHUNK_BYTES: usize = 64 * 1024;
@@ -34,6 +37,15 @@ pub enum UploadError {
 /// The upload form: parts `status=record`, `unique_id`, and `record` = the file, whose bytes
 /// are read from disk while the request is sent (never held in memory whole).
 pub async fn upload_form(unique_id: &str, path: &Path) -> Result<Form, UploadError> {
+    let record = record_part(path).await?;
+    Ok(Form::new()
+        .text("status", super::request::UPLOAD_STATUS)
+        .text("unique_id", unique_id.to_string())
+        .part("record", record))
+}
+
+/// The file as a streamed `record` part, named by its base name.
+async fn record_part(path: &Path) -> Result<Part, UploadError> {
     let shown = path.display().to_string();
     let file =
         tokio::fs::File::open(path).await.map_err(|source| UploadError::Missing { path: shown.clone(), source })?;
@@ -46,14 +58,20 @@ pub async fn upload_form(unique_id: &str, path: &Path) -> Result<Form, UploadErr
     }
     let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK_BYTES);
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_else(|| "record".into());
-    let record = Part::stream_with_length(reqwest::Body::wrap_stream(stream), metadata.len())
+    Part::stream_with_length(reqwest::Body::wrap_stream(stream), metadata.len())
         .file_name(file_name)
         .mime_str(audio_content_type(path))
-        .map_err(|_| UploadError::NotAFile { path: shown })?;
-    Ok(Form::new()
-        .text("status", super::request::UPLOAD_STATUS)
-        .text("unique_id", unique_id.to_string())
-        .part("record", record))
+        .map_err(|_| UploadError::NotAFile { path: shown })
+}
+
+/// The `json` sink's upload form: part `summary` (the call summary, JSON) and part `record`
+/// (the file, streamed from disk).
+pub async fn summary_upload_form(summary: &str, path: &Path) -> Result<Form, UploadError> {
+    let record = record_part(path).await?;
+    let summary = Part::text(summary.to_string())
+        .mime_str(JSON_CONTENT_TYPE)
+        .map_err(|_| UploadError::NotAFile { path: path.display().to_string() })?;
+    Ok(Form::new().part("summary", summary).part("record", record))
 }
 
 /// The part's `Content-Type`, from the extensions Asterisk records to.

@@ -2,6 +2,7 @@
 //! changes (`deskhook outbox list|retry|purge`). Routine writes go through `writer`, the
 //! single writer thread of a running delivery.
 
+use std::collections::BTreeMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +16,8 @@ use crate::config::HelpdeskConfig;
 /// The outbox's file name inside `storage.dir`.
 pub const OUTBOX_FILE: &str = "outbox.sqlite3";
 
-// The nullable `tag` column came later without a version bump: older deskhooks ignore it.
+// The `tag`, `sink` and `body_type` columns came later without a version bump: older
+// deskhooks ignore them (and deliver every row to the helpdesk).
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -107,6 +109,14 @@ impl OutboxCounts {
     pub fn rows(&self) -> u64 {
         self.pending + self.dead + self.delivered
     }
+
+    fn plus(self, other: &OutboxCounts) -> OutboxCounts {
+        OutboxCounts {
+            pending: self.pending + other.pending,
+            dead: self.dead + other.dead,
+            delivered: self.delivered + other.delivered,
+        }
+    }
 }
 
 /// The calls a previous run left open ([`Outbox::open_calls`]).
@@ -121,6 +131,8 @@ pub struct OpenCalls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedRow {
     pub id: i64,
+    /// The sink that sends it.
+    pub sink: String,
     pub unique_id: String,
     pub status: String,
     pub state: RowState,
@@ -214,18 +226,20 @@ impl Outbox {
         read().map_err(|source| self.db_error(source))
     }
 
-    /// Pending and dead rows, oldest first, at most `limit` of them; what `deskhook outbox list` prints.
-    pub fn listing(&self, limit: usize) -> Result<Listing, DeliverError> {
+    /// Pending and dead rows (of sink `sink`, or of all), oldest first, at most `limit` of
+    /// them; what `deskhook outbox list` prints.
+    pub fn listing(&self, limit: usize, sink: Option<&str>) -> Result<Listing, DeliverError> {
         let read = || -> rusqlite::Result<Listing> {
             let mut statement = self.conn.prepare(
-                "SELECT id, unique_id, status, state, tries, next_attempt_at, enqueued_at, last_error
-                 FROM outbox WHERE state IN ('pending', 'dead') ORDER BY id LIMIT ?1",
+                "SELECT id, unique_id, status, state, tries, next_attempt_at, enqueued_at, last_error, sink
+                 FROM outbox WHERE state IN ('pending', 'dead') AND (?2 IS NULL OR sink = ?2) ORDER BY id LIMIT ?1",
             )?;
             let rows = statement
-                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX), sink], |row| {
                     let state = RowState::parse(&row.get::<_, String>(3)?);
                     Ok(ListedRow {
                         id: row.get(0)?,
+                        sink: row.get(8)?,
                         unique_id: row.get(1)?,
                         status: row.get(2)?,
                         state,
@@ -236,22 +250,34 @@ impl Outbox {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Listing { path: self.path.clone(), rows, counts: count_rows(&self.conn)? })
+            let counts = match sink {
+                None => count_rows(&self.conn)?,
+                Some(sink) => count_rows_by_sink(&self.conn)?.get(sink).copied().unwrap_or_default(),
+            };
+            Ok(Listing { path: self.path.clone(), rows, counts })
         };
         read().map_err(|source| self.db_error(source))
     }
 
-    /// Puts every dead row back in the queue (tries reset, retention restarts now); a running
-    /// deskhook picks them up within a few seconds. Returns how many.
-    pub fn retry_dead(&mut self) -> Result<usize, DeliverError> {
+    /// The sinks that have rows in the outbox.
+    pub fn sinks(&self) -> Result<Vec<String>, DeliverError> {
+        count_rows_by_sink(&self.conn)
+            .map(|by_sink| by_sink.into_keys().collect())
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// Puts every dead row (of sink `sink`, or of all) back in the queue (tries reset,
+    /// retention restarts now); a running deskhook picks them up within a few seconds.
+    /// Returns how many.
+    pub fn retry_dead(&mut self, sink: Option<&str>) -> Result<usize, DeliverError> {
         let now = now_ms();
         let change = |conn: &mut Connection| -> rusqlite::Result<usize> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let generation = bump_requeue_generation(&tx)?;
             let count = tx.execute(
                 "UPDATE outbox SET state = 'pending', tries = 0, enqueued_at = ?1, next_attempt_at = ?1,
-                 finished_at = NULL, requeue_gen = ?2 WHERE state = 'dead'",
-                params![now, generation],
+                 finished_at = NULL, requeue_gen = ?2 WHERE state = 'dead' AND (?3 IS NULL OR sink = ?3)",
+                params![now, generation, sink],
             )?;
             tx.commit()?;
             Ok(count)
@@ -260,12 +286,12 @@ impl Outbox {
         change(&mut self.conn).map_err(|source| DeliverError::Database { path: path.display().to_string(), source })
     }
 
-    /// Deletes every dead row. Returns how many.
-    pub fn purge_dead(&mut self) -> Result<usize, DeliverError> {
+    /// Deletes every dead row (of sink `sink`, or of all). Returns how many.
+    pub fn purge_dead(&mut self, sink: Option<&str>) -> Result<usize, DeliverError> {
         let change = |conn: &mut Connection| -> rusqlite::Result<usize> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             bump_requeue_generation(&tx)?;
-            let count = tx.execute("DELETE FROM outbox WHERE state = 'dead'", [])?;
+            let count = tx.execute("DELETE FROM outbox WHERE state = 'dead' AND (?1 IS NULL OR sink = ?1)", [sink])?;
             tx.commit()?;
             Ok(count)
         };
@@ -295,21 +321,34 @@ pub(crate) fn connect(path: &Path, create: bool) -> Result<Connection, DeliverEr
         return Ok(conn);
     }
     conn.execute_batch(SCHEMA).map_err(open_error)?;
-    add_tag_column(&conn).map_err(open_error)?;
+    add_later_columns(&conn).map_err(open_error)?;
     if version < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_error)?;
     }
     Ok(conn)
 }
 
-/// Files written before tags existed get the column (and everyone the index).
-fn add_tag_column(conn: &Connection) -> rusqlite::Result<()> {
-    let has_tag: bool =
-        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'tag'", [], |row| row.get(0))?;
-    if !has_tag {
-        conn.execute_batch("ALTER TABLE outbox ADD COLUMN tag TEXT")?;
+/// Files written before tags or sinks existed get the columns (and everyone the indexes).
+fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (column, definition) in [
+        ("tag", "TEXT"),
+        // Which sink sends the row; rows from before sinks were the helpdesk's.
+        ("sink", "TEXT NOT NULL DEFAULT 'helpdesk'"),
+        // NULL: an urlencoded form (or, for an upload, the Omnidesk form); 'json': a JSON body.
+        ("body_type", "TEXT"),
+    ] {
+        let present: bool =
+            conn.query_row("SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = ?1", [column], |row| {
+                row.get(0)
+            })?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE outbox ADD COLUMN {column} {definition}"))?;
+        }
     }
-    conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_by_tag ON outbox (tag) WHERE tag IS NOT NULL")
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS outbox_by_tag ON outbox (tag) WHERE tag IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS outbox_by_sink ON outbox (sink, state, id);",
+    )
 }
 
 /// The state of the newest row carrying `tag` (`None`: no such row, e.g. pruned or purged).
@@ -320,19 +359,24 @@ pub(crate) fn tag_state(conn: &Connection, tag: &str) -> rusqlite::Result<Option
 }
 
 pub(crate) fn count_rows(conn: &Connection) -> rusqlite::Result<OutboxCounts> {
-    let mut counts = OutboxCounts::default();
-    let mut statement = conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+    Ok(count_rows_by_sink(conn)?.values().fold(OutboxCounts::default(), |total, counts| total.plus(counts)))
+}
+
+/// Row counts of each sink that has rows.
+pub(crate) fn count_rows_by_sink(conn: &Connection) -> rusqlite::Result<BTreeMap<String, OutboxCounts>> {
+    let mut by_sink: BTreeMap<String, OutboxCounts> = BTreeMap::new();
+    let mut statement = conn.prepare_cached("SELECT sink, state, COUNT(*) FROM outbox GROUP BY sink, state")?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
-        let count: i64 = row.get(1)?;
-        let count = u64::try_from(count).unwrap_or(0);
-        match RowState::parse(&row.get::<_, String>(0)?) {
+        let counts = by_sink.entry(row.get(0)?).or_default();
+        let count = u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+        match RowState::parse(&row.get::<_, String>(1)?) {
             RowState::Pending => counts.pending = count,
             RowState::Delivered => counts.delivered = count,
             RowState::Dead => counts.dead = count,
         }
     }
-    Ok(counts)
+    Ok(by_sink)
 }
 
 fn bump_requeue_generation(conn: &Connection) -> rusqlite::Result<i64> {
@@ -354,9 +398,9 @@ pub(crate) struct PendingSnapshot {
     pub max_id: i64,
 }
 
-/// Pending rows requeued after generation `after` (all pending rows when `after` is `None`),
-/// read in one snapshot with the current generation.
-pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlite::Result<PendingSnapshot> {
+/// Sink `sink`'s pending rows requeued after generation `after` (all its pending rows when
+/// `after` is `None`), read in one snapshot with the current generation.
+pub(crate) fn pending_rows(conn: &mut Connection, sink: &str, after: Option<i64>) -> rusqlite::Result<PendingSnapshot> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let generation = requeue_generation(&tx)?;
     let max_id: i64 =
@@ -364,10 +408,10 @@ pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlit
     let rows = {
         let mut statement = tx.prepare_cached(
             "SELECT id, unique_id, next_attempt_at FROM outbox
-             WHERE state = 'pending' AND requeue_gen > ?1 ORDER BY id",
+             WHERE sink = ?2 AND state = 'pending' AND requeue_gen > ?1 ORDER BY id",
         )?;
         let rows = statement
-            .query_map([after.unwrap_or(i64::MIN)], |row| {
+            .query_map(params![after.unwrap_or(i64::MIN), sink], |row| {
                 Ok(PendingRow { id: row.get(0)?, unique_id: row.get(1)?, due_ms: row.get(2)? })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -380,7 +424,8 @@ pub(crate) fn pending_rows(conn: &mut Connection, after: Option<i64>) -> rusqlit
 /// One row with its payload, or `None` when it no longer exists.
 pub(crate) fn load_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredRow>> {
     let mut statement = conn.prepare_cached(
-        "SELECT unique_id, kind, status, once_key, body, path, delete_after, state, tries, enqueued_at, tag
+        "SELECT unique_id, kind, status, once_key, body, path, delete_after, state, tries, enqueued_at, tag, sink,
+                body_type
          FROM outbox WHERE id = ?1",
     )?;
     statement
@@ -391,16 +436,18 @@ pub(crate) fn load_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<St
                 RequestKind::Upload {
                     path: PathBuf::from(std::ffi::OsString::from_vec(path)),
                     delete_after: row.get(6)?,
+                    summary: row.get(4)?,
                 }
             } else {
                 RequestKind::Form {
                     status: row.get(2)?,
                     once_per_call: row.get::<_, Option<String>>(3)?.is_some(),
                     body: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    json: row.get::<_, Option<String>>(12)?.as_deref() == Some("json"),
                 }
             };
             Ok(StoredRow {
-                request: Request { unique_id: row.get(0)?, kind, tag: row.get(10)? },
+                request: Request { unique_id: row.get(0)?, kind, tag: row.get(10)?, sink: row.get(11)? },
                 state: RowState::parse(&row.get::<_, String>(7)?),
                 tries: row.get(8)?,
                 enqueued_ms: row.get(9)?,
@@ -413,13 +460,14 @@ pub(crate) fn load_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<St
 pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> rusqlite::Result<Option<i64>> {
     let mut statement = conn.prepare_cached(
         "INSERT OR IGNORE INTO outbox
-         (unique_id, kind, status, once_key, body, path, delete_after, enqueued_at, next_attempt_at, tag)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+         (unique_id, kind, status, once_key, body, path, delete_after, enqueued_at, next_attempt_at, tag, sink,
+          body_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)",
     )?;
-    let (kind, body, path, delete_after) = match &request.kind {
-        RequestKind::Form { body, .. } => ("form", Some(body.as_str()), None, false),
-        RequestKind::Upload { path, delete_after } => {
-            ("upload", None, Some(path.as_os_str().as_bytes()), *delete_after)
+    let (kind, body, path, delete_after, body_type) = match &request.kind {
+        RequestKind::Form { body, json, .. } => ("form", Some(body.as_str()), None, false, json.then_some("json")),
+        RequestKind::Upload { path, delete_after, summary } => {
+            ("upload", summary.as_deref(), Some(path.as_os_str().as_bytes()), *delete_after, None)
         }
     };
     let inserted = statement.execute(params![
@@ -431,7 +479,9 @@ pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> 
         path,
         delete_after,
         now,
-        request.tag
+        request.tag,
+        request.sink,
+        body_type
     ])?;
     Ok((inserted == 1).then(|| conn.last_insert_rowid()))
 }

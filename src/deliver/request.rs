@@ -1,5 +1,6 @@
-//! What the outbox stores and the sender sends: one helpdesk request, either an event form or a
-//! recording upload. Built from the call engine's output; knows nothing of SQLite or HTTP.
+//! What the outbox stores and the sender sends: one request to one sink, either a body POST
+//! (an urlencoded form or JSON) or a recording upload. Built by the sinks' mappings; knows
+//! nothing of SQLite or HTTP.
 
 use std::path::{Path, PathBuf};
 
@@ -11,14 +12,39 @@ pub struct Request {
     /// Stored with the row; once the helpdesk accepted the request, the delivery's
     /// [`super::DeliveredHook`]s are called with it (e.g. to delete the source of an upload).
     pub(crate) tag: Option<String>,
+    /// The sink (its configured name) that sends it.
+    pub(crate) sink: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RequestKind {
-    /// An event POST: the `application/x-www-form-urlencoded` body, already encoded.
-    Form { status: String, once_per_call: bool, body: String },
-    /// A recording upload (`multipart/form-data`), read from `path` when it is sent.
-    Upload { path: PathBuf, delete_after: bool },
+    /// An event POST, its body already encoded: `application/x-www-form-urlencoded`, or JSON.
+    Form { status: String, once_per_call: bool, body: String, json: bool },
+    /// A recording upload (`multipart/form-data`), read from `path` when it is sent; with a
+    /// `summary`, the `json` sink's form (part `summary`, part `record`), else the Omnidesk one.
+    Upload { path: PathBuf, delete_after: bool, summary: Option<String> },
+}
+
+/// The sink `[helpdesk] webhook_url` is, and that requests go to unless told otherwise.
+pub const HELPDESK_SINK: &str = "helpdesk";
+
+/// How one sink takes a call's recordings: the Omnidesk upload form, or (with `summary`) the
+/// `json` sink's summary + record. Kept with a promised pickup until the file is complete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadRoute {
+    pub sink: String,
+    pub summary: Option<String>,
+}
+
+impl UploadRoute {
+    /// The upload of `path`, a recording of call `unique_id`, to this route's sink.
+    pub fn request(&self, unique_id: &str, path: PathBuf, delete_after: bool) -> Request {
+        let request = match &self.summary {
+            Some(summary) => Request::upload_with_summary(unique_id, path, summary.clone()),
+            None => Request::upload(unique_id, path, delete_after),
+        };
+        request.to_sink(self.sink.clone())
+    }
 }
 
 /// The `status` an upload carries (SPEC §3), also shown by `deskhook outbox list`.
@@ -30,8 +56,19 @@ impl Request {
     pub fn form(unique_id: impl Into<String>, status: impl Into<String>, once_per_call: bool, body: String) -> Request {
         Request {
             unique_id: unique_id.into(),
-            kind: RequestKind::Form { status: status.into(), once_per_call, body },
+            kind: RequestKind::Form { status: status.into(), once_per_call, body, json: false },
             tag: None,
+            sink: HELPDESK_SINK.into(),
+        }
+    }
+
+    /// Like [`Request::form`], with a JSON body.
+    pub fn json(unique_id: impl Into<String>, status: impl Into<String>, once_per_call: bool, body: String) -> Request {
+        Request {
+            unique_id: unique_id.into(),
+            kind: RequestKind::Form { status: status.into(), once_per_call, body, json: true },
+            tag: None,
+            sink: HELPDESK_SINK.into(),
         }
     }
 
@@ -40,9 +77,30 @@ impl Request {
     pub fn upload(unique_id: impl Into<String>, path: impl Into<PathBuf>, delete_after: bool) -> Request {
         Request {
             unique_id: unique_id.into(),
-            kind: RequestKind::Upload { path: path.into(), delete_after },
+            kind: RequestKind::Upload { path: path.into(), delete_after, summary: None },
             tag: None,
+            sink: HELPDESK_SINK.into(),
         }
+    }
+
+    /// The `json` sink's upload of a recording file: the call `summary` (JSON) as a part of its own.
+    pub fn upload_with_summary(unique_id: impl Into<String>, path: impl Into<PathBuf>, summary: String) -> Request {
+        Request {
+            unique_id: unique_id.into(),
+            kind: RequestKind::Upload { path: path.into(), delete_after: false, summary: Some(summary) },
+            tag: None,
+            sink: HELPDESK_SINK.into(),
+        }
+    }
+
+    /// The same request, sent by sink `sink` (its configured name).
+    pub fn to_sink(mut self, sink: impl Into<String>) -> Request {
+        self.sink = sink.into();
+        self
+    }
+
+    pub fn sink(&self) -> &str {
+        &self.sink
     }
 
     /// The same request carrying `tag`: after the helpdesk accepted it, every hook registered
@@ -87,10 +145,16 @@ impl Request {
         }
     }
 
-    /// Start and ended events are stored at most once per call: this key makes a second one a no-op.
+    /// Start and ended events are stored at most once per call and sink: this key makes a
+    /// second one a no-op. The helpdesk sink's keys are as they were before sinks existed.
     pub(crate) fn once_key(&self) -> Option<String> {
         match &self.kind {
-            RequestKind::Form { status, once_per_call: true, .. } => Some(format!("{}\n{status}", self.unique_id)),
+            RequestKind::Form { status, once_per_call: true, .. } if self.sink == HELPDESK_SINK => {
+                Some(format!("{}\n{status}", self.unique_id))
+            }
+            RequestKind::Form { status, once_per_call: true, .. } => {
+                Some(format!("{}\n{}\n{status}", self.sink, self.unique_id))
+            }
             _ => None,
         }
     }
@@ -115,5 +179,8 @@ mod tests {
         assert_eq!(Request::upload("1", "/x", true).status(), "record");
         assert_eq!(Request::upload("1", "/x", true).tagged("ari:r1").tag(), Some("ari:r1"));
         assert_eq!(start.tag(), None);
+        let elsewhere = event("call_started", true).to_sink("warehouse");
+        assert_eq!(elsewhere.once_key().as_deref(), Some("warehouse\n1700000000.1\ncall_started"));
+        assert_eq!(start.sink(), HELPDESK_SINK);
     }
 }

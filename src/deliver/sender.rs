@@ -8,14 +8,14 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use rusqlite::Connection;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::metrics;
-use super::omnidesk::{upload_form, FORM_CONTENT_TYPE};
+use super::omnidesk::{summary_upload_form, upload_form, FORM_CONTENT_TYPE, JSON_CONTENT_TYPE};
 use super::outbox::{
     load_row, now_ms, pending_rows, requeue_generation, PendingRow, PendingSnapshot, RowState, StoredRow,
 };
@@ -44,19 +44,47 @@ pub(crate) enum Sink {
         raw: String,
         host: String,
         request_timeout: Duration,
+        wire: Wire,
     },
     /// No webhook configured: each request is written to the log and counts as delivered.
     Log,
 }
 
+/// How a sink's requests are dressed beyond their body, and its answers read.
+pub(crate) enum Wire {
+    /// Omnidesk forms and unsigned JSON: nothing more.
+    Plain,
+    /// The `json` sink: `X-Deskhook-Signature` over each body (or an upload's summary part).
+    Signed { secret: String },
+    /// Zammad's CTI API, which answers a `newCall` it already has with HTTP 500 "This object
+    /// already exists.": after a retry that means it was accepted before.
+    Zammad,
+}
+
+impl Wire {
+    fn sign(&self, builder: reqwest::RequestBuilder, body: &str) -> reqwest::RequestBuilder {
+        match self {
+            Wire::Plain | Wire::Zammad => builder,
+            Wire::Signed { secret } => {
+                let now = jiff::Timestamp::now().as_second();
+                let signature = crate::sinks::json::signature(secret, now, body.as_bytes());
+                builder.header(crate::sinks::json::SIGNATURE_HEADER, signature)
+            }
+        }
+    }
+}
+
 pub(crate) struct SenderContext {
+    /// The sink's configured name (logs, metrics, its rows in the outbox).
+    pub name: String,
     pub sink: Sink,
     pub policy: RetryPolicy,
     pub writer: Sender<WriterCommand>,
     pub reader: Arc<Mutex<Connection>>,
     pub done: UnboundedSender<Done>,
-    /// False while the helpdesk fails, so an outage is logged once, not once per request.
-    pub healthy: AtomicBool,
+    /// False while the destination fails, so an outage is logged once, not once per request
+    /// (shared with `/healthz`).
+    pub healthy: Arc<AtomicBool>,
     /// Told about every accepted tagged request.
     pub hooks: super::Hooks,
 }
@@ -99,7 +127,7 @@ impl Dispatcher {
             Ok(snapshot) => {
                 if !snapshot.rows.is_empty() {
                     let pending = snapshot.rows.len();
-                    tracing::info!(pending, "resuming helpdesk requests left pending by the previous run");
+                    tracing::info!(sink = %self.ctx.name, pending, "resuming requests left pending by the previous run");
                 }
                 snapshot.rows.into_iter().for_each(|row| scheduler.add(row));
                 loaded_up_to = snapshot.max_id;
@@ -118,7 +146,7 @@ impl Dispatcher {
                 let Some((unique_id, id)) = scheduler.next_ready(now) else { break };
                 workers.spawn(deliver_one(self.ctx.clone(), unique_id, id));
             }
-            metrics::in_flight().set(scheduler.in_flight() as i64);
+            metrics::sink_in_flight(&self.ctx.name).set(scheduler.in_flight() as i64);
             let wake_at = if scheduler.in_flight() < self.max_parallel { scheduler.next_due() } else { None };
             let wake = async move {
                 match wake_at {
@@ -187,23 +215,21 @@ impl Dispatcher {
             tokio::time::timeout(SHUTDOWN_GRACE, async { while workers.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
+                sink = %self.ctx.name,
                 in_flight,
-                "helpdesk requests still in flight at shutdown stay pending and are sent again on the next start"
+                "requests still in flight at shutdown stay pending and are sent again on the next start"
             );
             workers.shutdown().await;
         }
-        let (stopped, writer_done) = oneshot::channel();
-        if self.ctx.writer.send(WriterCommand::Stop(stopped)).is_ok() {
-            let _ = writer_done.await;
-        }
-        metrics::in_flight().set(0);
+        metrics::sink_in_flight(&self.ctx.name).set(0);
     }
 
     async fn load(&self, after: Option<i64>) -> Result<PendingSnapshot, String> {
         let reader = self.ctx.reader.clone();
+        let name = self.ctx.name.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            pending_rows(&mut conn, after).map_err(|error| error.to_string())
+            pending_rows(&mut conn, &name, after).map_err(|error| error.to_string())
         })
         .await
         .map_err(|error| error.to_string())?
@@ -280,7 +306,7 @@ async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
     let verdict = ctx.policy.verdict(result, tries, row.enqueued_ms, now_ms());
     guard.recovered = ctx.report(&row, tries, &verdict);
     let (reply, stored) = oneshot::channel();
-    let command = WriterCommand::Finish { id, tries, verdict: verdict.clone(), reply };
+    let command = WriterCommand::Finish { id, sink: ctx.name.clone(), tries, verdict: verdict.clone(), reply };
     let recorded = match ctx.writer.send(command) {
         Ok(()) => matches!(stored.await, Ok(Ok(()))),
         Err(_) => false,
@@ -288,7 +314,7 @@ async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
     if !recorded {
         tracing::warn!(id, "cannot record a helpdesk request's outcome in the outbox; it may be sent again");
     }
-    if let (Verdict::Delivered, RequestKind::Upload { path, delete_after: true }, Sink::Http { .. }) =
+    if let (Verdict::Delivered, RequestKind::Upload { path, delete_after: true, .. }, Sink::Http { .. }) =
         (&verdict, &row.request.kind, &ctx.sink)
     {
         if let Err(error) = tokio::fs::remove_file(path).await {
@@ -327,36 +353,44 @@ impl SenderContext {
     fn report(&self, row: &StoredRow, tries: u32, verdict: &Verdict) -> bool {
         let request = &row.request;
         let host = self.sink.host();
+        let sink = self.name.as_str();
         match verdict {
             Verdict::Delivered => {
                 metrics::delivered().inc();
-                tracing::debug!(unique_id = request.unique_id(), status = request.status(), tries, "delivered");
+                metrics::sink_delivered(sink).inc();
+                tracing::debug!(sink, unique_id = request.unique_id(), status = request.status(), tries, "delivered");
                 if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!(helpdesk = host, "the helpdesk accepts requests again; sending the backlog");
+                    tracing::info!(sink, host, "sink {sink:?} accepts requests again; sending the backlog");
                     return true;
                 }
             }
             Verdict::RetryAt { at_ms, error } => {
                 metrics::failed_tries().inc();
+                metrics::sink_failed_tries(sink).inc();
                 let wait = humanize(Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0)));
                 if self.healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
-                        helpdesk = host,
+                        sink,
+                        host,
                         %error,
-                        "the helpdesk is failing; requests stay in the outbox and are retried with backoff"
+                        "sink {sink:?} is failing; its requests stay in the outbox and are retried with backoff \
+                         (other sinks are not held up)"
                     );
                 }
-                tracing::debug!(unique_id = request.unique_id(), status = request.status(), tries, %error, retry_in = %wait, "try failed");
+                tracing::debug!(sink, unique_id = request.unique_id(), status = request.status(), tries, %error, retry_in = %wait, "try failed");
             }
             Verdict::Dead { error } => {
                 metrics::failed_tries().inc();
+                metrics::sink_failed_tries(sink).inc();
+                metrics::sink_dead_lettered(sink).inc();
                 tracing::error!(
-                    helpdesk = host,
+                    sink,
+                    host,
                     unique_id = request.unique_id(),
                     status = request.status(),
                     tries,
                     %error,
-                    "helpdesk request dead-lettered; see `deskhook outbox list`, re-send with `deskhook outbox retry`"
+                    "request dead-lettered; see `deskhook outbox list --sink {sink}`, re-send with `deskhook outbox retry --sink {sink}`"
                 );
             }
         }
@@ -373,18 +407,29 @@ impl Sink {
     }
 
     async fn try_send(&self, request: &Request) -> TryResult {
-        let Sink::Http { client, url, raw, host, request_timeout } = self else {
+        let Sink::Http { client, url, raw, host, request_timeout, wire } = self else {
             log_only(request);
             return TryResult::Accepted;
         };
+        let post = client.post(url.clone());
         let builder = match &request.kind {
-            RequestKind::Form { body, .. } => {
-                client.post(url.clone()).header(CONTENT_TYPE, FORM_CONTENT_TYPE).body(body.clone())
+            RequestKind::Form { body, json: false, .. } => {
+                post.header(CONTENT_TYPE, FORM_CONTENT_TYPE).body(body.clone())
             }
-            RequestKind::Upload { path, .. } => match upload_form(&request.unique_id, path).await {
-                Ok(form) => client.post(url.clone()).multipart(form),
+            RequestKind::Form { body, json: true, .. } => {
+                let post = post.header(CONTENT_TYPE, JSON_CONTENT_TYPE).header(ACCEPT, JSON_CONTENT_TYPE);
+                wire.sign(post, body).body(body.clone())
+            }
+            RequestKind::Upload { path, summary: None, .. } => match upload_form(&request.unique_id, path).await {
+                Ok(form) => post.multipart(form),
                 Err(error) => return TryResult::Unsendable { error: scrub(&error.to_string(), raw) },
             },
+            RequestKind::Upload { path, summary: Some(summary), .. } => {
+                match summary_upload_form(summary, path).await {
+                    Ok(form) => wire.sign(post.header(ACCEPT, JSON_CONTENT_TYPE), summary).multipart(form),
+                    Err(error) => return TryResult::Unsendable { error: scrub(&error.to_string(), raw) },
+                }
+            }
         };
         let response = match builder.send().await {
             Ok(response) => response,
@@ -408,6 +453,9 @@ impl Sink {
             }
             scrub(&text, raw)
         };
+        if matches!(wire, Wire::Zammad) && status.as_u16() == 500 && quoted.contains("already exists") {
+            return TryResult::Accepted;
+        }
         match classify_status(status.as_u16()) {
             StatusClass::Accepted => TryResult::Accepted,
             StatusClass::Transient => TryResult::Transient { error: error(), retry_after },
@@ -421,10 +469,13 @@ impl Sink {
 
 fn log_only(request: &Request) {
     match &request.kind {
-        RequestKind::Form { body, .. } => {
+        RequestKind::Form { body, json: false, .. } => {
             let fields: Vec<String> =
                 form_urlencoded::parse(body.as_bytes()).map(|(name, value)| format!("{name}={value}")).collect();
             tracing::info!(target: "deskhook::helpdesk", unique_id = request.unique_id(), "event (helpdesk.webhook_url is empty, not sent): {}", fields.join(" "));
+        }
+        RequestKind::Form { body, json: true, .. } => {
+            tracing::info!(target: "deskhook::helpdesk", unique_id = request.unique_id(), sink = request.sink(), "event (no URL, not sent): {body}");
         }
         RequestKind::Upload { path, .. } => {
             tracing::info!(target: "deskhook::helpdesk", unique_id = request.unique_id(), path = %path.display(), "recording (helpdesk.webhook_url is empty, not uploaded)");

@@ -4,6 +4,7 @@
 //! fsync of their own (they survive a crash of deskhook, and a lost mark only means one
 //! duplicate send after a power loss).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use super::metrics;
-use super::outbox::{count_rows, insert_request, now_ms, Limits, Outbox, OutboxCounts, PendingRow};
+use super::outbox::{count_rows_by_sink, insert_request, now_ms, Limits, Outbox, OutboxCounts, PendingRow};
 use super::policy::Verdict;
 use super::request::Request;
 use super::DeliverError;
@@ -28,8 +29,8 @@ const PRUNE_CHUNK: i64 = 5000;
 pub(crate) enum WriterCommand {
     /// Commit these requests durably; the reply says whether they are stored.
     Enqueue { requests: Vec<Request>, reply: oneshot::Sender<Result<(), DeliverError>> },
-    /// Record how a try of row `id` ended.
-    Finish { id: i64, tries: u32, verdict: Verdict, reply: oneshot::Sender<Result<(), DeliverError>> },
+    /// Record how a try of row `id` (of sink `sink`) ended.
+    Finish { id: i64, sink: String, tries: u32, verdict: Verdict, reply: oneshot::Sender<Result<(), DeliverError>> },
     /// Another process changed the file (`deskhook outbox retry|purge`): count the rows again.
     Recount,
     /// An open call's checkpoint (JSON), or `None` to forget it. Committed with (never before)
@@ -44,12 +45,21 @@ pub(crate) enum WriterCommand {
     Stop(oneshot::Sender<()>),
 }
 
-/// Row counts by state, kept by the writer for `/metrics` and the size cap.
+/// One sink's row counts by state, kept by the writer for `/metrics`, `/healthz` and the size cap.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCounts {
     pending: AtomicU64,
     dead: AtomicU64,
     delivered: AtomicU64,
+}
+
+/// What the writer knows of one configured sink.
+pub(crate) struct SinkBook {
+    /// `outbox_max_rows` of the sink: its rows never exceed this.
+    pub max_rows: u64,
+    pub counts: Arc<SharedCounts>,
+    /// Where the sink's newly stored rows are announced (its dispatcher).
+    pub added: UnboundedSender<Vec<PendingRow>>,
 }
 
 impl SharedCounts {
@@ -65,7 +75,6 @@ impl SharedCounts {
         self.pending.store(counts.pending, Ordering::Relaxed);
         self.dead.store(counts.dead, Ordering::Relaxed);
         self.delivered.store(counts.delivered, Ordering::Relaxed);
-        metrics::publish_counts(counts);
     }
 }
 
@@ -73,32 +82,26 @@ pub(crate) struct Writer {
     conn: Connection,
     path: String,
     limits: Limits,
-    counts: Arc<SharedCounts>,
-    current: OutboxCounts,
-    added: UnboundedSender<Vec<PendingRow>>,
+    sinks: BTreeMap<String, SinkBook>,
+    current: BTreeMap<String, OutboxCounts>,
     fsync_commits: bool,
     next_prune: Instant,
 }
 
-/// Starts the writer thread on the outbox's connection.
-pub(crate) fn spawn(
-    outbox: Outbox,
-    counts: Arc<SharedCounts>,
-    added: UnboundedSender<Vec<PendingRow>>,
-) -> Result<Sender<WriterCommand>, DeliverError> {
-    let current = count_rows(&outbox.conn).map_err(|source| outbox.db_error(source))?;
-    counts.store(current);
+/// Starts the writer thread on the outbox's connection, for the sinks in `sinks`.
+pub(crate) fn spawn(outbox: Outbox, sinks: BTreeMap<String, SinkBook>) -> Result<Sender<WriterCommand>, DeliverError> {
+    let current = count_rows_by_sink(&outbox.conn).map_err(|source| outbox.db_error(source))?;
     let path = outbox.path.display().to_string();
     let mut writer = Writer {
         conn: outbox.conn,
         path,
         limits: outbox.limits,
-        counts,
+        sinks,
         current,
-        added,
         fsync_commits: true,
         next_prune: Instant::now(),
     };
+    writer.publish();
     let (commands, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("deskhook-outbox".into())
@@ -111,8 +114,9 @@ pub(crate) fn spawn(
 #[derive(Default)]
 struct BatchEffects {
     results: Vec<Result<(), DeliverError>>,
-    added: Vec<PendingRow>,
-    counts: OutboxCounts,
+    /// New rows by sink.
+    added: BTreeMap<String, Vec<PendingRow>>,
+    counts: BTreeMap<String, OutboxCounts>,
     refused: u64,
     evicted: u64,
     dead_lettered: u64,
@@ -175,7 +179,10 @@ impl Writer {
             }
         }
         let recount = batch.iter().any(|command| matches!(command, WriterCommand::Recount));
-        let outcome = apply_batch(&mut self.conn, &self.limits, self.current, &batch, &self.path);
+        let max_rows: BTreeMap<&str, u64> =
+            self.sinks.iter().map(|(name, book)| (name.as_str(), book.max_rows)).collect();
+        let outcome =
+            apply_batch(&mut self.conn, &max_rows, self.limits.max_rows, self.current.clone(), &batch, &self.path);
         let replies = batch.into_iter().filter_map(|command| match command {
             WriterCommand::Enqueue { reply, .. } | WriterCommand::Finish { reply, .. } => Some(reply),
             WriterCommand::Recount
@@ -193,10 +200,13 @@ impl Writer {
                 metrics::dead_lettered().add(effects.dead_lettered);
                 self.current = effects.counts;
                 // Counts first: whoever is woken by a reply must see them.
-                self.counts.store(self.current);
-                if !effects.added.is_empty() {
-                    // The sender may be gone (shutdown); the rows stay pending for the next start.
-                    let _ = self.added.send(effects.added);
+                self.publish();
+                for (sink, rows) in effects.added {
+                    // A sender may be gone (shutdown), or the sink no longer configured: the
+                    // rows stay pending for the next start.
+                    if let Some(book) = self.sinks.get(&sink) {
+                        let _ = book.added.send(rows);
+                    }
                 }
                 for (reply, result) in replies.zip(effects.results) {
                     let _ = reply.send(result);
@@ -216,14 +226,39 @@ impl Writer {
             }
         }
         if recount {
-            match count_rows(&self.conn) {
-                Ok(counts) => {
-                    self.current = counts;
-                    self.counts.store(self.current);
-                }
-                Err(error) => tracing::warn!(path = %self.path, %error, "cannot count the outbox's rows"),
+            self.recount();
+        }
+    }
+
+    fn recount(&mut self) {
+        match count_rows_by_sink(&self.conn) {
+            Ok(counts) => {
+                self.current = counts;
+                self.publish();
+            }
+            Err(error) => tracing::warn!(path = %self.path, %error, "cannot count the outbox's rows"),
+        }
+    }
+
+    /// Hands the counts to the sinks' shared counters and to `/metrics`.
+    fn publish(&self) {
+        let mut total = OutboxCounts::default();
+        for (name, counts) in &self.current {
+            total.pending += counts.pending;
+            total.dead += counts.dead;
+            total.delivered += counts.delivered;
+            if let Some(book) = self.sinks.get(name) {
+                book.counts.store(*counts);
+            }
+            metrics::publish_sink_counts(name, *counts);
+        }
+        for (name, book) in &self.sinks {
+            if !self.current.contains_key(name) {
+                book.counts.store(OutboxCounts::default());
+                metrics::publish_sink_counts(name, OutboxCounts::default());
             }
         }
+        metrics::publish_counts(total);
     }
 
     /// Deletes delivered rows older than `keep_delivered`, a chunk per transaction.
@@ -251,17 +286,17 @@ impl Writer {
             }
         }
         if removed > 0 {
-            tracing::debug!(removed, "pruned delivered rows older than helpdesk.keep_delivered");
-            self.current.delivered = self.current.delivered.saturating_sub(removed);
-            self.counts.store(self.current);
+            tracing::debug!(removed, "pruned delivered rows older than keep_delivered");
+            self.recount();
         }
     }
 }
 
 fn apply_batch(
     conn: &mut Connection,
-    limits: &Limits,
-    counts: OutboxCounts,
+    max_rows: &BTreeMap<&str, u64>,
+    default_max_rows: u64,
+    counts: BTreeMap<String, OutboxCounts>,
     batch: &[WriterCommand],
     path: &str,
 ) -> rusqlite::Result<BatchEffects> {
@@ -271,11 +306,11 @@ fn apply_batch(
     for command in batch {
         match command {
             WriterCommand::Enqueue { requests, .. } => {
-                let result = enqueue(&mut tx, limits, requests, now, &mut effects, path)?;
+                let result = enqueue(&mut tx, max_rows, default_max_rows, requests, now, &mut effects, path)?;
                 effects.results.push(result);
             }
-            WriterCommand::Finish { id, tries, verdict, .. } => {
-                finish(&tx, *id, *tries, verdict, now, &mut effects)?;
+            WriterCommand::Finish { id, sink, tries, verdict, .. } => {
+                finish(&tx, *id, sink, *tries, verdict, now, &mut effects)?;
                 effects.results.push(Ok(()));
             }
             WriterCommand::OpenCall { unique_id, checkpoint: Some(checkpoint) } => {
@@ -299,31 +334,40 @@ fn apply_batch(
     Ok(effects)
 }
 
-/// Stores one enqueue call's requests, all or none: `Err` inside `Ok` is a refusal (outbox full).
+/// Stores one enqueue call's requests, all or none: `Err` inside `Ok` is a refusal (a sink's
+/// share of the outbox is full).
 fn enqueue(
     tx: &mut rusqlite::Transaction<'_>,
-    limits: &Limits,
+    max_rows: &BTreeMap<&str, u64>,
+    default_max_rows: u64,
     requests: &[Request],
     now: i64,
     effects: &mut BatchEffects,
     path: &str,
 ) -> rusqlite::Result<Result<(), DeliverError>> {
     let savepoint = tx.savepoint()?;
-    let mut inserted = Vec::with_capacity(requests.len());
+    let mut inserted: BTreeMap<String, Vec<PendingRow>> = BTreeMap::new();
     for request in requests {
         if let Some(id) = insert_request(&savepoint, request, now)? {
-            inserted.push(PendingRow { id, unique_id: request.unique_id.clone(), due_ms: now });
+            let row = PendingRow { id, unique_id: request.unique_id.clone(), due_ms: now };
+            inserted.entry(request.sink.clone()).or_default().push(row);
         }
     }
-    let rows_after = effects.counts.rows() + inserted.len() as u64;
-    let mut evicted = 0u64;
-    if rows_after > limits.max_rows {
-        let excess = i64::try_from(rows_after - limits.max_rows).unwrap_or(i64::MAX);
-        evicted = savepoint.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state = 'delivered' ORDER BY id LIMIT ?1)",
-            [excess],
+    let mut evicted: BTreeMap<String, u64> = BTreeMap::new();
+    for (sink, rows) in &inserted {
+        let cap = max_rows.get(sink.as_str()).copied().unwrap_or(default_max_rows);
+        let rows_now = effects.counts.get(sink).map_or(0, OutboxCounts::rows);
+        let rows_after = rows_now + rows.len() as u64;
+        if rows_after <= cap {
+            continue;
+        }
+        let excess = i64::try_from(rows_after - cap).unwrap_or(i64::MAX);
+        let dropped = savepoint.execute(
+            "DELETE FROM outbox WHERE id IN
+             (SELECT id FROM outbox WHERE sink = ?1 AND state = 'delivered' ORDER BY id LIMIT ?2)",
+            params![sink, excess],
         )? as u64;
-        if rows_after - evicted > limits.max_rows {
+        if rows_after - dropped > cap {
             // Dropping the savepoint rolls back the inserts and the evictions alike.
             drop(savepoint);
             let refused = requests.len() as u64;
@@ -331,28 +375,35 @@ fn enqueue(
             let calls: std::collections::BTreeSet<&str> = requests.iter().map(|r| r.unique_id.as_str()).collect();
             tracing::error!(
                 path,
+                sink = %sink,
                 refused,
                 calls = ?calls,
-                rows = effects.counts.rows(),
-                max_rows = limits.max_rows,
-                "OUTBOX FULL: helpdesk requests refused and NOT stored; the helpdesk has not accepted requests for \
-                 a long time or dead rows pile up: see `deskhook outbox list`, fix the helpdesk, then \
-                 `deskhook outbox retry` or `purge`, or raise helpdesk.outbox_max_rows"
+                rows = rows_now,
+                max_rows = cap,
+                "OUTBOX FULL: requests to sink {sink:?} refused and NOT stored; it has not accepted requests for \
+                 a long time or dead rows pile up: see `deskhook outbox list --sink {sink}`, fix the destination, \
+                 then `deskhook outbox retry` or `purge`, or raise its outbox_max_rows"
             );
-            return Ok(Err(DeliverError::Full { rows: effects.counts.rows(), max_rows: limits.max_rows, refused }));
+            return Ok(Err(DeliverError::Full { rows: rows_now, max_rows: cap, refused }));
         }
+        evicted.insert(sink.clone(), dropped);
     }
     savepoint.commit()?;
-    effects.counts.delivered = effects.counts.delivered.saturating_sub(evicted);
-    effects.counts.pending += inserted.len() as u64;
-    effects.evicted += evicted;
-    effects.added.extend(inserted);
+    for (sink, rows) in inserted {
+        let counts = effects.counts.entry(sink.clone()).or_default();
+        let dropped = evicted.get(&sink).copied().unwrap_or(0);
+        counts.delivered = counts.delivered.saturating_sub(dropped);
+        counts.pending += rows.len() as u64;
+        effects.evicted += dropped;
+        effects.added.entry(sink).or_default().extend(rows);
+    }
     Ok(Ok(()))
 }
 
 fn finish(
     tx: &rusqlite::Transaction<'_>,
     id: i64,
+    sink: &str,
     tries: u32,
     verdict: &Verdict,
     now: i64,
@@ -378,14 +429,15 @@ fn finish(
             .execute(params![id, tries, now, error])?,
     };
     if changed == 1 {
+        let counts = effects.counts.entry(sink.to_string()).or_default();
         match verdict {
             Verdict::Delivered => {
-                effects.counts.pending = effects.counts.pending.saturating_sub(1);
-                effects.counts.delivered += 1;
+                counts.pending = counts.pending.saturating_sub(1);
+                counts.delivered += 1;
             }
             Verdict::Dead { .. } => {
-                effects.counts.pending = effects.counts.pending.saturating_sub(1);
-                effects.counts.dead += 1;
+                counts.pending = counts.pending.saturating_sub(1);
+                counts.dead += 1;
                 effects.dead_lettered += 1;
             }
             Verdict::RetryAt { .. } => {}

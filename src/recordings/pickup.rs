@@ -1,5 +1,6 @@
 //! MixMonitor pickup: after a call's ended event, wait for each of its recording files to be
-//! complete and hand it to the outbox as an upload, in the order the recordings were started.
+//! complete and hand it to the outbox as an upload to every sink that takes recordings, in the
+//! order the recordings were started.
 //!
 //! Promised pickups are journaled in SQLite (`storage.dir/recordings.sqlite`) before they are
 //! worked on, so a restart while a file is still being closed does not lose the upload.
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::calls::{RecordingRef, RecordingSource};
 use crate::config::RecordingsConfig;
-use crate::deliver::{DeliveryHandle, Request};
+use crate::deliver::{DeliveryHandle, UploadRoute, HELPDESK_SINK};
 use crate::metrics;
 
 use super::mixmonitor::wait_until_complete;
@@ -44,6 +45,14 @@ impl Journal {
                 UNIQUE (unique_id, file)
             );",
         )?;
+        // Where each file goes (JSON list of routes); rows from before sinks go to the helpdesk.
+        let has_uploads: bool =
+            conn.query_row("SELECT COUNT(*) FROM pragma_table_info('pending') WHERE name = 'uploads'", [], |row| {
+                row.get(0)
+            })?;
+        if !has_uploads {
+            conn.execute_batch("ALTER TABLE pending ADD COLUMN uploads TEXT")?;
+        }
         Ok(Journal { conn: Mutex::new(conn) })
     }
 
@@ -51,11 +60,15 @@ impl Journal {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn add(&self, batch: &[(String, String)]) -> Result<(), rusqlite::Error> {
+    fn add(&self, batch: &[(String, PendingFile)]) -> Result<(), rusqlite::Error> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        for (unique_id, file) in batch {
-            tx.execute("INSERT OR IGNORE INTO pending (unique_id, file) VALUES (?1, ?2)", params![unique_id, file])?;
+        for (unique_id, pending) in batch {
+            let uploads = serde_json::to_string(&pending.routes).unwrap_or_default();
+            tx.execute(
+                "INSERT OR IGNORE INTO pending (unique_id, file, uploads) VALUES (?1, ?2, ?3)",
+                params![unique_id, pending.file, uploads],
+            )?;
         }
         tx.commit()
     }
@@ -69,26 +82,48 @@ impl Journal {
     }
 
     /// Pickups a previous run promised, grouped by call in their original order.
-    fn unfinished(&self) -> Result<Vec<(String, Vec<String>)>, rusqlite::Error> {
+    fn unfinished(&self) -> Result<Vec<(String, Vec<PendingFile>)>, rusqlite::Error> {
         let conn = self.lock();
-        let mut statement = conn.prepare("SELECT unique_id, file FROM pending ORDER BY id")?;
-        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
-        let mut calls: Vec<(String, Vec<String>)> = Vec::new();
+        let mut statement = conn.prepare("SELECT unique_id, file, uploads FROM pending ORDER BY id")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<String>>(2)?))
+        })?;
+        let mut calls: Vec<(String, Vec<PendingFile>)> = Vec::new();
         for row in rows {
-            let (unique_id, file) = row?;
+            let (unique_id, file, uploads) = row?;
+            let routes = match uploads.as_deref().map(serde_json::from_str::<Vec<UploadRoute>>) {
+                Some(Ok(routes)) => routes,
+                Some(Err(error)) => {
+                    tracing::warn!(unique_id, file, %error, "unreadable upload routes in the recordings journal; sending to the helpdesk only");
+                    helpdesk_only()
+                }
+                None => helpdesk_only(),
+            };
+            let pending = PendingFile { file, routes };
             match calls.iter_mut().find(|(id, _)| *id == unique_id) {
-                Some((_, files)) => files.push(file),
-                None => calls.push((unique_id, vec![file])),
+                Some((_, files)) => files.push(pending),
+                None => calls.push((unique_id, vec![pending])),
             }
         }
         Ok(calls)
     }
 }
 
+/// A promised file and the sinks it goes to.
+#[derive(Debug, Clone)]
+struct PendingFile {
+    file: String,
+    routes: Vec<UploadRoute>,
+}
+
+fn helpdesk_only() -> Vec<UploadRoute> {
+    vec![UploadRoute { sink: HELPDESK_SINK.into(), summary: None }]
+}
+
 /// Hands finished calls' MixMonitor files to the outbox.
 #[derive(Clone)]
 pub struct Pickup {
-    tx: mpsc::UnboundedSender<(String, Vec<String>)>,
+    tx: mpsc::UnboundedSender<(String, Vec<PendingFile>)>,
     journal: Arc<Journal>,
 }
 
@@ -116,7 +151,7 @@ impl Pickup {
         let resumed = journal
             .unfinished()
             .map_err(|source| PickupStartError::Journal { path: path.display().to_string(), source })?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<String>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<PendingFile>)>();
         let worker = Arc::new(Worker {
             allowed: AllowedDirs::new(&cfg.dirs),
             settle: cfg.settle.get(),
@@ -141,22 +176,29 @@ impl Pickup {
         Ok(Pickup { tx, journal })
     }
 
-    /// Promises the upload of finished calls' recordings: journaled before this returns, and
-    /// started by [`Pickup::release`] (so the call's ended event can be queued ahead of them).
-    pub async fn promise(&self, recordings: Vec<RecordingRef>) -> Promised {
-        let mut by_call: Vec<(String, Vec<String>)> = Vec::new();
-        for recording in recordings {
+    /// Promises the upload of finished calls' recordings, each to the sinks of its routes:
+    /// journaled before this returns, and started by [`Pickup::release`] (so the call's ended
+    /// event can be queued ahead of them).
+    pub async fn promise(&self, recordings: Vec<(RecordingRef, Vec<UploadRoute>)>) -> Promised {
+        let mut by_call: Vec<(String, Vec<PendingFile>)> = Vec::new();
+        for (recording, routes) in recordings {
             let RecordingSource::File(file) = recording.source else { continue };
+            if routes.is_empty() {
+                continue;
+            }
+            let pending = PendingFile { file, routes };
             match by_call.iter_mut().find(|(id, _)| *id == recording.unique_id) {
-                Some((_, files)) => files.push(file),
-                None => by_call.push((recording.unique_id, vec![file])),
+                Some((_, files)) => files.push(pending),
+                None => by_call.push((recording.unique_id, vec![pending])),
             }
         }
         if by_call.is_empty() {
             return Promised(by_call);
         }
-        let rows: Vec<(String, String)> =
-            by_call.iter().flat_map(|(id, files)| files.iter().map(move |file| (id.clone(), file.clone()))).collect();
+        let rows: Vec<(String, PendingFile)> = by_call
+            .iter()
+            .flat_map(|(id, files)| files.iter().map(move |pending| (id.clone(), pending.clone())))
+            .collect();
         let journal = self.journal.clone();
         let stored = tokio::task::spawn_blocking(move || journal.add(&rows)).await;
         if !matches!(stored, Ok(Ok(()))) {
@@ -174,32 +216,39 @@ impl Pickup {
         }
     }
 
-    /// [`Pickup::promise`], then [`Pickup::release`].
+    /// [`Pickup::promise`] to the helpdesk alone, then [`Pickup::release`].
     pub async fn submit(&self, recordings: Vec<RecordingRef>) {
-        let promised = self.promise(recordings).await;
+        let routed = recordings.into_iter().map(|recording| (recording, helpdesk_only())).collect();
+        let promised = self.promise(routed).await;
         self.release(promised);
     }
 }
 
 /// Journaled pickups not yet started, per call in the order their recordings were started.
 #[must_use = "a promised pickup starts only when released"]
-pub struct Promised(Vec<(String, Vec<String>)>);
+pub struct Promised(Vec<(String, Vec<PendingFile>)>);
 
 impl Worker {
-    async fn pick_up(&self, unique_id: &str, files: Vec<String>) {
+    async fn pick_up(&self, unique_id: &str, files: Vec<PendingFile>) {
         // Watch every file of the call at once (a close is only seen by a watcher that is
         // already there), but hand them over in the order the recordings were started.
         let mut waits: FuturesOrdered<_> = files
             .iter()
-            .map(|file| async move {
-                (file.clone(), wait_until_complete(&self.allowed, file, self.settle, self.wait_timeout).await)
+            .map(|pending| async move {
+                let outcome = wait_until_complete(&self.allowed, &pending.file, self.settle, self.wait_timeout).await;
+                (pending.clone(), outcome)
             })
             .collect();
-        while let Some((file, outcome)) = waits.next().await {
+        while let Some((PendingFile { file, routes }, outcome)) = waits.next().await {
             match outcome {
                 Ok(ready) => {
-                    let upload = Request::upload(unique_id, PathBuf::from(&ready.path), self.delete_after);
-                    match self.delivery.enqueue(vec![upload]).await {
+                    // A file several sinks read is kept: none of them can tell when all are done.
+                    let delete_after = self.delete_after && routes.len() == 1;
+                    let uploads = routes
+                        .iter()
+                        .map(|route| route.request(unique_id, PathBuf::from(&ready.path), delete_after))
+                        .collect();
+                    match self.delivery.enqueue(uploads).await {
                         Ok(()) => {
                             metrics::counter("deskhook_recordings_queued_total", "Recordings handed to the outbox.")
                                 .inc();

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::calls::Output;
 use crate::config::{Destination, SinkConfig};
+use crate::deliver::{Request, UploadRoute};
 
 /// One configured sink's mapping, whatever its kind.
 pub enum Mapper {
@@ -58,6 +59,52 @@ impl Mapper {
                     zammad::map(event, users).map(|body| (event.unique_id.clone(), body)).into_iter().collect()
                 }
                 _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl Mapper {
+    /// What sink `name` stores for `output`: its requests, and how it takes the recording if
+    /// `output` is one (uploaded once the file is complete).
+    pub fn deliverables(&mut self, name: &str, output: &Output) -> (Vec<Request>, Option<UploadRoute>) {
+        match self {
+            Mapper::Omnidesk { zone } => match output {
+                Output::Event(event) => {
+                    let requests = omnidesk::map(event).map(|mapped| mapped.request(zone).to_sink(name));
+                    (requests.into_iter().collect(), None)
+                }
+                Output::Recording(_) => (Vec::new(), Some(UploadRoute { sink: name.to_string(), summary: None })),
+                Output::Effect(_) => (Vec::new(), None),
+            },
+            Mapper::Json(mapper) => {
+                let mut requests = Vec::new();
+                let mut route = None;
+                for request in mapper.map(output) {
+                    match request {
+                        json::JsonRequest::Body { unique_id, event, body } => {
+                            let once = matches!(event, "call_started" | "call_ended" | "call_summary");
+                            let text = serde_json::to_string(&body).unwrap_or_default();
+                            requests.push(Request::json(unique_id, event, once, text).to_sink(name));
+                        }
+                        json::JsonRequest::Upload { summary, .. } => {
+                            let summary = serde_json::to_string(&summary).unwrap_or_default();
+                            route = Some(UploadRoute { sink: name.to_string(), summary: Some(summary) });
+                        }
+                    }
+                }
+                (requests, route)
+            }
+            Mapper::Zammad { users } => match output {
+                Output::Event(event) => {
+                    let request = zammad::map(event, users).map(|body| {
+                        let status = body["event"].as_str().unwrap_or_default().to_string();
+                        let once = status != "answer";
+                        Request::json(&event.unique_id, status, once, body.to_string()).to_sink(name)
+                    });
+                    (request.into_iter().collect(), None)
+                }
+                _ => (Vec::new(), None),
             },
         }
     }

@@ -21,6 +21,8 @@ pub struct Seen {
     pub content_length: Option<u64>,
     pub body: Bytes,
     pub at: Instant,
+    /// `X-Deskhook-Signature`, when sent.
+    pub signature: Option<String>,
 }
 
 /// How to answer one request.
@@ -138,6 +140,7 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: axum::http::Uri, headers
             content_length: header("content-length").and_then(|value| value.parse().ok()),
             body,
             at: Instant::now(),
+            signature: header("x-deskhook-signature"),
         };
         log.attempts.push(seen.clone());
         seen

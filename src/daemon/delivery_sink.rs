@@ -1,22 +1,25 @@
-//! The durable road from the call engine to the helpdesk: every event goes into the SQLite
-//! outbox in engine order, ended calls into the call history (for `/forward`), and finished
-//! calls' MixMonitor files to the recordings pickup.
+//! The durable road from the call engine to every destination: each sink's mapping of each
+//! output goes into the one SQLite outbox in engine order (an engine step, all sinks together,
+//! in one transaction), ended calls into the call history (for `/forward`), and finished
+//! calls' MixMonitor files to the recordings pickup with the sinks that take them.
 
 use tokio::task::JoinSet;
 
 use crate::calls::{Effect, Output, RecordingRef};
-use crate::deliver::{DeliveryHandle, Request};
+use crate::config::{Config, SinkConfig};
+use crate::deliver::{DeliveryHandle, Request, Target, UploadRoute};
 use crate::history::History;
 use crate::metrics;
 use crate::recordings::Pickup;
-use crate::sinks::omnidesk;
+use crate::sinks::Mapper;
 
 use super::sink::{Sink, SinkFuture};
 
-/// Hands engine outputs to the outbox, the history and the pickup.
-pub struct HelpdeskSink {
+/// Hands engine outputs to the outbox (through every sink's mapping), the history and the pickup.
+pub struct DeliverySink {
     delivery: DeliveryHandle,
-    zone: jiff::tz::TimeZone,
+    /// Each configured sink's name and mapping, in configuration order.
+    mappers: Vec<(String, Mapper)>,
     history: Option<History>,
     pickup: Option<Pickup>,
     /// Outbox commits still being awaited; their order was fixed when they were enqueued.
@@ -28,12 +31,20 @@ pub struct HelpdeskSink {
 /// What one engine step gave the outbox and the pickup, until the step is done.
 #[derive(Default)]
 struct Step {
-    /// Helpdesk events, with (unique_id, status) to name them if they are not stored.
-    events: Vec<(Request, String, String)>,
+    /// Each sink's requests for one output, with what names them if they are not stored.
+    events: Vec<(Vec<Request>, Named)>,
     /// Open-call checkpoints (JSON; `None` forgets the call).
     open_calls: Vec<(String, Option<String>)>,
-    /// Recordings of calls that closed, uploaded in the order they were started.
-    recordings: Vec<RecordingRef>,
+    /// Recordings of calls that closed, uploaded in the order they were started, with the
+    /// sinks that take them.
+    recordings: Vec<(RecordingRef, Vec<UploadRoute>)>,
+}
+
+/// A sink's requests for one output, as a log line names them.
+struct Named {
+    sink: String,
+    unique_id: String,
+    status: String,
 }
 
 impl Step {
@@ -42,26 +53,42 @@ impl Step {
     }
 }
 
-impl HelpdeskSink {
+impl DeliverySink {
+    /// `sinks` are the destinations to map for (as [`Config::destinations`] lists them).
     pub fn new(
         delivery: DeliveryHandle,
-        zone: jiff::tz::TimeZone,
+        sinks: &[SinkConfig],
+        zone: &jiff::tz::TimeZone,
         history: Option<History>,
         pickup: Option<Pickup>,
     ) -> Self {
-        Self { delivery, zone, history, pickup, storing: JoinSet::new(), step: Step::default() }
+        let mappers = sinks.iter().map(|sink| (sink.name.clone(), Mapper::new(sink, zone))).collect();
+        Self { delivery, mappers, history, pickup, storing: JoinSet::new(), step: Step::default() }
+    }
+
+    /// Every sink's requests for `output`, and for a recording the sinks that take it.
+    fn map(&mut self, output: &Output) {
+        let mut routes = Vec::new();
+        for (name, mapper) in &mut self.mappers {
+            let (requests, route) = mapper.deliverables(name, output);
+            if let Some(first) = requests.first() {
+                let (unique_id, status) = (first.unique_id().to_string(), first.status().to_string());
+                self.step.events.push((requests, Named { sink: name.clone(), unique_id, status }));
+            }
+            routes.extend(route);
+        }
+        if let Output::Recording(recording) = output {
+            self.step.recordings.push((recording.clone(), routes));
+        }
     }
 }
 
-impl Sink for HelpdeskSink {
+impl Sink for DeliverySink {
     fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
         Box::pin(async move {
             match output {
                 Output::Event(event) => {
-                    if let Some(mapped) = omnidesk::map(event) {
-                        let request = mapped.request(&self.zone);
-                        self.step.events.push((request, mapped.unique_id, mapped.status));
-                    }
+                    self.map(output);
                     if let (Some(history), true) = (&self.history, event.is_ended()) {
                         let (history, event) = (history.clone(), event.clone());
                         tokio::task::spawn_blocking(move || {
@@ -71,7 +98,7 @@ impl Sink for HelpdeskSink {
                         });
                     }
                 }
-                Output::Recording(recording) => self.step.recordings.push(recording.clone()),
+                Output::Recording(_) | Output::Effect(Effect::CallClosed { .. }) => self.map(output),
                 Output::Effect(Effect::CallCheckpoint { unique_id, checkpoint }) => self
                     .step
                     .open_calls
@@ -94,7 +121,7 @@ impl Sink for HelpdeskSink {
     }
 }
 
-impl HelpdeskSink {
+impl DeliverySink {
     /// Stores the step: its recordings are journaled first (a call forgotten by its
     /// checkpoint must not take a promised upload with it), then its events and checkpoints in
     /// one transaction, then the pickups start (queued behind the call's ended event).
@@ -111,20 +138,20 @@ impl HelpdeskSink {
             }
             (_, true) => None,
         };
-        let (requests, names): (Vec<Vec<Request>>, Vec<(String, String)>) =
-            step.events.into_iter().map(|(request, unique_id, status)| (vec![request], (unique_id, status))).unzip();
+        let (requests, names): (Vec<Vec<Request>>, Vec<Named>) = step.events.into_iter().unzip();
         let outcomes = self.delivery.store_step(requests, step.open_calls);
         // The order is fixed now; the commit (group fsync) is awaited off the sink's path so
         // one slow fsync does not hold every event.
-        for (stored, (unique_id, status)) in outcomes.into_iter().zip(names) {
+        for (stored, Named { sink, unique_id, status }) in outcomes.into_iter().zip(names) {
             self.storing.spawn(async move {
                 if let Err(error) = stored.await {
-                    metrics::counter(
+                    metrics::sink_counter(
                         "deskhook_events_not_stored_total",
-                        "Helpdesk events the outbox refused (full, disk error, stopped).",
+                        "Call events the outbox refused (a sink's share full, disk error, stopped), by sink.",
+                        &sink,
                     )
                     .inc();
-                    tracing::error!(unique_id, status, "helpdesk event NOT stored: {error}");
+                    tracing::error!(sink, unique_id, status, "call event NOT stored for sink {sink:?}: {error}");
                 }
             });
         }
@@ -135,23 +162,27 @@ impl HelpdeskSink {
     }
 }
 
-/// Everything behind [`HelpdeskSink`], opened from the config: the outbox and its sender, the
-/// call history and (in mixmonitor mode) the recordings pickup.
-pub struct HelpdeskPipeline {
+/// Everything behind [`DeliverySink`], opened from the config: the outbox and a sender per
+/// sink, the call history and (in mixmonitor mode) the recordings pickup.
+pub struct DeliveryPipeline {
     pub delivery: DeliveryHandle,
     pub history: Option<History>,
     pub pickup: Option<Pickup>,
     /// The calls the previous run left open, for [`super::DaemonLinks::resume`].
     pub open_calls: crate::deliver::OpenCalls,
+    /// The destinations, as configured.
+    pub sinks: Vec<SinkConfig>,
 }
 
-impl HelpdeskPipeline {
+impl DeliveryPipeline {
     /// Opens the stores under `storage.dir` and starts delivery on the current runtime. The
     /// outbox is required (an error names the fix); the history and pickup are best effort.
-    pub fn open(config: &crate::config::Config) -> Result<HelpdeskPipeline, crate::deliver::DeliverError> {
+    pub fn open(config: &Config) -> Result<DeliveryPipeline, crate::deliver::DeliverError> {
         let outbox = crate::deliver::Outbox::open(&config.storage.dir, &config.helpdesk)?;
         let open_calls = outbox.open_calls()?;
-        let delivery = crate::deliver::Delivery::start(outbox, &config.helpdesk.webhook_url, &config.helpdesk)?;
+        let sinks = config.destinations();
+        let targets = sinks.iter().map(Target::of).collect();
+        let delivery = crate::deliver::Delivery::start_targets(outbox, targets)?;
         let phones = crate::forward::PhoneNormalizer::new(&config.forward.default_country);
         let history = match History::open(&config.storage.dir, phones) {
             Ok(history) => Some(history),
@@ -171,11 +202,11 @@ impl HelpdeskPipeline {
         } else {
             None
         };
-        Ok(HelpdeskPipeline { delivery, history, pickup, open_calls })
+        Ok(DeliveryPipeline { delivery, history, pickup, open_calls, sinks })
     }
 
     /// The sink that feeds this pipeline.
-    pub fn sink(&self, zone: jiff::tz::TimeZone) -> HelpdeskSink {
-        HelpdeskSink::new(self.delivery.clone(), zone, self.history.clone(), self.pickup.clone())
+    pub fn sink(&self, zone: &jiff::tz::TimeZone) -> DeliverySink {
+        DeliverySink::new(self.delivery.clone(), &self.sinks, zone, self.history.clone(), self.pickup.clone())
     }
 }
