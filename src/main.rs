@@ -50,6 +50,9 @@ enum Command {
         /// Also send the events to this helpdesk webhook (as the helpdesk's form POSTs).
         #[arg(long)]
         webhook: Option<String>,
+        /// Print what a sink of this kind would send instead: json (call summaries), zammad, omnidesk.
+        #[arg(long, value_name = "KIND")]
+        sink: Option<String>,
         /// How much faster than recorded the calls are replayed.
         #[arg(long, hide = true, default_value_t = commands::demo::DEMO_SPEEDUP)]
         speedup: f64,
@@ -105,7 +108,9 @@ fn main() -> ExitCode {
         Command::Endpoints { config } => {
             config_or_exit(config.as_deref(), false).map(|config| commands::endpoints::endpoints(&config))
         }
-        Command::Demo { webhook, speedup } => Ok(commands::demo::demo(webhook.as_deref(), speedup)),
+        Command::Demo { webhook, sink, speedup } => {
+            Ok(commands::demo::demo(webhook.as_deref(), sink.as_deref(), speedup))
+        }
         Command::Lookup { phone, trunk, config } => config_or_exit(config.as_deref(), false)
             .map(|config| commands::lookup::lookup(&config, &phone, trunk.as_deref())),
         Command::Outbox { action, sink, config } => config_or_exit(config.as_deref(), false).map(|config| {

@@ -65,3 +65,27 @@ async fn the_demo_prints_and_posts_every_bundled_calls_events() {
         }
     }
 }
+
+/// `demo --sink json`: one signed-JSON call summary per bundled call that the helpdesk hears of,
+/// its talk time the helpdesk's `call_duration`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_each_bundled_calls_json_summary() {
+    let (code, stdout, stderr) = run_command(&["demo", "--speedup", "40", "--sink", "json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let summaries: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).expect("JSON line")).collect();
+    let expected: Vec<Value> = BUNDLED_CALLS.iter().flat_map(|call| common::expected_values(call.name)).collect();
+    let ended: Vec<&Value> =
+        expected.iter().filter(|event| event["status"].as_str().is_some_and(|s| s.ends_with("ended"))).collect();
+    assert_eq!(summaries.len(), ended.len(), "one summary per call: {stdout}");
+    for (line, end) in summaries.iter().zip(ended) {
+        assert_eq!(line["sink"], "json");
+        let summary = &line["request"];
+        assert_eq!(summary["event"], "call_summary");
+        assert_eq!(summary["unique_id"], end["unique_id"]);
+        assert_eq!(summary["talk_seconds"].as_u64(), Some(end["call_duration"].as_u64().unwrap_or(0)), "{summary}");
+    }
+    assert!(stderr.contains("a request a json sink would make"), "{stderr}");
+    let (code, _, stderr) = run_command(&["demo", "--sink", "fax"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("expected json, zammad or omnidesk"), "{stderr}");
+}

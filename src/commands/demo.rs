@@ -1,8 +1,10 @@
 //! `deskhook demo [--webhook URL]`: the whole pipeline on a fresh machine, no Asterisk needed.
 //! Starts the built-in fake ARI on loopback, runs the daemon against it with the lab PBX's
 //! settings, replays the bundled real calls faster than they happened, and prints each helpdesk
-//! event (SPEC §5 JSON lines on stdout; narration on stderr). With `--webhook` the events are
-//! also delivered to that URL through the durable outbox, exactly as `run` delivers them.
+//! event (SPEC §5 JSON lines on stdout; narration on stderr). With `--sink KIND` it prints
+//! instead what a sink of that kind would send (the signed JSON call summaries, Zammad's CTI
+//! events). With `--webhook` the events are also delivered to that URL through the durable
+//! outbox, exactly as `run` delivers them.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -13,13 +15,26 @@ use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
 use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use crate::config::{redacted_url, Config, RecordingMode};
 use crate::daemon::delivery_sink::DeliveryPipeline;
-use crate::daemon::{logging, Daemon, DaemonLinks, JsonLinesSink, LiveStats, Sink, Tee};
+use crate::daemon::{logging, Daemon, DaemonLinks, JsonLinesSink, LiveStats, MappedLinesSink, Sink, Tee};
 
 /// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
 pub const DEMO_SPEEDUP: f64 = 5.0;
 
+/// The sink `--sink KIND` shows: the json kind as call summaries, Zammad with no user names.
+fn demo_sink(kind: &str) -> Result<crate::config::SinkConfig, String> {
+    let keys = match kind {
+        "json" => "url = \"https://example.org/hooks/calls\"\nevents = [\"summary\"]\nrecordings = \"none\"",
+        "zammad" => "url = \"https://zammad.example.org/api/v1/cti/TOKEN\"",
+        "omnidesk" => "webhook_url = \"https://company.omnidesk.ru/webhooks/asterisk/TOKEN\"",
+        other => return Err(format!("--sink {other:?} is not a kind of sink, expected json, zammad or omnidesk")),
+    };
+    let text = format!("[[sinks]]\nname = \"{kind}\"\nkind = \"{kind}\"\n{keys}\n");
+    let config = Config::from_toml(&text, "demo").map_err(|error| error.to_string())?;
+    config.sinks.into_iter().next().ok_or_else(|| "no sink".to_string())
+}
+
 /// Runs the demo; returns the exit code.
-pub fn demo(webhook: Option<&str>, speedup: f64) -> i32 {
+pub fn demo(webhook: Option<&str>, sink: Option<&str>, speedup: f64) -> i32 {
     logging::init(if webhook.is_some() { "warn,deskhook::daemon::sink=info" } else { "warn" });
     if let Some(url) = webhook {
         if !(url.starts_with("https://") || url.starts_with("http://")) || url::Url::parse(url).is_err() {
@@ -34,13 +49,20 @@ pub fn demo(webhook: Option<&str>, speedup: f64) -> i32 {
             return 1;
         }
     };
+    let shown = match sink.map(demo_sink).transpose() {
+        Ok(shown) => shown,
+        Err(error) => {
+            eprintln!("deskhook demo: {error}");
+            return 2;
+        }
+    };
     let speedup = if speedup.is_finite() && speedup > 0.0 { speedup } else { DEMO_SPEEDUP };
-    let code = runtime.block_on(run_demo(webhook, speedup));
+    let code = runtime.block_on(run_demo(webhook, shown, speedup));
     runtime.shutdown_timeout(Duration::from_millis(500));
     code
 }
 
-async fn run_demo(webhook: Option<&str>, speedup: f64) -> i32 {
+async fn run_demo(webhook: Option<&str>, shown: Option<crate::config::SinkConfig>, speedup: f64) -> i32 {
     let password: String =
         rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(24).map(char::from).collect();
     let fake = match FakeAri::start(FakeAriOptions::lab("deskhook", &password)).await {
@@ -70,7 +92,11 @@ async fn run_demo(webhook: Option<&str>, speedup: f64) -> i32 {
     let _cleanup = RemoveOnDrop(scratch.clone());
     config.storage.dir = scratch;
     let zone = config.time_zone();
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonLinesSink::stdout(zone.clone()))];
+    let printed: Box<dyn Sink> = match &shown {
+        Some(sink) => Box::new(MappedLinesSink::new(std::io::stdout(), sink, &zone)),
+        None => Box::new(JsonLinesSink::stdout(zone.clone())),
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = vec![printed];
     // With --webhook the events take the real road: the durable outbox and its sender.
     let pipeline = match webhook {
         Some(url) => {
@@ -107,9 +133,13 @@ async fn run_demo(webhook: Option<&str>, speedup: f64) -> i32 {
     let destination = webhook.map(|url| format!(" and sent to {}", redacted_url(url))).unwrap_or_default();
     eprintln!(
         "deskhook demo: replaying {} real calls recorded on a lab Asterisk 22 ({}x faster than they happened).\n\
-         Each JSON line is a helpdesk event deskhook would send{destination}.",
+         Each JSON line is {}{destination}.",
         BUNDLED_CALLS.len(),
-        speedup
+        speedup,
+        match &shown {
+            Some(sink) => format!("a request a {} sink would make", sink.kind()),
+            None => "a helpdesk event deskhook would send".to_string(),
+        }
     );
     let mut sent = 0u64;
     for (number, call) in BUNDLED_CALLS.iter().enumerate() {

@@ -43,7 +43,7 @@ use crate::presence::Presence;
 
 pub use clock::EventClock;
 pub use queue_members::{parse_member_list, CACHE_TTL as QUEUE_MEMBERS_CACHE_TTL};
-pub use sink::{spawn_sink, JsonLinesSink, LogSink, Sink, SinkFuture, SinkQueue, Tee};
+pub use sink::{spawn_sink, JsonLinesSink, LogSink, MappedLinesSink, Sink, SinkFuture, SinkQueue, Tee};
 pub use systemd::Systemd;
 
 /// What the engine task takes in, in order.

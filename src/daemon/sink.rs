@@ -177,6 +177,33 @@ impl<W: Write + Send + 'static> Sink for JsonLinesSink<W> {
     }
 }
 
+/// Writes the requests one configured sink would make, as `replay --sink` lines (SPEC §7).
+pub struct MappedLinesSink<W: Write + Send + 'static> {
+    out: W,
+    name: String,
+    mapper: crate::sinks::Mapper,
+}
+
+impl<W: Write + Send + 'static> MappedLinesSink<W> {
+    pub fn new(out: W, sink: &crate::config::SinkConfig, zone: &jiff::tz::TimeZone) -> Self {
+        Self { out, name: sink.name.clone(), mapper: crate::sinks::Mapper::new(sink, zone) }
+    }
+}
+
+impl<W: Write + Send + 'static> Sink for MappedLinesSink<W> {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        for (unique_id, request) in self.mapper.shown(output) {
+            let line = crate::sinks::ReplayLine { sink: &self.name, unique_id: &unique_id, request: &request };
+            // A closed stdout (e.g. `| head`) must not stop the daemon.
+            let _ = serde_json::to_writer(&mut self.out, &line)
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(self.out))
+                .and_then(|()| self.out.flush());
+        }
+        Box::pin(async {})
+    }
+}
+
 /// Hands every output to several sinks, in the order given.
 pub struct Tee {
     sinks: Vec<Box<dyn Sink>>,
