@@ -596,3 +596,49 @@ fn outbox_list_without_an_outbox_file_says_so() {
     assert!(list.starts_with("no outbox in"), "{list}");
     assert!(!missing.exists(), "listing never creates storage.dir");
 }
+
+/// Two sinks on one outbox: one refuses everything and dead-letters, the other delivers all;
+/// `outbox list|retry|purge --sink` touch only the sink named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sink_has_its_own_queue_and_admin_commands_pick_one_sink() {
+    capture_logs();
+    let storage = tempfile::tempdir().expect("tempdir");
+    let refusing = Receiver::start_with(Arc::new(|_: &Seen| Reply::status(400).with_body("no"))).await;
+    let accepting = Receiver::start().await;
+    let cfg = fast_config();
+    let mut broken = deskhook::deliver::Target::helpdesk(&refusing.url(), &cfg);
+    broken.name = "broken".into();
+    let mut fine = deskhook::deliver::Target::helpdesk(&accepting.url(), &cfg);
+    fine.name = "fine".into();
+    let handle =
+        Delivery::start_targets(Outbox::open(storage.path(), &cfg).expect("open"), vec![broken, fine]).expect("start");
+    let utc = utc();
+    for seq in 0..3 {
+        let requests = ["broken", "fine"]
+            .iter()
+            .map(|sink| vec![event("1700000020.1", seq, 3).request(&utc).to_sink(*sink)])
+            .collect();
+        for stored in handle.store_step(requests, Vec::new()) {
+            stored.await.expect("stored");
+        }
+    }
+    wait_until("the broken sink's rows dead, the fine sink's delivered", LONG, || {
+        handle.counts_of("broken").is_some_and(|c| c.dead == 3)
+            && handle.counts_of("fine").is_some_and(|c| c.delivered == 3)
+    })
+    .await;
+    assert_eq!(accepting.accepted_count(), 3, "the fine sink is not held up by the broken one");
+    assert_eq!(handle.failing_sinks(), ["broken"]);
+    handle.shutdown().await;
+
+    let mut outbox = Outbox::open(storage.path(), &cfg).expect("admin open");
+    let listing = outbox.listing(100, Some("fine")).expect("listing");
+    assert!(listing.rows.is_empty(), "nothing undelivered for the fine sink");
+    let listing = outbox.listing(100, Some("broken")).expect("listing");
+    assert_eq!(listing.rows.len(), 3);
+    assert!(listing.rows.iter().all(|row| row.sink == "broken" && row.state == RowState::Dead));
+    assert_eq!(outbox.retry_dead(Some("fine")).expect("retry"), 0);
+    assert_eq!(outbox.retry_dead(Some("broken")).expect("retry"), 3);
+    assert_eq!(outbox.purge_dead(Some("broken")).expect("purge"), 0, "retried rows are pending, not dead");
+    assert_eq!(outbox.sinks().expect("sinks"), ["broken", "fine"]);
+}

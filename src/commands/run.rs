@@ -98,15 +98,18 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
         }
     };
     tracing::info!(
-        "deskhook {} running: ARI at {} (application {:?}), helpdesk {}{}",
+        "deskhook {} running: ARI at {} (application {:?}), sinks: {}{}",
         env!("CARGO_PKG_VERSION"),
         redacted_url(&config.ari.url),
         config.ari.app,
-        if config.helpdesk.webhook_url.is_empty() {
-            "not set (events are only logged)".to_string()
-        } else {
-            redacted_url(&config.helpdesk.webhook_url)
-        },
+        destinations
+            .iter()
+            .map(|sink| match sink.url() {
+                "" => format!("{} (not set: events are only logged)", sink.name),
+                _ => format!("{} ({} at {})", sink.name, sink.kind(), sink.host()),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         watchdog
             .map(|every| format!(", systemd watchdog pinged every {:.1} s", every.as_secs_f64()))
             .unwrap_or_default()
