@@ -95,31 +95,49 @@ async fn sustained(size: Size) {
 }
 
 async fn paced(size: Size) {
-    let paced_seconds = size.paced_seconds;
     let cfg = HelpdeskConfig::default();
     let (receiver, handle, _storage) = start(&cfg).await;
     let utc = jiff::tz::TimeZone::UTC;
-    let total = (PACED_RATE * paced_seconds) as usize;
+    let total = (PACED_RATE * size.paced_seconds) as usize;
+    let sent_at = pace(total, "1700000001", |call, seq, per_call| {
+        vec![tokio::spawn(handle.enqueue(vec![event(call, seq, per_call).request(&utc)]))]
+    })
+    .await;
+    while receiver.accepted_count() < total {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    handle.shutdown().await;
+    report_latencies(&format!("paced: {total} events at {PACED_RATE}/s"), &receiver, &sent_at);
+}
+
+type SentAt = HashMap<(String, usize), Instant>;
+
+/// Stores `total` events at `PACED_RATE` over 50 calls named `prefix.N` through `store`, waits
+/// until every one is stored, and says when each was handed over.
+async fn pace<F>(total: usize, prefix: &str, store: F) -> SentAt
+where
+    F: Fn(&str, usize, usize) -> Vec<tokio::task::JoinHandle<Result<(), deskhook::deliver::DeliverError>>>,
+{
     let calls = 50;
     let per_call = total / calls;
-    let mut sent_at: HashMap<(String, usize), Instant> = HashMap::with_capacity(total);
+    let mut sent_at: SentAt = HashMap::with_capacity(total);
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / PACED_RATE));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut outstanding = Vec::new();
     for index in 0..total {
         ticker.tick().await;
-        let (call, seq) = (format!("1700000001.{}", index % calls), index / calls);
-        let request = event(&call, seq, per_call).request(&utc);
-        sent_at.insert((call, seq), Instant::now());
-        outstanding.push(tokio::spawn(handle.enqueue(vec![request])));
+        let (call, seq) = (format!("{prefix}.{}", index % calls), index / calls);
+        sent_at.insert((call.clone(), seq), Instant::now());
+        outstanding.extend(store(&call, seq, per_call));
     }
     for stored in outstanding {
         stored.await.expect("task").expect("enqueue");
     }
-    while receiver.accepted_count() < total {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    handle.shutdown().await;
+    sent_at
+}
+
+/// Prints p50/p99/max from hand-over to acceptance by `receiver`.
+fn report_latencies(label: &str, receiver: &Receiver, sent_at: &SentAt) {
     let mut latencies: Vec<Duration> = receiver
         .accepted()
         .iter()
@@ -131,7 +149,7 @@ async fn paced(size: Size) {
     latencies.sort();
     let percentile = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
     println!(
-        "paced: {total} events at {PACED_RATE}/s, enqueue -> delivered: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{label}, enqueue -> delivered: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(0.50).as_secs_f64() * 1000.0,
         percentile(0.99).as_secs_f64() * 1000.0,
         percentile(1.0).as_secs_f64() * 1000.0
@@ -208,45 +226,19 @@ async fn paced_sinks(size: Size) {
     let cfg = HelpdeskConfig::default();
     let (receivers, handle, _storage) = start_sinks(&cfg).await;
     let total = (PACED_RATE * size.paced_seconds) as usize;
-    let calls = 50;
-    let per_call = total / calls;
-    let mut sent_at: HashMap<(String, usize), Instant> = HashMap::with_capacity(total);
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / PACED_RATE));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut outstanding = Vec::new();
-    for index in 0..total {
-        ticker.tick().await;
-        let (call, seq) = (format!("1700000003.{}", index % calls), index / calls);
-        sent_at.insert((call.clone(), seq), Instant::now());
-        for stored in store_for_all(&handle, &call, seq, per_call) {
-            outstanding.push(tokio::spawn(stored));
-        }
-    }
-    for stored in outstanding {
-        stored.await.expect("task").expect("enqueue");
-    }
+    let sent_at = pace(total, "1700000003", |call, seq, per_call| {
+        store_for_all(&handle, call, seq, per_call).into_iter().map(tokio::spawn).collect()
+    })
+    .await;
     while receivers.iter().any(|receiver| receiver.accepted_count() < total) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     handle.shutdown().await;
     for (sink, receiver) in SINKS.iter().zip(&receivers) {
-        let mut latencies: Vec<Duration> = receiver
-            .accepted()
-            .iter()
-            .filter_map(|seen| {
-                let key = call_and_seq(&seen.body)?;
-                Some(seen.at.saturating_duration_since(*sent_at.get(&key)?))
-            })
-            .collect();
-        latencies.sort();
-        let percentile =
-            |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
-        println!(
-            "three sinks, paced: sink {sink}: {total} events at {PACED_RATE}/s, enqueue -> delivered: p50 {:.1} ms, \
-             p99 {:.1} ms, max {:.1} ms",
-            percentile(0.50).as_secs_f64() * 1000.0,
-            percentile(0.99).as_secs_f64() * 1000.0,
-            percentile(1.0).as_secs_f64() * 1000.0
+        report_latencies(
+            &format!("three sinks, paced: sink {sink}: {total} events at {PACED_RATE}/s"),
+            receiver,
+            &sent_at,
         );
     }
 }
