@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::ari::events::EpochMillis;
 use crate::calls::{CallDirection, CallEvent};
-use crate::forward::answer::is_valid_extension;
-use crate::forward::phone::PhoneNormalizer;
+use crate::numbers::is_valid_extension;
+use crate::numbers::PhoneNormalizer;
 
 /// The history file inside `storage.dir`.
 pub const HISTORY_FILE: &str = "history.sqlite3";

@@ -31,6 +31,7 @@ pub mod forward;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod numbers;
 pub mod presence;
 pub mod recordings;
 pub mod sinks;

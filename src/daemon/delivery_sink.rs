@@ -183,7 +183,7 @@ impl DeliveryPipeline {
         let sinks = config.destinations();
         let targets = sinks.iter().map(Target::of).collect();
         let delivery = crate::deliver::Delivery::start_targets(outbox, targets)?;
-        let phones = crate::forward::PhoneNormalizer::new(&config.forward.default_country);
+        let phones = crate::numbers::PhoneNormalizer::new(&config.forward.default_country);
         let history = match History::open(&config.storage.dir, phones) {
             Ok(history) => Some(history),
             Err(error) => {

@@ -10,8 +10,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// CALLERID(name) longer than this is cut: desk phones show 20–40 characters anyway.
 pub const NAME_MAX_CHARS: usize = 64;
-/// Longest extension accepted from a resolver.
-pub const EXTENSION_MAX_LEN: usize = 20;
+pub use crate::numbers::{is_valid_extension, EXTENSION_MAX_LEN};
 
 /// Unreserved URI characters stay readable; everything else (space, `&`, `=`, `%`, `+`, UTF-8) is escaped.
 const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -46,13 +45,6 @@ impl Answer {
         body.push_str(&self.number);
         Bytes::from(body)
     }
-}
-
-/// An extension is what the dialplan can `Goto`/`Dial` safely: ASCII digits and letters, `*#_+-`.
-pub fn is_valid_extension(number: &str) -> bool {
-    !number.is_empty()
-        && number.len() <= EXTENSION_MAX_LEN
-        && number.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'#' | b'_' | b'+' | b'-'))
 }
 
 /// Makes a CRM's name fit for CALLERID(name): one line, no invisible or direction-changing

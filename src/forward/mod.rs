@@ -1,7 +1,8 @@
 //! `/forward`: the dialplan asks "who is this caller's manager?" before the IVR and sends the
 //! call to the returned extension, or down its normal route on an empty answer (SPEC §4).
 //!
-//! - `phone` normalises numbers; `answer` shapes the hashcompat body and cleans names;
+//! - numbers are normalised by `crate::numbers`; `answer` shapes the hashcompat body and
+//!   cleans names;
 //! - `resolvers` are the sources (table, history, bitrix24, amocrm, http); `limiter` keeps
 //!   CRM rate limits; `chain` asks them in order within timeouts, skipping offline phones;
 //! - `cache` remembers answers; `service` adds single-flight and the budget; `server` is
@@ -14,13 +15,12 @@ pub mod answer;
 pub mod cache;
 pub mod chain;
 pub mod limiter;
-pub mod phone;
 pub mod resolvers;
 pub mod server;
 pub mod service;
 
+pub use crate::numbers::{PhoneError, PhoneNormalizer};
 pub use answer::Answer;
-pub use phone::{PhoneError, PhoneNormalizer};
 pub use server::{router, serve};
 pub use service::{Diagnosis, ForwardService};
 

@@ -15,8 +15,8 @@ use axum::Router;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
-use super::phone::PhoneError;
 use super::service::ForwardService;
+use crate::numbers::PhoneError;
 
 /// Longer `trunk`/`callid` values are ignored: they are labels, not worth a refusal.
 const MAX_LABEL_LEN: usize = 128;

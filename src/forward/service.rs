@@ -12,13 +12,13 @@ use tokio::time::Instant;
 use super::answer::Answer;
 use super::cache::{AnswerCache, Resolved, DEFAULT_MAX_ENTRIES};
 use super::chain::{Caller, Chain, Slot, Step};
-use super::phone::{PhoneError, PhoneNormalizer};
 use super::resolvers::{Context, Resolver};
 use super::ForwardError;
 use crate::config::Config;
 use crate::health::Health;
 use crate::history::History;
 use crate::metrics::{self, Counter};
+use crate::numbers::{PhoneError, PhoneNormalizer};
 use crate::presence::Presence;
 
 /// Time kept back from the budget to write the response and cross loopback.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{json_id, json_text, CrmClient, Query, ResolveError};
 use crate::forward::answer::Answer;
-use crate::forward::phone::PhoneNormalizer;
+use crate::numbers::PhoneNormalizer;
 
 #[derive(Debug)]
 pub struct AmocrmResolver {

@@ -22,7 +22,7 @@ use super::client::Reply;
 use super::{json_id, json_text, CrmClient, Query, ResolveError};
 use crate::config::Bitrix24Lookup;
 use crate::forward::answer::{is_valid_extension, Answer};
-use crate::forward::phone::PhoneNormalizer;
+use crate::numbers::PhoneNormalizer;
 
 /// How long a user's internal number is trusted before `user.get` is asked again.
 pub const USER_TTL: Duration = Duration::from_secs(600);

@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use super::answer::Answer;
 use super::cache::AnswerCache;
 use super::limiter::Throttled;
-use super::phone::PhoneNormalizer;
 use super::ForwardError;
 use crate::config::ResolverConfig;
 use crate::history::History;
+use crate::numbers::PhoneNormalizer;
 
 pub use client::CrmClient;
 

@@ -11,7 +11,7 @@ use notify::Watcher;
 
 use crate::forward::answer::{is_valid_extension, Answer};
 use crate::forward::cache::AnswerCache;
-use crate::forward::phone::PhoneNormalizer;
+use crate::numbers::PhoneNormalizer;
 
 /// Quiet time after a change before the file is read: editors write in several steps.
 const SETTLE: Duration = Duration::from_millis(100);
