@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -17,6 +17,7 @@ use crate::ari::events::EpochMillis;
 use crate::calls::{CallDirection, CallEvent};
 use crate::numbers::is_valid_extension;
 use crate::numbers::PhoneNormalizer;
+use crate::wallclock::now_ms as now_millis;
 
 /// The history file inside `storage.dir`.
 pub const HISTORY_FILE: &str = "history.sqlite3";
@@ -176,12 +177,6 @@ impl History {
     fn sqlite_error(&self, source: rusqlite::Error) -> HistoryError {
         HistoryError::Sqlite { path: self.inner.path.clone(), source }
     }
-}
-
-fn now_millis() -> EpochMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

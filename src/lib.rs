@@ -37,3 +37,4 @@ pub mod recordings;
 pub mod sinks;
 pub mod sqlite;
 pub mod trace;
+pub mod wallclock;

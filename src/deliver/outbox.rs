@@ -486,10 +486,7 @@ pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> 
     Ok((inserted == 1).then(|| conn.last_insert_rowid()))
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
+pub(crate) use crate::wallclock::now_ms;
 
 #[cfg(test)]
 mod tests {

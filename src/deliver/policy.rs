@@ -106,15 +106,7 @@ pub enum StatusClass {
     Rejected,
 }
 
-/// `Retry-After` as seconds or an HTTP date (relative to `now_ms`); a date in the past means now.
-pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp().as_millisecond();
-    Some(Duration::from_millis(at.saturating_sub(now_ms).max(0) as u64))
-}
+pub use crate::wallclock::parse_retry_after;
 
 /// Replaces the webhook URL (whose path is a secret token) by its host wherever it appears.
 pub fn scrub(text: &str, webhook_url: &str) -> String {

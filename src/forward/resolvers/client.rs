@@ -85,8 +85,8 @@ impl CrmClient {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map_or(DEFAULT_REST, Duration::from_secs)
+                .and_then(|value| crate::wallclock::parse_retry_after(value, crate::wallclock::now_ms()))
+                .unwrap_or(DEFAULT_REST)
                 .min(MAX_REST);
             self.limiter.cool_down(rest);
             crate::metrics::counter(

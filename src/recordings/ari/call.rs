@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::ari::{AriError, DownloadError};
 use crate::deliver::{DeliverError, Request};
+use crate::wallclock::now_ms;
 
 use super::journal::{Closed, Journal, Part, PartState};
 use super::{AriRecorderSettings, Command, Context, DELIVERY_TAG_PREFIX};
@@ -38,10 +39,6 @@ pub(super) enum Resumed {
 /// The pause before retry number `attempt` (0-based): doubling from `first_retry`, capped.
 pub(super) fn retry_pause(settings: &AriRecorderSettings, attempt: u32) -> Duration {
     settings.first_retry.saturating_mul(1u32 << attempt.min(16)).min(MAX_RETRY_PAUSE)
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 pub(super) async fn run(
