@@ -9,7 +9,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 
 use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
 use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
@@ -63,8 +62,13 @@ pub fn demo(webhook: Option<&str>, sink: Option<&str>, speedup: f64) -> i32 {
 }
 
 async fn run_demo(webhook: Option<&str>, shown: Option<crate::config::SinkConfig>, speedup: f64) -> i32 {
-    let password: String =
-        rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(24).map(char::from).collect();
+    let password = match random_password() {
+        Ok(password) => password,
+        Err(error) => {
+            eprintln!("deskhook demo: cannot read /dev/urandom for the simulated Asterisk's password: {error}");
+            return 1;
+        }
+    };
     let fake = match FakeAri::start(FakeAriOptions::lab("deskhook", &password)).await {
         Ok(fake) => fake,
         Err(error) => {
@@ -193,6 +197,15 @@ async fn settle(stats: &LiveStats, sent: u64, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+/// A fresh password for the simulated Asterisk (it listens on loopback for the demo's lifetime).
+fn random_password() -> std::io::Result<String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let mut bytes = [0u8; 18];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Removes the demo's scratch directory however the demo ends.
