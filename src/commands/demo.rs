@@ -9,7 +9,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-
 use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
 use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use crate::config::{redacted_url, Config, RecordingMode};
