@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use deskhook::ari::events::EventParser;
-use deskhook::calls::{Engine, EngineSettings};
+use deskhook::calls::Engine;
 use deskhook::config::Config;
 
 fn fixture_lines() -> (Vec<String>, Config) {
@@ -33,7 +33,7 @@ fn fixture_lines() -> (Vec<String>, Config) {
 
 fn bench(c: &mut Criterion) {
     let (lines, config) = fixture_lines();
-    let settings = EngineSettings::from_config(&config, false).expect("settings");
+    let settings = deskhook::daemon::engine_settings(&config, false).expect("settings");
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.sample_size(20);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use common::*;
 use deskhook::ari::fake::{FakeTrace, PbxState};
 use deskhook::ari::{Bridge, Channel};
-use deskhook::calls::{CallCheckpoint, Effect, Engine, EngineSettings, Output};
+use deskhook::calls::{CallCheckpoint, Effect, Engine, Output};
 
 /// What the outbox's `open_calls` table would hold after these outputs.
 fn apply_checkpoints(stored: &mut BTreeMap<String, CallCheckpoint>, out: &[Output]) {
@@ -37,7 +37,7 @@ fn a_restart_at_any_point_of_any_call_loses_and_repeats_nothing() {
         let events = parse_all(&trace_lines(&name));
         let expected = expected_values(&name);
         for cut in 1..events.len() {
-            let settings = EngineSettings::from_config(&config, false).expect("settings");
+            let settings = deskhook::daemon::engine_settings(&config, false).expect("settings");
             let mut first = Engine::new(settings.clone());
             let mut out = Vec::new();
             let mut stored = BTreeMap::new();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use common::*;
 use deskhook::ari::events::TimedEvent;
 use deskhook::ari::{AriEvent, Bridge, Channel};
-use deskhook::calls::{Engine, EngineSettings, Output};
+use deskhook::calls::{Engine, Output};
 
 fn snapshot(name: &str) -> (Vec<Channel>, Vec<Bridge>) {
     let read = |suffix: &str| {
@@ -60,7 +60,7 @@ fn a_reconnect_that_finds_the_call_still_there_changes_nothing() {
         let events = parse_all(&trace_lines(name));
         let (channels, bridges) = snapshot(name);
         let cut = cut_point(&events, &channels);
-        let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+        let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
         let mut out = Vec::new();
         for event in &events[..cut] {
             engine.handle(event, &mut out);
@@ -80,7 +80,7 @@ fn a_reconnect_that_finds_the_channels_gone_ends_the_call_at_the_resync() {
     for name in ANSWERED {
         let events = parse_all(&trace_lines(name));
         let cut = cut_point(&events, &snapshot(name).0);
-        let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+        let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
         let mut out = Vec::new();
         for event in &events[..cut] {
             engine.handle(event, &mut out);
@@ -113,7 +113,7 @@ fn a_daemon_started_mid_call_adopts_it_and_ends_it_once() {
         let events = parse_all(&trace_lines(name));
         let (channels, bridges) = snapshot(name);
         let cut = cut_point(&events, &channels);
-        let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+        let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
         let mut out = Vec::new();
         engine.resync(&channels, &bridges, events[cut].at, &mut out);
         assert_eq!(engine.open_calls(), 1, "{name}: the call is adopted");
@@ -157,7 +157,7 @@ fn a_resync_announces_ongoing_conversations_again() {
     let events = parse_all(&trace_lines(name));
     let (channels, bridges) = snapshot(name);
     let cut = cut_point(&events, &channels);
-    let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+    let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
     let mut out = Vec::new();
     for event in &events[..cut] {
         engine.handle(event, &mut out);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use deskhook::ari::events::{AriEvent, TimedEvent};
 use deskhook::ari::model::{Bridge, CallerId, Channel, DialplanCep};
-use deskhook::calls::{Engine, EngineSettings};
+use deskhook::calls::Engine;
 use serde_json::Value;
 
 /// Builds an ARI event stream; every event is 10 ms after the previous one unless `wait`ed.
@@ -109,7 +109,7 @@ impl Script {
     /// The helpdesk events as (status, to_user, call_duration).
     fn replay(&self) -> Vec<(String, String, Option<i64>)> {
         let config = common::config("lab.toml");
-        let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+        let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
         let mut out = Vec::new();
         for event in &self.events {
             engine.handle(event, &mut out);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use common::*;
 use deskhook::ari::events::{EventParser, TimedEvent};
-use deskhook::calls::{Effect, Engine, EngineSettings, Output};
+use deskhook::calls::{Effect, Engine, Output};
 use deskhook::sinks::omnidesk;
 use serde_json::Value;
 
@@ -166,7 +166,7 @@ fn queue_members_from_the_shell_are_used_and_order_is_kept() {
         .iter()
         .position(|e| matches!(&e.event, deskhook::ari::AriEvent::Dial { dialstatus, .. } if dialstatus == "ANSWER"))
         .expect("an answer");
-    let mut engine = Engine::new(EngineSettings::from_config(&config, true).expect("settings"));
+    let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, true).expect("settings"));
     let mut out = Vec::new();
     for event in &events[..=answer] {
         engine.handle(event, &mut out);
@@ -210,7 +210,7 @@ fn queue_members_from_the_shell_are_used_and_order_is_kept() {
 fn an_unknown_answer_from_the_shell_falls_back_to_the_ring_round() {
     let config = config("lab.toml");
     let events = parse_all(&trace_lines("05-in-queue-noanswer-callerhangup"));
-    let mut engine = Engine::new(EngineSettings::from_config(&config, true).expect("settings"));
+    let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, true).expect("settings"));
     let mut out = Vec::new();
     let start = events[0].at;
     let mut answered = false;
@@ -237,7 +237,7 @@ fn an_unknown_answer_from_the_shell_falls_back_to_the_ring_round() {
 fn a_silent_shell_does_not_hold_events_forever() {
     let config = config("lab.toml");
     let events = parse_all(&trace_lines("04-in-queue-answered-by-102"));
-    let mut engine = Engine::new(EngineSettings::from_config(&config, true).expect("settings"));
+    let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, true).expect("settings"));
     let mut out = Vec::new();
     let start = events[0].at;
     for event in &events {
@@ -272,7 +272,7 @@ fn replay_without_queue_config_waits_for_the_ring_round_time_window() {
         .iter()
         .position(|e| matches!(&e.event, deskhook::ari::AriEvent::Dial { dialstatus, .. } if dialstatus.is_empty()))
         .expect("a member dial");
-    let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+    let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
     let mut out = Vec::new();
     for event in &events[..=first_member_dial] {
         engine.handle(event, &mut out);
@@ -372,7 +372,7 @@ fn mangled_messages_are_errors_or_events_never_panics() {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((seed >> 33) as usize) % bound.max(1)
     };
-    let mut engine = Engine::new(EngineSettings::from_config(&config, false).expect("settings"));
+    let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
     let mut parser = EventParser::new();
     let mut out = Vec::new();
     let (mut parsed, mut refused) = (0, 0);

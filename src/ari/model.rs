@@ -124,3 +124,19 @@ pub struct AsteriskStatus {
     pub startup_time: String,
     pub last_reload_time: String,
 }
+
+/// The parts of a channel name: `PJSIP/101-0000000b` → (`PJSIP`, `101`).
+pub fn split_channel_name(name: &str) -> Option<(&str, &str)> {
+    let (technology, rest) = name.split_once('/')?;
+    if technology.eq_ignore_ascii_case("Local") {
+        return Some((technology, rest));
+    }
+    // The unique suffix Asterisk appends is `-` + hex digits (PJSIP, SIP, IAX2, DAHDI use it).
+    let resource = match rest.rfind('-') {
+        Some(dash) if dash > 0 && rest[dash + 1..].bytes().all(|b| b.is_ascii_hexdigit()) && dash + 1 < rest.len() => {
+            &rest[..dash]
+        }
+        _ => rest,
+    };
+    Some((technology, resource))
+}

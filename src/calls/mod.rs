@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod classify;
 pub mod engine;
 pub mod event;
+pub mod port;
 pub mod record;
 pub mod since_connect;
 

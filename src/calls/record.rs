@@ -1,5 +1,5 @@
 //! The neutral call record: what happened on a call, said in the call's own terms (who, when,
-//! how it ended), not in any destination's. The engine emits it; each sink (`crate::sinks`)
+//! how it ended), not in any destination's. The engine emits it; each sink
 //! maps it to its own requests, so a new destination never changes the engine.
 
 use serde::{Deserialize, Serialize};

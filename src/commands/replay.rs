@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::ari::events::EventParser;
-use crate::calls::{Engine, EngineSettings, Output};
+use crate::calls::{Engine, Output};
 use crate::config::Config;
 use crate::sinks::{omnidesk, Mapper, ReplayLine};
 use crate::trace::read_trace;
@@ -36,7 +36,7 @@ pub fn replay(
             }
         }
     };
-    let settings = match EngineSettings::from_config(config, false) {
+    let settings = match crate::daemon::engine_settings(config, false) {
         Ok(settings) => settings,
         Err(error) => {
             let _ = writeln!(stderr, "deskhook: [pbx] extension_pattern: {error}");

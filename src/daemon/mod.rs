@@ -46,6 +46,18 @@ pub use queue_members::{parse_member_list, CACHE_TTL as QUEUE_MEMBERS_CACHE_TTL}
 pub use sink::{spawn_sink, JsonLinesSink, LogSink, MappedLinesSink, Sink, SinkFuture, SinkQueue, Tee};
 pub use systemd::Systemd;
 
+/// The engine's settings from a validated config; `live` says whether a shell (the daemon) can
+/// answer its questions about queue members.
+pub fn engine_settings(config: &Config, live: bool) -> Result<EngineSettings, regex::Error> {
+    Ok(EngineSettings {
+        classifier: crate::calls::Classifier::new(&config.pbx.extension_pattern, &config.pbx.trunks)?,
+        static_queues: config.pbx.queues.clone(),
+        ask_shell_for_queue_members: live,
+        queue_ring_round_ms: i64::try_from(config.pbx.queue_ring_round_ms).unwrap_or(i64::MAX),
+        report_mixmonitor_files: config.recordings.mode == crate::config::RecordingMode::Mixmonitor,
+    })
+}
+
 /// What the engine task takes in, in order.
 #[derive(Debug)]
 pub(crate) enum Inbound {
@@ -136,7 +148,7 @@ impl Daemon {
     /// inside a multi-threaded tokio runtime.
     pub fn start(config: &Config, sink: Box<dyn Sink>, links: DaemonLinks) -> Result<Daemon, DaemonError> {
         let DaemonLinks { presence, health, systemd, resume } = links;
-        let settings = EngineSettings::from_config(config, true)?;
+        let settings = engine_settings(config, true)?;
         let mut engine = Engine::new(settings);
         let lost_sight = engine_task::resume(&mut engine, resume);
         let client = AriClient::new(&config.ari)?;

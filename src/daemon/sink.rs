@@ -7,9 +7,7 @@
 //! takes over from there. The durable outbox and the recordings pickup plug in as `Sink`s
 //! (combine several with [`Tee`]).
 
-use std::future::Future;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -19,20 +17,7 @@ use tokio::task::JoinHandle;
 use crate::calls::{CallEvent, Effect, Output, RecordingRef};
 use crate::sinks::omnidesk;
 
-/// The future a sink returns; boxed so sinks can be chosen at run time (`Box<dyn Sink>`).
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// Takes the engine's outputs (helpdesk events, recordings, and effects such as
-/// `ConversationStarted`/`CallClosed` that recorders act on), one at a time, in engine order.
-pub trait Sink: Send + 'static {
-    /// Handles one output. Awaiting here holds back only this sink's queue, never the engine.
-    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a>;
-
-    /// Called once after the last output, on shutdown: flush or persist what is buffered.
-    fn close(&mut self) -> SinkFuture<'_> {
-        Box::pin(async {})
-    }
-}
+pub use crate::calls::port::{Sink, SinkFuture};
 
 /// The engine's end of a sink task's queue: sending never waits, but the engine asks
 /// [`SinkQueue::is_full`] before it takes more input and waits in [`SinkQueue::room`].

@@ -21,6 +21,7 @@ mod policy;
 mod request;
 mod scheduler;
 mod sender;
+pub mod signature;
 mod writer;
 
 use std::collections::BTreeMap;

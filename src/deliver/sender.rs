@@ -67,8 +67,8 @@ impl Wire {
             Wire::Plain | Wire::Zammad => builder,
             Wire::Signed { secret } => {
                 let now = jiff::Timestamp::now().as_second();
-                let signature = crate::sinks::json::signature(secret, now, body.as_bytes());
-                builder.header(crate::sinks::json::SIGNATURE_HEADER, signature)
+                let signature = super::signature::signature(secret, now, body.as_bytes());
+                builder.header(super::signature::SIGNATURE_HEADER, signature)
             }
         }
     }

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -13,8 +12,7 @@ use crate::ari::events::EpochMillis;
 use crate::calls::{CallDirection, CallEvent, CallSummary, Effect, Happened, Output, RecordingSource};
 use crate::config::JsonRecordings;
 
-/// The header that carries the signature.
-pub const SIGNATURE_HEADER: &str = "X-Deskhook-Signature";
+pub use crate::deliver::signature::{signature, SIGNATURE_HEADER};
 
 /// What the sink sends for one engine output.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,17 +201,6 @@ impl JsonMapper {
     }
 }
 
-/// `X-Deskhook-Signature`'s value for `body` sent at `unix_seconds`:
-/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
-pub fn signature(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
-    // HMAC takes a key of any length: this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
-    mac.update(unix_seconds.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("t={unix_seconds},v1={}", hex(&mac.finalize().into_bytes()))
-}
-
 /// Stable across retries and restarts: the same event of the same call always gets the same id.
 fn event_id(unique_id: &str, event: &str, at: EpochMillis, key: &str) -> String {
     let digest = Sha256::new()
@@ -254,6 +241,7 @@ fn merge(body: &mut Value, fields: Value) {
 mod tests {
     use super::*;
     use crate::calls::{CallSummary, Parties, RecordingRef};
+    use hmac::{Hmac, Mac};
 
     #[test]
     fn the_signature_is_hmac_sha256_of_time_dot_body() {

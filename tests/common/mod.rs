@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use deskhook::ari::events::{EventParser, TimedEvent};
-use deskhook::calls::{Engine, EngineSettings, Output};
+use deskhook::calls::{Engine, Output};
 use deskhook::config::Config;
 use deskhook::sinks::omnidesk;
 
@@ -43,7 +43,7 @@ pub fn parse_all(lines: &[String]) -> Vec<TimedEvent> {
 
 /// Replays events through a fresh engine and renders the outputs as SPEC §5 JSON values.
 pub fn replay_values(config: &Config, events: &[TimedEvent]) -> Vec<serde_json::Value> {
-    let mut engine = Engine::new(EngineSettings::from_config(config, false).expect("valid settings"));
+    let mut engine = Engine::new(deskhook::daemon::engine_settings(config, false).expect("valid settings"));
     let mut out = Vec::new();
     for event in events {
         engine.handle(event, &mut out);

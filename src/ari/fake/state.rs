@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::ari::events::{parse_ari_timestamp, EpochMillis};
+use crate::ari::model::split_channel_name;
 use crate::ari::websocket::MessageText;
-use crate::calls::classify::split_channel_name;
 
 /// How one message changes the live state.
 #[derive(Debug, Clone)]

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::ari::events::{AriEvent, EpochMillis, TimedEvent};
 use crate::ari::model::{Bridge, Channel};
-use crate::config::{Config, RecordingMode};
 
 use super::checkpoint::{CallCheckpoint, CallFacts, CheckpointDirection, LegCheckpoint, PendingQueueCheckpoint};
 use super::classify::{extension_of_interface, ChannelClass, Classifier, LocalHalf};
@@ -50,7 +49,7 @@ const CAUSE_USER_BUSY: i64 = 17;
 /// Destroyed channel ids are remembered this long (event time) so late or repeated events are ignored.
 const TOMBSTONE_TTL_MS: EpochMillis = 3_600_000;
 
-/// How the engine is set up; built from the config.
+/// How the engine is set up; the shell builds it (`crate::daemon::engine_settings` from the config).
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub classifier: Classifier,
@@ -60,21 +59,8 @@ pub struct EngineSettings {
     pub ask_shell_for_queue_members: bool,
     /// How long after the first member leg the ring round counts as complete.
     pub queue_ring_round_ms: i64,
-    /// Which recordings the engine reports after a call ends.
-    pub recordings: RecordingMode,
-}
-
-impl EngineSettings {
-    /// Settings from a validated config. `live` says whether a shell can answer queue questions.
-    pub fn from_config(config: &Config, live: bool) -> Result<Self, regex::Error> {
-        Ok(Self {
-            classifier: Classifier::new(&config.pbx.extension_pattern, &config.pbx.trunks)?,
-            static_queues: config.pbx.queues.clone(),
-            ask_shell_for_queue_members: live,
-            queue_ring_round_ms: config.pbx.queue_ring_round_ms as i64,
-            recordings: config.recordings.mode,
-        })
-    }
+    /// MixMonitor's files are picked up: an answered call reports them when it ends.
+    pub report_mixmonitor_files: bool,
 }
 
 /// Counters about what the engine saw.
@@ -594,7 +580,7 @@ impl Engine {
                 resolve_queue(&mut call, members, out);
             }
         }
-        let summary = call.summary(at, self.settings.recordings == RecordingMode::Mixmonitor);
+        let summary = call.summary(at, self.settings.report_mixmonitor_files);
         let answered = summary.answered();
         let ended = call.event(Happened::Ended(Box::new(summary)), at);
         call.emit(Output::Event(ended), out);
@@ -620,7 +606,7 @@ impl Engine {
 
     /// The ended call's recordings to upload (if it was answered), then its close.
     fn close_call(&self, call: &mut Call, answered: bool, out: &mut Vec<Output>) {
-        if answered && self.settings.recordings == RecordingMode::Mixmonitor {
+        if answered && self.settings.report_mixmonitor_files {
             for path in std::mem::take(&mut call.recordings) {
                 let recording = RecordingRef { unique_id: call.unique_id.clone(), source: RecordingSource::File(path) };
                 call.emit(Output::Recording(recording), out);

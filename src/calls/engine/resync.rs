@@ -266,7 +266,7 @@ impl Engine {
                 self.adopt(channel, &by_id, at, out);
             }
         }
-        if self.settings.recordings == RecordingMode::Mixmonitor {
+        if self.settings.report_mixmonitor_files {
             self.ask_for_recording_names(&known_calls, out);
         }
         // A conversation that began while disconnected: operators bridged with a client.

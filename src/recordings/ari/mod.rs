@@ -21,9 +21,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::ari::{AriClient, AriError};
+use crate::calls::port::{Sink, SinkFuture};
 use crate::calls::{Effect, Output};
 use crate::config::Config;
-use crate::daemon::{Sink, SinkFuture};
 use crate::deliver::{DeliveryHandle, RowState};
 use crate::metrics::{self, Counter};
 
