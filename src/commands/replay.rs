@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::ari::events::EventParser;
 use crate::calls::{Engine, Output};
 use crate::config::Config;
-use crate::sinks::{omnidesk, Mapper, ReplayLine};
+use crate::sinks::{omnidesk, Mapper};
 use crate::trace::read_trace;
 
 /// Replays `traces` in order through one engine; returns the process exit code.
@@ -65,12 +65,8 @@ pub fn replay(
             engine.handle(event, &mut outputs);
             for output in outputs.drain(..) {
                 if let Some((name, mapper)) = &mut mapper {
-                    for (unique_id, request) in mapper.shown(&output) {
-                        let line = ReplayLine { sink: name, unique_id: &unique_id, request: &request };
-                        let text = serde_json::to_string(&line).unwrap_or_default();
-                        if writeln!(stdout, "{text}").is_err() {
-                            return 1;
-                        }
+                    if mapper.write_shown(name, &output, stdout).is_err() {
+                        return 1;
                     }
                     continue;
                 }

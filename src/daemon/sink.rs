@@ -177,14 +177,8 @@ impl<W: Write + Send + 'static> MappedLinesSink<W> {
 
 impl<W: Write + Send + 'static> Sink for MappedLinesSink<W> {
     fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
-        for (unique_id, request) in self.mapper.shown(output) {
-            let line = crate::sinks::ReplayLine { sink: &self.name, unique_id: &unique_id, request: &request };
-            // A closed stdout (e.g. `| head`) must not stop the daemon.
-            let _ = serde_json::to_writer(&mut self.out, &line)
-                .map_err(std::io::Error::other)
-                .and_then(|()| writeln!(self.out))
-                .and_then(|()| self.out.flush());
-        }
+        // A closed stdout (e.g. `| head`) must not stop the daemon.
+        let _ = self.mapper.write_shown(&self.name, output, &mut self.out).and_then(|()| self.out.flush());
         Box::pin(async {})
     }
 }

@@ -358,13 +358,7 @@ impl DeliveryHandle {
 
     /// Rows by state of every sink together, as of the last commit (for `/metrics` and health).
     pub fn counts(&self) -> OutboxCounts {
-        self.inner.sinks.values().map(|sink| sink.counts.snapshot()).fold(OutboxCounts::default(), |total, counts| {
-            OutboxCounts {
-                pending: total.pending + counts.pending,
-                dead: total.dead + counts.dead,
-                delivered: total.delivered + counts.delivered,
-            }
-        })
+        self.inner.sinks.values().fold(OutboxCounts::default(), |total, sink| total.plus(&sink.counts.snapshot()))
     }
 
     /// Rows by state of sink `name` (`None`: no such sink).

@@ -110,7 +110,8 @@ impl OutboxCounts {
         self.pending + self.dead + self.delivered
     }
 
-    fn plus(self, other: &OutboxCounts) -> OutboxCounts {
+    /// Both counts together.
+    pub(crate) fn plus(self, other: &OutboxCounts) -> OutboxCounts {
         OutboxCounts {
             pending: self.pending + other.pending,
             dead: self.dead + other.dead,

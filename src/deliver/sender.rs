@@ -62,6 +62,12 @@ pub(crate) enum Wire {
 }
 
 impl Wire {
+    /// An error answer that means the request was taken before (Zammad's "already exists"
+    /// for a `newCall` repeated after a kill).
+    fn accepted_anyway(&self, status: u16, quoted: &str) -> bool {
+        matches!(self, Wire::Zammad) && status == 500 && quoted.contains("already exists")
+    }
+
     fn sign(&self, builder: reqwest::RequestBuilder, body: &str) -> reqwest::RequestBuilder {
         match self {
             Wire::Plain | Wire::Zammad => builder,
@@ -453,7 +459,7 @@ impl Sink {
             }
             scrub(&text, raw)
         };
-        if matches!(wire, Wire::Zammad) && status.as_u16() == 500 && quoted.contains("already exists") {
+        if wire.accepted_anyway(status.as_u16(), &quoted) {
             return TryResult::Accepted;
         }
         match classify_status(status.as_u16()) {

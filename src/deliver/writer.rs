@@ -244,9 +244,7 @@ impl Writer {
     fn publish(&self) {
         let mut total = OutboxCounts::default();
         for (name, counts) in &self.current {
-            total.pending += counts.pending;
-            total.dead += counts.dead;
-            total.delivered += counts.delivered;
+            total = total.plus(counts);
             if let Some(book) = self.sinks.get(name) {
                 book.counts.store(*counts);
             }

@@ -68,6 +68,8 @@ impl Mapper {
     /// What sink `name` stores for `output`: its requests, and how it takes the recording if
     /// `output` is one (uploaded once the file is complete).
     pub fn deliverables(&mut self, name: &str, output: &Output) -> (Vec<Request>, Option<UploadRoute>) {
+        // A request made for a call's start or end is stored once per call and sink.
+        let once = matches!(output, Output::Event(event) if event.is_once_per_call());
         match self {
             Mapper::Omnidesk { zone } => match output {
                 Output::Event(event) => {
@@ -83,7 +85,6 @@ impl Mapper {
                 for request in mapper.map(output) {
                     match request {
                         json::JsonRequest::Body { unique_id, event, body } => {
-                            let once = matches!(event, "call_started" | "call_ended" | "call_summary");
                             let text = serde_json::to_string(&body).unwrap_or_default();
                             requests.push(Request::json(unique_id, event, once, text).to_sink(name));
                         }
@@ -99,7 +100,6 @@ impl Mapper {
                 Output::Event(event) => {
                     let request = zammad::map(event, users).map(|body| {
                         let status = body["event"].as_str().unwrap_or_default().to_string();
-                        let once = status != "answer";
                         Request::json(&event.unique_id, status, once, body.to_string()).to_sink(name)
                     });
                     (request.into_iter().collect(), None)
@@ -110,10 +110,22 @@ impl Mapper {
     }
 }
 
+impl Mapper {
+    /// Writes the sink's requests for `output` as `replay --sink` lines (SPEC §7), one
+    /// `{"sink", "unique_id", "request"}` object per line; `name` is the sink's.
+    pub fn write_shown(&mut self, name: &str, output: &Output, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for (unique_id, request) in self.shown(output) {
+            serde_json::to_writer(&mut *out, &ReplayLine { sink: name, unique_id: &unique_id, request: &request })?;
+            writeln!(out)?;
+        }
+        Ok(())
+    }
+}
+
 /// One line of `replay --sink NAME` (SPEC §7).
 #[derive(Serialize)]
-pub struct ReplayLine<'a> {
-    pub sink: &'a str,
-    pub unique_id: &'a str,
-    pub request: &'a Value,
+struct ReplayLine<'a> {
+    sink: &'a str,
+    unique_id: &'a str,
+    request: &'a Value,
 }
