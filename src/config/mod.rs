@@ -13,7 +13,10 @@ use serde::{Deserialize, Deserializer};
 
 mod sinks;
 
-pub use sinks::{Destination, JsonRecordings, SinkConfig, SINK_KINDS};
+pub use sinks::{
+    AmocrmSink, Bitrix24Auth, Bitrix24Sink, Destination, JsonRecordings, SinkConfig, AMOCRM_RATE, BITRIX24_RATE,
+    SINK_KINDS,
+};
 
 /// Where `--config` falls back to when neither the flag nor `$DESKHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/deskhook/config.toml";

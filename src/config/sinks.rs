@@ -10,9 +10,13 @@ use std::fmt;
 use super::{check_http_url, redacted_url, ConfigError, HelpdeskConfig};
 
 /// The kinds this version delivers to.
-pub const SINK_KINDS: [&str; 3] = ["omnidesk", "json", "zammad"];
+pub const SINK_KINDS: [&str; 5] = ["omnidesk", "json", "zammad", "bitrix24", "amocrm"];
 /// Kinds SPEC §7 names that this version cannot deliver to yet.
-const LATER_KINDS: [&str; 3] = ["bitrix24", "amocrm", "okdesk"];
+const LATER_KINDS: [&str; 1] = ["okdesk"];
+/// Bitrix24's documented limit per portal: 2 requests a second, bursts of 50.
+pub const BITRIX24_RATE: (f64, u32) = (2.0, 50);
+/// amoCRM's documented limit per account: 7 requests a second.
+pub const AMOCRM_RATE: (f64, u32) = (7.0, 7);
 /// Delivery keys a sink may set for its own queue (as in `[helpdesk]`).
 const DELIVERY_KEYS: [&str; 9] = [
     "retention",
@@ -38,7 +42,7 @@ pub struct SinkConfig {
 }
 
 /// Where a sink sends and in which form.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub enum Destination {
     /// The Omnidesk/Deskie "Asterisk" webhook (SPEC §3); the URL is in `delivery.webhook_url`.
     Omnidesk,
@@ -46,6 +50,74 @@ pub enum Destination {
     Json { url: String, secret: String, summary: bool, lifecycle: bool, recordings: JsonRecordings },
     /// Zammad's generic CTI API; the token is the last part of `url`.
     Zammad { url: String, users: BTreeMap<String, String> },
+    /// Bitrix24's telephony REST API: the call card, the call in the CRM, its recording.
+    Bitrix24(Bitrix24Sink),
+    /// amoCRM (Kommo) API v4: each call added to the client's card when it ends.
+    Amocrm(AmocrmSink),
+}
+
+/// A `bitrix24` sink's keys.
+#[derive(Clone, PartialEq)]
+pub struct Bitrix24Sink {
+    pub auth: Bitrix24Auth,
+    /// Extension -> Bitrix24 user id; overrides what `user.get` says.
+    pub users: BTreeMap<String, String>,
+    /// The Bitrix24 user id a call is registered to when no extension rang (default: the
+    /// webhook's own user).
+    pub default_user: Option<String>,
+    /// `CRM_CREATE`: a call from an unknown number creates a lead.
+    pub crm_create: bool,
+    /// `ADD_TO_CHAT`: the finished call is announced in the user's chat.
+    pub add_to_chat: bool,
+    /// Show the call card to each extension's user while it rings.
+    pub show_cards: bool,
+    /// Requests a second and burst, shared with the `/forward` resolver of the same portal.
+    pub rate_per_sec: f64,
+    pub burst: u32,
+    /// Where a local application renews its token (an on-premise portal has its own).
+    pub oauth_url: String,
+}
+
+/// How deskhook signs in to Bitrix24.
+#[derive(Clone, PartialEq)]
+pub enum Bitrix24Auth {
+    /// An inbound webhook: `https://portal/rest/<user>/<token>/` (the token is the secret).
+    Webhook { url: String },
+    /// A local application's OAuth: the portal, the app's id and secret, and the refresh token
+    /// it was installed with (renewed by deskhook, kept under `storage.dir`).
+    App { portal_url: String, client_id: String, client_secret: String, refresh_token: String },
+}
+
+impl Bitrix24Auth {
+    /// The webhook's own user id (`/rest/<user>/<token>/`), if it is a webhook.
+    pub fn webhook_user(&self) -> Option<String> {
+        match self {
+            Bitrix24Auth::Webhook { url } => {
+                let parsed = url::Url::parse(url).ok()?;
+                let mut parts = parsed.path_segments()?.filter(|part| !part.is_empty());
+                match (parts.next(), parts.next()) {
+                    (Some("rest"), Some(user)) if user.bytes().all(|b| b.is_ascii_digit()) => Some(user.to_string()),
+                    _ => None,
+                }
+            }
+            Bitrix24Auth::App { .. } => None,
+        }
+    }
+}
+
+/// An `amocrm` sink's keys.
+#[derive(Clone, PartialEq)]
+pub struct AmocrmSink {
+    pub base_url: String,
+    /// The long-lived token (a secret).
+    pub token: String,
+    /// amoCRM user id -> extension, as for the `/forward` resolver.
+    pub users: BTreeMap<String, String>,
+    /// A call whose number matches no contact goes to Unsorted (a new incoming lead).
+    pub unsorted: bool,
+    /// The pipeline Unsorted leads land in (default: the account's main pipeline).
+    pub pipeline_id: Option<u64>,
+    pub rate_per_sec: f64,
 }
 
 /// What a `json` sink does with a call's recordings.
@@ -67,6 +139,8 @@ impl SinkConfig {
             Destination::Omnidesk => "omnidesk",
             Destination::Json { .. } => "json",
             Destination::Zammad { .. } => "zammad",
+            Destination::Bitrix24(_) => "bitrix24",
+            Destination::Amocrm(_) => "amocrm",
         }
     }
 
@@ -75,6 +149,9 @@ impl SinkConfig {
         match &self.destination {
             Destination::Omnidesk => &self.delivery.webhook_url,
             Destination::Json { url, .. } | Destination::Zammad { url, .. } => url,
+            Destination::Bitrix24(Bitrix24Sink { auth: Bitrix24Auth::Webhook { url }, .. }) => url,
+            Destination::Bitrix24(Bitrix24Sink { auth: Bitrix24Auth::App { portal_url, .. }, .. }) => portal_url,
+            Destination::Amocrm(amocrm) => &amocrm.base_url,
         }
     }
 
@@ -140,7 +217,7 @@ fn parse_one(table: &toml::Table, index: usize, file: &str) -> Result<SinkConfig
     };
     let section = format!("sinks.{name}");
     let err = |key: &str, message: String| ConfigError::new(file, &section, key, message);
-    let expected_kinds = "expected \"omnidesk\", \"json\" or \"zammad\"";
+    let expected_kinds = "expected \"omnidesk\", \"json\", \"zammad\", \"bitrix24\" or \"amocrm\"";
     let kind = match table.get("kind") {
         None => return Err(err("kind", format!("is missing, {expected_kinds}"))),
         Some(toml::Value::String(kind)) if SINK_KINDS.contains(&kind.as_str()) => kind.clone(),
@@ -152,6 +229,22 @@ fn parse_one(table: &toml::Table, index: usize, file: &str) -> Result<SinkConfig
     let own_keys: &[&str] = match kind.as_str() {
         "omnidesk" => &["webhook_url"],
         "json" => &["url", "secret", "events", "recordings"],
+        "bitrix24" => &[
+            "webhook_url",
+            "portal_url",
+            "client_id",
+            "client_secret",
+            "refresh_token",
+            "users",
+            "default_user",
+            "crm_create",
+            "add_to_chat",
+            "show_cards",
+            "rate_per_sec",
+            "burst",
+            "oauth_url",
+        ],
+        "amocrm" => &["base_url", "token", "users", "unsorted", "pipeline_id", "rate_per_sec"],
         _ => &["url", "users"],
     };
     if let Some(unknown) = table
@@ -235,6 +328,8 @@ fn parse_one(table: &toml::Table, index: usize, file: &str) -> Result<SinkConfig
                 recordings,
             }
         }
+        "bitrix24" => Destination::Bitrix24(bitrix24(table, &err, &url)?),
+        "amocrm" => Destination::Amocrm(amocrm(table, &err, &url)?),
         _ => {
             let url = url("url", "Zammad's https://HOST/api/v1/cti/TOKEN address (Admin → Integrations → CTI)")?;
             if url.trim_end_matches('/').rsplit('/').nth(1).is_none_or(|part| part != "cti") {
@@ -247,36 +342,206 @@ fn parse_one(table: &toml::Table, index: usize, file: &str) -> Result<SinkConfig
                     ),
                 ));
             }
-            let users = match table.get("users") {
-                None => BTreeMap::new(),
-                Some(toml::Value::Table(users)) => {
-                    let mut map = BTreeMap::new();
-                    for (extension, user) in users {
-                        match user {
-                            toml::Value::String(user) if !user.trim().is_empty() => {
-                                map.insert(extension.clone(), user.clone());
-                            }
-                            _ => {
-                                return Err(err(
-                                    "users",
-                                    format!("{extension:?} has no user name, expected {{ \"101\" = \"Alice Smith\" }}"),
-                                ))
-                            }
-                        }
-                    }
-                    map
-                }
-                Some(other) => {
-                    return Err(err(
-                        "users",
-                        format!("{} is not a table, expected {{ \"101\" = \"Alice Smith\" }}", other.type_str()),
-                    ))
-                }
-            };
+            let users = string_map(table.get("users"), "{ \"101\" = \"Alice Smith\" }", "user name", false)
+                .map_err(|problem| err("users", problem))?;
             Destination::Zammad { url, users }
         }
     };
     Ok(SinkConfig { name, destination, delivery })
+}
+
+type KeyError<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+type UrlKey<'a> = &'a dyn Fn(&str, &str) -> Result<String, ConfigError>;
+
+fn bitrix24(table: &toml::Table, err: KeyError<'_>, url: UrlKey<'_>) -> Result<Bitrix24Sink, ConfigError> {
+    const APP_KEYS: [&str; 4] = ["portal_url", "client_id", "client_secret", "refresh_token"];
+    let auth = match (table.contains_key("webhook_url"), APP_KEYS.iter().find(|key| table.contains_key(**key))) {
+        (true, Some(app_key)) => {
+            return Err(err(
+                app_key,
+                "is set together with webhook_url, expected either webhook_url (an inbound webhook) or \
+                 portal_url + client_id + client_secret + refresh_token (a local application)"
+                    .into(),
+            ))
+        }
+        (true, None) => {
+            let url = url("webhook_url", "the inbound webhook https://PORTAL/rest/USER/TOKEN/")?;
+            let auth = Bitrix24Auth::Webhook { url };
+            if auth.webhook_user().is_none() {
+                return Err(err(
+                    "webhook_url",
+                    format!(
+                        "{} is not an inbound webhook address, expected https://PORTAL/rest/USER/TOKEN/ as Bitrix24 \
+                         shows it under Developer resources → Inbound webhook",
+                        redacted_url(auth_url(&auth))
+                    ),
+                ));
+            }
+            auth
+        }
+        (false, Some(_)) => {
+            let portal_url = url("portal_url", "the portal's address such as https://company.bitrix24.ru")?;
+            let secret = |key: &str, what: &str| match table.get(key) {
+                Some(toml::Value::String(value)) if !value.trim().is_empty() => Ok(value.trim().to_string()),
+                Some(_) => Err(err(key, format!("is empty or not a string, expected {what}"))),
+                None => Err(err(key, format!("is missing, expected {what} (a local application needs all four keys)"))),
+            };
+            Bitrix24Auth::App {
+                portal_url,
+                client_id: secret("client_id", "the application's client_id (local.…)")?,
+                client_secret: secret("client_secret", "the application's client_secret")?,
+                refresh_token: secret("refresh_token", "the refresh token the application was installed with")?,
+            }
+        }
+        (false, None) => {
+            return Err(err(
+                "webhook_url",
+                "is missing, expected the inbound webhook https://PORTAL/rest/USER/TOKEN/ (scopes telephony, user, \
+                 crm) or a local application's portal_url, client_id, client_secret and refresh_token"
+                    .into(),
+            ))
+        }
+    };
+    let users = string_map(table.get("users"), "{ \"101\" = \"11\" }", "Bitrix24 user id", true)
+        .map_err(|problem| err("users", problem))?;
+    if let Some((extension, _)) = users.iter().find(|(_, id)| !is_number(id)) {
+        return Err(err("users", format!("{extension:?} is not mapped to a user id, expected {{ \"101\" = \"11\" }}")));
+    }
+    let default_user = match table.get("default_user") {
+        None => None,
+        Some(toml::Value::String(id)) if is_number(id) => Some(id.clone()),
+        Some(toml::Value::Integer(id)) if *id > 0 => Some(id.to_string()),
+        Some(other) => {
+            return Err(err("default_user", format!("{other} is not a user id, expected a number such as \"1\"")))
+        }
+    };
+    if default_user.is_none() && matches!(auth, Bitrix24Auth::App { .. }) {
+        return Err(err(
+            "default_user",
+            "is missing, expected the Bitrix24 user id calls nobody answered are registered to (a local application \
+             has no user of its own)"
+                .into(),
+        ));
+    }
+    let (rate_per_sec, burst) = rate(table, err, BITRIX24_RATE)?;
+    Ok(Bitrix24Sink {
+        auth,
+        users,
+        default_user,
+        crm_create: flag(table, err, "crm_create", true)?,
+        add_to_chat: flag(table, err, "add_to_chat", true)?,
+        show_cards: flag(table, err, "show_cards", true)?,
+        rate_per_sec,
+        burst,
+        oauth_url: match table.get("oauth_url") {
+            None => "https://oauth.bitrix.info/oauth/token/".into(),
+            Some(_) => url("oauth_url", "the OAuth server's token address, such as https://PORTAL/oauth/token/")?,
+        },
+    })
+}
+
+fn auth_url(auth: &Bitrix24Auth) -> &str {
+    match auth {
+        Bitrix24Auth::Webhook { url } => url,
+        Bitrix24Auth::App { portal_url, .. } => portal_url,
+    }
+}
+
+fn amocrm(table: &toml::Table, err: KeyError<'_>, url: UrlKey<'_>) -> Result<AmocrmSink, ConfigError> {
+    let base_url =
+        url("base_url", "the account's address such as https://company.amocrm.ru or https://company.kommo.com")?;
+    let token = match table.get("token") {
+        Some(toml::Value::String(token)) if !token.trim().is_empty() => token.trim().to_string(),
+        Some(_) => return Err(err("token", "is empty or not a string, expected the long-lived token".into())),
+        None => {
+            return Err(err(
+                "token",
+                "is missing, expected a long-lived token (amoCRM: Settings → Integrations → your private \
+                 integration → Keys and scopes)"
+                    .into(),
+            ))
+        }
+    };
+    let users = string_map(table.get("users"), "{ \"123456\" = \"101\" }", "extension", true)
+        .map_err(|problem| err("users", problem))?;
+    if let Some((id, _)) = users.iter().find(|(id, _)| !is_number(id)) {
+        return Err(err("users", format!("{id:?} is not an amoCRM user id, expected {{ \"123456\" = \"101\" }}")));
+    }
+    let pipeline_id = match table.get("pipeline_id") {
+        None => None,
+        Some(toml::Value::Integer(id)) if *id > 0 => Some(*id as u64),
+        Some(other) => {
+            return Err(err("pipeline_id", format!("{other} is not a pipeline id, expected a positive number")))
+        }
+    };
+    let (rate_per_sec, _) = rate(table, err, AMOCRM_RATE)?;
+    Ok(AmocrmSink { base_url, token, users, unsorted: flag(table, err, "unsorted", false)?, pipeline_id, rate_per_sec })
+}
+
+fn is_number(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn flag(table: &toml::Table, err: KeyError<'_>, key: &str, default: bool) -> Result<bool, ConfigError> {
+    match table.get(key) {
+        None => Ok(default),
+        Some(toml::Value::Boolean(value)) => Ok(*value),
+        Some(other) => Err(err(key, format!("{other} is not true or false, expected true or false"))),
+    }
+}
+
+/// `rate_per_sec` and `burst`: never above what the CRM documents (`limit`).
+fn rate(table: &toml::Table, err: KeyError<'_>, limit: (f64, u32)) -> Result<(f64, u32), ConfigError> {
+    let rate_per_sec = match table.get("rate_per_sec") {
+        None => limit.0,
+        Some(toml::Value::Float(rate)) if *rate > 0.0 && *rate <= limit.0 => *rate,
+        Some(toml::Value::Integer(rate)) if *rate > 0 && (*rate as f64) <= limit.0 => *rate as f64,
+        Some(other) => {
+            return Err(err(
+                "rate_per_sec",
+                format!("{other} is out of range, expected more than 0 and at most {} (the CRM's own limit)", limit.0),
+            ))
+        }
+    };
+    let burst = match table.get("burst") {
+        None => limit.1,
+        Some(toml::Value::Integer(burst)) if *burst >= 1 && *burst <= i64::from(limit.1) => *burst as u32,
+        Some(other) => {
+            return Err(err(
+                "burst",
+                format!("{other} is out of range, expected 1 to {} (the CRM's own limit)", limit.1),
+            ))
+        }
+    };
+    Ok((rate_per_sec, burst))
+}
+
+/// A table of strings such as `users = { "101" = "Alice Smith" }`.
+fn string_map(
+    value: Option<&toml::Value>,
+    example: &str,
+    what: &str,
+    numbers: bool,
+) -> Result<BTreeMap<String, String>, String> {
+    match value {
+        None => Ok(BTreeMap::new()),
+        Some(toml::Value::Table(entries)) => {
+            let mut map = BTreeMap::new();
+            for (key, value) in entries {
+                match value {
+                    toml::Value::String(text) if !text.trim().is_empty() => {
+                        map.insert(key.trim().to_string(), text.trim().to_string());
+                    }
+                    toml::Value::Integer(number) if numbers => {
+                        map.insert(key.trim().to_string(), number.to_string());
+                    }
+                    _ => return Err(format!("{key:?} has no {what}, expected {example}")),
+                }
+            }
+            Ok(map)
+        }
+        Some(other) => Err(format!("{} is not a table, expected {example}", other.type_str())),
+    }
 }
 
 fn is_sink_name(name: &str) -> bool {
@@ -347,7 +612,7 @@ mod tests {
         let cases = [
             ("[[sinks]]\nname = \"x\"\nkind = \"fax\"\n", "config.toml: [sinks.x] kind: "),
             ("[[sinks]]\nname = \"x\"\n", "config.toml: [sinks.x] kind: is missing"),
-            ("[[sinks]]\nname = \"x\"\nkind = \"bitrix24\"\n", "not supported by this version"),
+            ("[[sinks]]\nname = \"x\"\nkind = \"okdesk\"\n", "not supported by this version"),
             ("[[sinks]]\nkind = \"json\"\n", "config.toml: [sinks #1] name: is missing"),
             ("[[sinks]]\nname = \"a b\"\nkind = \"json\"\n", "config.toml: [sinks #1] name: "),
             ("[[sinks]]\nname = \"w\"\nkind = \"json\"\n", "config.toml: [sinks.w] url: is missing"),

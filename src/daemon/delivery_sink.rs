@@ -181,7 +181,15 @@ impl DeliveryPipeline {
         let outbox = crate::deliver::Outbox::open(&config.storage.dir, &config.helpdesk)?;
         let open_calls = outbox.open_calls()?;
         let sinks = config.destinations();
-        let targets = sinks.iter().map(Target::of).collect();
+        let mut targets = Vec::with_capacity(sinks.len());
+        for sink in &sinks {
+            let protocol = crate::crm::protocol(sink, &config.storage.dir)
+                .map_err(|message| crate::deliver::DeliverError::Sink { name: sink.name.clone(), message })?;
+            targets.push(match protocol {
+                Some(protocol) => Target::with_protocol(sink, protocol),
+                None => Target::of(sink),
+            });
+        }
         let delivery = crate::deliver::Delivery::start_targets(outbox, targets)?;
         let phones = crate::numbers::PhoneNormalizer::new(&config.forward.default_country);
         let history = match History::open(&config.storage.dir, phones) {

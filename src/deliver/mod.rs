@@ -18,6 +18,7 @@ mod metrics;
 mod omnidesk;
 mod outbox;
 mod policy;
+mod protocol;
 mod request;
 mod scheduler;
 mod sender;
@@ -33,7 +34,8 @@ use rusqlite::Connection;
 
 pub use omnidesk::{form_body, FORM_CONTENT_TYPE};
 pub use outbox::{ListedRow, Listing, OpenCalls, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
-pub use policy::humanize;
+pub use policy::{humanize, TryResult};
+pub use protocol::{Protocol, TryFuture};
 pub use request::{Request, UploadRoute, HELPDESK_SINK, UPLOAD_STATUS};
 
 use crate::config::{redacted_url, Destination, HelpdeskConfig, SinkConfig};
@@ -63,6 +65,8 @@ pub enum DeliverError {
     Full { rows: u64, max_rows: u64, refused: u64 },
     #[error("delivery to the helpdesk has stopped; the requests were not stored")]
     Stopped,
+    #[error("sink {name}: {message}")]
+    Sink { name: String, message: String },
     #[error("helpdesk.webhook_url {shown} is not usable: {reason}")]
     WebhookUrl { shown: String, reason: String },
     #[error("cannot set up the HTTPS client: {message}")]
@@ -96,7 +100,10 @@ impl Delivery {
         let mut books = BTreeMap::new();
         let mut parts = Vec::with_capacity(targets.len());
         for target in &targets {
-            let sink = build_sink(&target.url, &target.cfg, target.wire())?;
+            let sink = match &target.protocol {
+                Some(protocol) => Sink::Api(protocol.clone()),
+                None => build_sink(&target.url, &target.cfg, target.wire())?,
+            };
             let counts = Arc::new(SharedCounts::default());
             let (added_tx, added_rx) = tokio::sync::mpsc::unbounded_channel();
             books.insert(
@@ -106,6 +113,9 @@ impl Delivery {
             match &sink {
                 Sink::Http { host, .. } => {
                     tracing::info!(sink = %target.name, %host, outbox = %path.display(), "delivering to sink {:?}", target.name)
+                }
+                Sink::Api(protocol) => {
+                    tracing::info!(sink = %target.name, host = %protocol.host(), outbox = %path.display(), "delivering to sink {:?}", target.name)
                 }
                 Sink::Log => tracing::warn!(
                     sink = %target.name,
@@ -157,6 +167,8 @@ pub struct Target {
     pub signing_secret: Option<String>,
     /// Zammad's CTI API (its answers are read as Zammad means them).
     pub zammad: bool,
+    /// An API destination that makes its own requests (a CRM); `url` is then only shown.
+    pub protocol: Option<Arc<dyn Protocol>>,
     /// Timeouts, retries, parallelism and size cap of its queue.
     pub cfg: HelpdeskConfig,
 }
@@ -169,8 +181,14 @@ impl Target {
             url: webhook_url.to_string(),
             signing_secret: None,
             zammad: false,
+            protocol: None,
             cfg: cfg.clone(),
         }
+    }
+
+    /// A sink that delivers through `protocol`.
+    pub fn with_protocol(sink: &SinkConfig, protocol: Arc<dyn Protocol>) -> Target {
+        Target { protocol: Some(protocol), ..Target::of(sink) }
     }
 
     /// A configured sink.
@@ -184,6 +202,7 @@ impl Target {
             url: sink.url().to_string(),
             signing_secret,
             zammad: matches!(sink.destination, Destination::Zammad { .. }),
+            protocol: None,
             cfg: sink.delivery.clone(),
         }
     }

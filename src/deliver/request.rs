@@ -145,6 +145,15 @@ impl Request {
         }
     }
 
+    /// What goes with an upload: the `json` sink's call summary, or the API request (a CRM's)
+    /// the file is attached with.
+    pub fn upload_summary(&self) -> Option<&str> {
+        match &self.kind {
+            RequestKind::Upload { summary, .. } => summary.as_deref(),
+            RequestKind::Form { .. } => None,
+        }
+    }
+
     /// Start and ended events are stored at most once per call and sink: this key makes a
     /// second one a no-op. The helpdesk sink's keys are as they were before sinks existed.
     pub(crate) fn once_key(&self) -> Option<String> {

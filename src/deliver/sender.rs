@@ -46,6 +46,8 @@ pub(crate) enum Sink {
         request_timeout: Duration,
         wire: Wire,
     },
+    /// An API destination (a CRM) that makes its own requests.
+    Api(Arc<dyn super::Protocol>),
     /// No webhook configured: each request is written to the log and counts as delivered.
     Log,
 }
@@ -408,14 +410,21 @@ impl Sink {
     fn host(&self) -> &str {
         match self {
             Sink::Http { host, .. } => host,
+            Sink::Api(protocol) => protocol.host(),
             Sink::Log => "<log only>",
         }
     }
 
     async fn try_send(&self, request: &Request) -> TryResult {
-        let Sink::Http { client, url, raw, host, request_timeout, wire } = self else {
-            log_only(request);
-            return TryResult::Accepted;
+        let (client, url, raw, host, request_timeout, wire) = match self {
+            Sink::Http { client, url, raw, host, request_timeout, wire } => {
+                (client, url, raw, host, request_timeout, wire)
+            }
+            Sink::Api(protocol) => return protocol.send(request).await,
+            Sink::Log => {
+                log_only(request);
+                return TryResult::Accepted;
+            }
         };
         let post = client.post(url.clone());
         let builder = match &request.kind {

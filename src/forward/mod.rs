@@ -3,8 +3,8 @@
 //!
 //! - numbers are normalised by `crate::numbers`; `answer` shapes the hashcompat body and
 //!   cleans names;
-//! - `resolvers` are the sources (table, history, bitrix24, amocrm, http); `limiter` keeps
-//!   CRM rate limits; `chain` asks them in order within timeouts, skipping offline phones;
+//! - `resolvers` are the sources (table, history, bitrix24, amocrm, http), sharing each
+//!   CRM account's rate limit with its sink (`crate::crm::limiter`); `chain` asks them in order within timeouts, skipping offline phones;
 //! - `cache` remembers answers; `service` adds single-flight and the budget; `server` is
 //!   the axum app (`/forward`, `/healthz`, `/metrics`).
 //!
@@ -14,7 +14,6 @@
 pub mod answer;
 pub mod cache;
 pub mod chain;
-pub mod limiter;
 pub mod resolvers;
 pub mod server;
 pub mod service;

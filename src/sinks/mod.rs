@@ -4,14 +4,18 @@
 //!
 //! - [`omnidesk`]: the Omnidesk/Deskie "Asterisk" webhook (SPEC §3), also `replay`'s lines (§5);
 //! - [`json`]: lifecycle events and the call summary as signed JSON (SPEC §7);
-//! - [`zammad`]: Zammad's generic CTI API.
+//! - [`zammad`]: Zammad's generic CTI API;
+//! - [`bitrix24`]: Bitrix24's telephony methods (register, card, finish, record);
+//! - [`amocrm`]: amoCRM's (Kommo's) calls API.
 
+pub mod amocrm;
+pub mod bitrix24;
 pub mod json;
 pub mod omnidesk;
 pub mod zammad;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::calls::Output;
 use crate::config::{Destination, SinkConfig};
@@ -22,6 +26,8 @@ pub enum Mapper {
     Omnidesk { zone: jiff::tz::TimeZone },
     Json(json::JsonMapper),
     Zammad { users: std::collections::BTreeMap<String, String> },
+    Bitrix24(bitrix24::Bitrix24Mapper),
+    Amocrm(amocrm::AmocrmMapper),
 }
 
 impl Mapper {
@@ -33,6 +39,8 @@ impl Mapper {
                 Mapper::Json(json::JsonMapper::new(zone.clone(), *summary, *lifecycle, *recordings))
             }
             Destination::Zammad { users, .. } => Mapper::Zammad { users: users.clone() },
+            Destination::Bitrix24(bitrix24) => Mapper::Bitrix24(bitrix24::Bitrix24Mapper::new(bitrix24, zone.clone())),
+            Destination::Amocrm(amocrm) => Mapper::Amocrm(amocrm::AmocrmMapper::new(amocrm)),
         }
     }
 
@@ -58,6 +66,17 @@ impl Mapper {
                 Output::Event(event) => {
                     zammad::map(event, users).map(|body| (event.unique_id.clone(), body)).into_iter().collect()
                 }
+                _ => Vec::new(),
+            },
+            Mapper::Bitrix24(mapper) => {
+                mapper.map(output).iter().map(|request| (request.unique_id.clone(), request.shown())).collect()
+            }
+            Mapper::Amocrm(mapper) => match output {
+                Output::Event(event) => mapper
+                    .map(event)
+                    .map(|body| (event.unique_id.clone(), json!({"method": amocrm::ADD_CALLS, "body": body})))
+                    .into_iter()
+                    .collect(),
                 _ => Vec::new(),
             },
         }
@@ -101,6 +120,39 @@ impl Mapper {
                     let request = zammad::map(event, users).map(|body| {
                         let status = body["event"].as_str().unwrap_or_default().to_string();
                         Request::json(&event.unique_id, status, once, body.to_string()).to_sink(name)
+                    });
+                    (request.into_iter().collect(), None)
+                }
+                _ => (Vec::new(), None),
+            },
+            Mapper::Bitrix24(mapper) => {
+                let mut requests = Vec::new();
+                let mut route = None;
+                for request in mapper.map(output) {
+                    let body = request.shown();
+                    if request.file.is_some() {
+                        // The file is uploaded with it once complete; the path comes with the upload.
+                        let attach = json!({"method": request.method, "params": request.params});
+                        route = Some(UploadRoute { sink: name.to_string(), summary: Some(attach.to_string()) });
+                    } else {
+                        requests.push(
+                            Request::json(
+                                &request.unique_id,
+                                request.status(),
+                                request.once_per_call(),
+                                body.to_string(),
+                            )
+                            .to_sink(name),
+                        );
+                    }
+                }
+                (requests, route)
+            }
+            Mapper::Amocrm(mapper) => match output {
+                Output::Event(event) => {
+                    let request = mapper.map(event).map(|body| {
+                        let body = json!({"method": amocrm::ADD_CALLS, "body": body});
+                        Request::json(&event.unique_id, "call", true, body.to_string()).to_sink(name)
                     });
                     (request.into_iter().collect(), None)
                 }

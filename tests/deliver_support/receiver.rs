@@ -17,6 +17,10 @@ pub struct Seen {
     /// 1-based over all requests this receiver got.
     pub number: usize,
     pub path: String,
+    /// The query string (without `?`), empty when there is none.
+    pub query: String,
+    /// The `Authorization` header, when sent.
+    pub authorization: Option<String>,
     pub content_type: String,
     pub content_length: Option<u64>,
     pub body: Bytes,
@@ -136,6 +140,8 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: axum::http::Uri, headers
         let seen = Seen {
             number: log.attempts.len() + 1,
             path: uri.path().to_string(),
+            query: uri.query().unwrap_or_default().to_string(),
+            authorization: header("authorization"),
             content_type: header("content-type").unwrap_or_default(),
             content_length: header("content-length").and_then(|value| value.parse().ok()),
             body,

@@ -1,9 +1,13 @@
-//! Strict fakes of the sinks' destinations, as scripts of the loopback receiver: Zammad's
+//! Strict fakes of the sinks' destinations, as scripts of the loopback receiver: the CRMs
+//! ([`bitrix24`], [`amocrm`]), Zammad's
 //! generic CTI endpoint answering as Zammad's own source does (`docs/sinks/zammad-api.md`), and
 //! a JSON receiver that verifies `X-Deskhook-Signature` and de-duplicates on `event_id`. Both
 //! refuse what their real counterparts would, and a field name or value deskhook should never
 //! send.
 #![allow(dead_code)]
+
+pub mod amocrm;
+pub mod bitrix24;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,7 @@
 //! answers, and the rule that 429/503 means "not found now, and rest a while".
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use tokio::time::Instant;
 
 use super::ResolveError;
 use crate::config::redacted_url;
-use crate::forward::limiter::RateLimiter;
+use crate::crm::limiter::RateLimiter;
 
 /// Answers larger than this are not a lookup result.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -35,21 +36,22 @@ impl Reply {
 #[derive(Debug)]
 pub struct CrmClient {
     http: reqwest::Client,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
     /// `scheme://host[:port]`: the only part of the CRM's address that may be logged.
     host: String,
     failing: AtomicBool,
 }
 
 impl CrmClient {
+    /// A client of the service at `url` with a limiter of its own (a burst of one second's worth).
     pub fn new(http: reqwest::Client, url: &str, rate_per_sec: f64) -> Self {
         let burst = rate_per_sec.ceil().clamp(1.0, 100.0) as u32;
-        Self {
-            http,
-            limiter: RateLimiter::new(rate_per_sec, burst),
-            host: redacted_url(url),
-            failing: AtomicBool::new(false),
-        }
+        Self::sharing(http, url, Arc::new(RateLimiter::new(rate_per_sec, burst)))
+    }
+
+    /// A client of the CRM account at `url` drawing from `limiter` (shared with its sink).
+    pub fn sharing(http: reqwest::Client, url: &str, limiter: Arc<RateLimiter>) -> Self {
+        Self { http, limiter, host: redacted_url(url), failing: AtomicBool::new(false) }
     }
 
     pub fn host(&self) -> &str {

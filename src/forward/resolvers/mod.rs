@@ -16,9 +16,9 @@ use tokio::time::Instant;
 
 use super::answer::Answer;
 use super::cache::AnswerCache;
-use super::limiter::Throttled;
 use super::ForwardError;
-use crate::config::ResolverConfig;
+use crate::config::{ResolverConfig, AMOCRM_RATE, BITRIX24_RATE};
+use crate::crm::limiter::Throttled;
 use crate::history::History;
 use crate::numbers::PhoneNormalizer;
 
@@ -85,7 +85,15 @@ impl Resolver {
                 Resolver::Bitrix24(bitrix24::Bitrix24Resolver::new(
                     webhook_url,
                     *lookup,
-                    CrmClient::new(context.http.clone(), webhook_url, rate_per_sec.unwrap_or(2.0)),
+                    CrmClient::sharing(
+                        context.http.clone(),
+                        webhook_url,
+                        crate::crm::limiter::shared(
+                            &crate::config::redacted_url(webhook_url),
+                            rate_per_sec.unwrap_or(BITRIX24_RATE.0),
+                            BITRIX24_RATE.1,
+                        ),
+                    ),
                     context.phones.clone(),
                 ))
             }
@@ -94,7 +102,15 @@ impl Resolver {
                     base_url,
                     token,
                     users.clone(),
-                    CrmClient::new(context.http.clone(), base_url, rate_per_sec.unwrap_or(7.0)),
+                    CrmClient::sharing(
+                        context.http.clone(),
+                        base_url,
+                        crate::crm::limiter::shared(
+                            &crate::config::redacted_url(base_url),
+                            rate_per_sec.unwrap_or(AMOCRM_RATE.0),
+                            AMOCRM_RATE.1,
+                        ),
+                    ),
                     context.phones.clone(),
                 ))
             }

@@ -1,0 +1,99 @@
+//! Which Bitrix24 user an extension is: every active user's internal number
+//! (`UF_PHONE_INNER`) from `user.get`, page by page, remembered for [`REFRESH`] and read again
+//! sooner (at most every [`RETRY`]) when an extension is not found. A portal that refuses
+//! `user.get` (no `user` scope) is asked no more: extensions then need the sink's `users` map.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::{CallError, Portal};
+
+/// How long the list is trusted.
+pub const REFRESH: Duration = Duration::from_secs(600);
+/// The soonest the list is read again for an unknown extension.
+const RETRY: Duration = Duration::from_secs(60);
+/// `user.get` pages have 50 users; a portal with more than this many pages is cut short.
+const MAX_PAGES: usize = 200;
+
+#[derive(Default)]
+struct Known {
+    by_extension: HashMap<String, u64>,
+    fetched: Option<Instant>,
+    refused: bool,
+}
+
+/// The portal's users by internal number.
+#[derive(Default)]
+pub struct Directory {
+    known: tokio::sync::Mutex<Known>,
+}
+
+impl Directory {
+    /// The user id of `extension`; `None` when no user has it (or the portal does not say).
+    /// `Err` only when the list could never be read for a reason worth retrying.
+    pub async fn user_of(&self, portal: &Portal, extension: &str) -> Result<Option<u64>, CallError> {
+        let mut known = self.known.lock().await;
+        if known.refused {
+            return Ok(None);
+        }
+        let age = known.fetched.map(|fetched| fetched.elapsed());
+        let found = known.by_extension.get(extension).copied();
+        let stale = match (age, found) {
+            (None, _) => true,
+            (Some(age), Some(_)) => age >= REFRESH,
+            (Some(age), None) => age >= RETRY,
+        };
+        if stale {
+            match read_all(portal).await {
+                Ok(users) => {
+                    known.by_extension = users;
+                    known.fetched = Some(Instant::now());
+                }
+                Err(CallError::Refused { error, .. }) => {
+                    tracing::warn!(
+                        crm = %portal.host(),
+                        "Bitrix24 refused user.get ({error}); extensions not in the sink's users map are sent as \
+                         USER_PHONE_INNER and get no call card"
+                    );
+                    known.refused = true;
+                    return Ok(None);
+                }
+                // A stale list beats none while the portal is busy.
+                Err(error) if known.fetched.is_none() => return Err(error),
+                Err(_) => {}
+            }
+        }
+        Ok(known.by_extension.get(extension).copied())
+    }
+}
+
+async fn read_all(portal: &Portal) -> Result<HashMap<String, u64>, CallError> {
+    let mut users = HashMap::new();
+    let mut start = 0u64;
+    for _ in 0..MAX_PAGES {
+        let (page, next) = portal.call_paged("user.get", &json!({"FILTER": {"ACTIVE": true}, "start": start})).await?;
+        for user in page.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let id = match user.get("ID") {
+                Some(Value::String(id)) => id.parse::<u64>().ok(),
+                Some(Value::Number(id)) => id.as_u64(),
+                _ => None,
+            };
+            let inner = match user.get("UF_PHONE_INNER") {
+                Some(Value::String(inner)) => inner.trim().to_string(),
+                Some(Value::Number(inner)) => inner.to_string(),
+                _ => String::new(),
+            };
+            if let (Some(id), false) = (id, inner.is_empty()) {
+                users.insert(inner, id);
+            }
+        }
+        match next {
+            Some(next) if next > start => start = next,
+            _ => break,
+        }
+    }
+    Ok(users)
+}
