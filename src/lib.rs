@@ -4,9 +4,11 @@
 //! turns JSON into typed events. `calls::Engine`, a pure state machine with no I/O and no
 //! clock, groups channels into calls and derives the neutral call record (started, ringing,
 //! answered, transferred, ended with its summary). `sinks` maps that record to each
-//! destination's requests (the Omnidesk form, the signed JSON summary, Zammad's CTI events).
-//! `deliver` persists every event in a SQLite outbox before it is sent, then posts it to the
-//! helpdesk webhook in order per call, retrying with backoff. `recordings` picks up MixMonitor
+//! destination's requests (the Omnidesk form, the signed JSON summary, Zammad's CTI events,
+//! Bitrix24's and amoCRM's call methods). `deliver` persists every event in a SQLite outbox
+//! before it is sent, then posts it to each sink in order per call, retrying with backoff;
+//! `crm` speaks the CRMs' APIs for their sinks (and shares each account's rate limit with
+//! `forward`). `recordings` picks up MixMonitor
 //! files (or records through ARI snoop channels) and uploads them after the call's ended
 //! event. `history` remembers who talked to whom, and `forward` answers the dialplan's
 //! `/forward` question (who is this caller's manager) from a table, that history or a CRM,

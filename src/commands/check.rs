@@ -49,6 +49,17 @@ impl<W: Write> Report<'_, W> {
         let _ = writeln!(self.out, "         {:<11}fix: {fix}", "");
     }
 
+    fn findings(&mut self, subject: &str, findings: Vec<crate::crm::probe::Finding>) {
+        use crate::crm::probe::Finding;
+        for finding in findings {
+            match finding {
+                Finding::Ok(text) => self.ok(subject, &text),
+                Finding::Warning { text, fix } => self.warning(subject, &text, &fix),
+                Finding::Problem { text, fix } => self.problem(subject, &text, &fix),
+            }
+        }
+    }
+
     fn problem(&mut self, subject: &str, text: &str, fix: &str) {
         self.problems += 1;
         let _ = writeln!(self.out, "PROBLEM  {subject:<11}{text}");
@@ -64,7 +75,17 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     check_storage(&config.storage.dir, &mut report);
     check_recordings(config, &mut report);
     for sink in config.destinations() {
-        check_sink(&sink, &mut report).await;
+        match &sink.destination {
+            Destination::Bitrix24(crm) => {
+                let findings = crate::crm::probe::bitrix24(&sink.name, crm, &config.recordings).await;
+                report.findings(&format!("sink {}", sink.name), findings);
+            }
+            Destination::Amocrm(crm) => {
+                let findings = crate::crm::probe::amocrm(&sink.name, crm).await;
+                report.findings(&format!("sink {}", sink.name), findings);
+            }
+            _ => check_sink(&sink, &mut report).await,
+        }
     }
     let (problems, warnings) = (report.problems, report.warnings);
     let summary = match (problems, warnings) {

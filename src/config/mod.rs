@@ -742,7 +742,7 @@ mod tests {
             .collect();
         let config = Config::from_toml(&uncommented, "config.example.toml").expect("the sink examples must be valid");
         let names: Vec<&str> = config.sinks.iter().map(|sink| sink.name.as_str()).collect();
-        assert_eq!(names, ["warehouse", "desk", "deskie"]);
+        assert_eq!(names, ["warehouse", "desk", "deskie", "b24", "amo"]);
     }
 
     #[test]

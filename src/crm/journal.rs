@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS crm_calls (
 CREATE TABLE IF NOT EXISTS crm_steps (
     sink       TEXT    NOT NULL,
     unique_id  TEXT    NOT NULL,
-    step       TEXT    NOT NULL, -- e.g. 'finish', 'attach:<file>'
+    step       TEXT    NOT NULL, -- e.g. 'finish', 'attach'
     done_at    INTEGER NOT NULL,
     PRIMARY KEY (sink, unique_id, step)
 );

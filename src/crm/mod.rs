@@ -8,6 +8,7 @@ pub mod bitrix24;
 pub mod http;
 pub mod journal;
 pub mod limiter;
+pub mod probe;
 
 use std::path::Path;
 use std::sync::Arc;

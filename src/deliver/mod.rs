@@ -7,6 +7,7 @@
 //! - `outbox`: the SQLite file, its reads and the admin commands (`deskhook outbox`);
 //! - `writer`: the single writer thread with group commit;
 //! - `scheduler` + `sender`: which row goes next, and the HTTP tries;
+//! - `protocol`: the sinks that speak an API (the CRMs, `crate::crm`) and send each row themselves;
 //! - `policy`: retry, backoff, `Retry-After`, retention, and error texts without secrets.
 //!
 //! It never touches ARI or the call engine: the daemon turns engine output into [`Request`]s

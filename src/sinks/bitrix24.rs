@@ -4,9 +4,10 @@
 //! A call is `telephony.externalcall.register`ed once (outgoing: when it starts; incoming: when
 //! the first extension rings, so that the call is the ringing operator's; a call that never
 //! rang, when it ends), its card is shown to each ringing extension's user and hidden when
-//! someone else answers or the ringing moves on, it is `finish`ed when it ends, and each
-//! recording is attached after that. Requests after `register` carry [`CALL_ID`], the
-//! placeholder the sender fills with the `CALL_ID` Bitrix24 returned.
+//! someone else answers or the ringing moves on, it is `finish`ed when it ends, and the
+//! call's first recording is attached after that (Bitrix24 keeps one per call; MixMonitor's
+//! file on the client's channel, the first, covers the whole call). Requests after `register`
+//! carry [`CALL_ID`], the placeholder the sender fills with the `CALL_ID` Bitrix24 returned.
 //!
 //! Users: an extension in the sink's `users` map is sent as its `USER_ID`; others as
 //! `USER_PHONE_INNER`, which Bitrix24 resolves itself for `register` and `finish`, and the
@@ -67,6 +68,8 @@ struct CallCard {
     registered: bool,
     /// Extensions whose users see the card now.
     shown: Vec<String>,
+    /// A recording is attached already.
+    recorded: bool,
 }
 
 /// Maps engine outputs to a `bitrix24` sink's requests.
@@ -97,6 +100,12 @@ impl Bitrix24Mapper {
         match output {
             Output::Event(event) => self.event(event),
             Output::Recording(recording) => {
+                // Bitrix24 keeps one record per call (a second attachRecord replaces the first):
+                // the first recording, MixMonitor's on the client's channel, covers the whole call.
+                let card = self.calls.entry(recording.unique_id.clone()).or_default();
+                if std::mem::replace(&mut card.recorded, true) {
+                    return Vec::new();
+                }
                 let path = recording.source.as_str();
                 let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
                 vec![Bitrix24Request {
@@ -363,6 +372,11 @@ mod tests {
         let attach = mapper.map(&recording);
         assert_eq!(attach[0].shown()["params"], json!({"CALL_ID": CALL_ID, "FILENAME": "q.wav"}));
         assert_eq!(attach[0].file.as_deref(), Some("/var/spool/asterisk/monitor/q.wav"));
+        let second = Output::Recording(RecordingRef {
+            unique_id: "1795237133.16".into(),
+            source: RecordingSource::File("/var/spool/asterisk/monitor/internal-102.wav".into()),
+        });
+        assert!(mapper.map(&second).is_empty(), "Bitrix24 keeps one record per call: the first");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! Every step is safe to repeat after a crash: a call with a `CALL_ID` is not registered
 //! again (Bitrix24 would also return the same `CALL_ID` for the same `EXTERNAL_CALL_ID`), and
-//! a confirmed `finish` or attached file is journaled and skipped.
+//! a confirmed `finish` or attached recording is journaled and skipped.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -159,14 +159,19 @@ impl Bitrix24Delivery {
                 ),
             };
         }
-        let step = format!("attach:{file_name}");
+        // One record per call: another attach would replace the first (after a restart the
+        // mapping no longer knows one went).
+        let step = "attach";
         let call_id = match self.journal.call_id(&self.sink, unique_id).await {
             Ok(Some(call_id)) => call_id,
             Ok(None) => return unregistered(ATTACH_RECORD),
             Err(error) => return TryResult::Transient { error: error.to_string(), retry_after: None },
         };
-        match self.journal.is_done(&self.sink, unique_id, &step).await {
-            Ok(true) => return TryResult::Accepted,
+        match self.journal.is_done(&self.sink, unique_id, step).await {
+            Ok(true) => {
+                tracing::info!(sink = %self.sink, unique_id, file = %file_name, "the call has its recording in Bitrix24 already (one per call)");
+                return TryResult::Accepted;
+            }
             Ok(false) => {}
             Err(error) => return TryResult::Transient { error: error.to_string(), retry_after: None },
         }
@@ -208,7 +213,7 @@ impl Bitrix24Delivery {
             }
         };
         match outcome {
-            Ok(()) => match self.journal.mark_done(&self.sink, unique_id, &step).await {
+            Ok(()) => match self.journal.mark_done(&self.sink, unique_id, step).await {
                 Ok(()) => TryResult::Accepted,
                 Err(error) => TryResult::Transient { error: error.to_string(), retry_after: None },
             },
