@@ -340,3 +340,64 @@ async fn a_local_application_renews_its_tokens_across_a_restart_and_a_refused_we
     }
     assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the logs were at trace level");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_gets_a_signed_link_that_plays_and_seeks_the_recording_and_nothing_else() {
+    let fake = FakeAri::start(FakeAriOptions::lab("deskhook", PASSWORD)).await.expect("fake");
+    let (dir, spool) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("spool"));
+    let amo = AmocrmFake::start(&[AMO_CONTACT], &[5101, 5102]).await;
+    let listen = deliver_support::receiver::reserve_addr();
+    let config = config(dir.path(), &fake.url(), spool.path(), &amocrm_sink(&amo));
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "settle = \"300ms\"",
+        &format!("settle = \"300ms\"\npublic_listen = \"{listen}\"\npublic_base_url = \"https://pbx.example:8443\""),
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut deskhook = Deskhook::spawn(&["run", "--config", &config]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    let trace = with_recordings(&raw_trace("01-in-direct-answered"), spool.path());
+    fake.play(&trace, 0..trace.len(), Pace::MaxSpeed).await;
+    wait_until("the call in amoCRM", PATIENCE, || amo.calls().len() == 1).await;
+    let link = amo.calls()[0]["link"].as_str().expect("a link").to_string();
+    let path = link.strip_prefix("https://pbx.example:8443").expect("under public_base_url");
+    let local = format!("http://{listen}{path}");
+    let http = reqwest::Client::new();
+    let file =
+        std::fs::read_dir(spool.path().join("2026/11/21")).expect("spool").next().expect("a file").expect("entry");
+    let audio = std::fs::read(file.path()).expect("audio");
+
+    let whole = http.get(&local).send().await.expect("GET");
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert_eq!(whole.headers()["content-type"], "audio/wav");
+    assert_eq!(whole.bytes().await.expect("body").to_vec(), audio);
+    let part = http.get(&local).header("Range", "bytes=5-9").send().await.expect("GET range");
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], format!("bytes 5-9/{}", audio.len()).as_str());
+    assert_eq!(part.bytes().await.expect("body").to_vec(), audio[5..10].to_vec());
+    let beyond = http.get(&local).header("Range", format!("bytes={}-", audio.len() + 10)).send().await.expect("GET");
+    assert_eq!(beyond.status(), 416);
+    let head = http.head(&local).send().await.expect("HEAD");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], audio.len().to_string().as_str());
+    // A token changed by one character, another path, another method: nothing.
+    let mut forged = local.clone();
+    let last = forged.pop().expect("a char");
+    forged.push(if last == '0' { '1' } else { '0' });
+    for url in [
+        forged,
+        format!("http://{listen}/recordings/"),
+        format!("http://{listen}/metrics"),
+        format!("http://{listen}/"),
+    ] {
+        assert_eq!(http.get(&url).send().await.expect("GET").status(), 404, "{url}");
+    }
+    assert_eq!(http.post(&local).send().await.expect("POST").status(), 405);
+    // The file swapped for a symlink out of the recording dirs is not served.
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "not a recording").expect("secret");
+    std::fs::remove_file(file.path()).expect("rm");
+    std::os::unix::fs::symlink(&secret, file.path()).expect("symlink");
+    assert_eq!(http.get(&local).send().await.expect("GET").status(), 404);
+    deskhook.stop().await;
+}

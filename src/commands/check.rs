@@ -74,6 +74,13 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     check_ari(config, &mut report).await;
     check_storage(&config.storage.dir, &mut report);
     check_recordings(config, &mut report);
+    if let Some(warning) = crate::recordings::links::exposure_warning(&config.recordings) {
+        report.warning(
+            "recordings",
+            &warning,
+            "serve public_listen on 127.0.0.1 behind a TLS reverse proxy and set public_base_url to its https:// address",
+        );
+    }
     for sink in config.destinations() {
         match &sink.destination {
             Destination::Bitrix24(crm) => {

@@ -23,7 +23,10 @@ pub fn replay(
         Some(name) => {
             let destinations = config.destinations();
             match destinations.iter().find(|sink| sink.name == name) {
-                Some(sink) => Some((sink.name.clone(), Mapper::new(sink, &config.time_zone()))),
+                Some(sink) => {
+                    let links = crate::recordings::RecordingLinks::from_config(config, false).ok().flatten();
+                    Some((sink.name.clone(), Mapper::new(sink, &config.time_zone(), links.as_ref())))
+                }
                 None => {
                     let names: Vec<&str> = destinations.iter().map(|sink| sink.name.as_str()).collect();
                     let _ = writeln!(

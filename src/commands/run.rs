@@ -86,6 +86,13 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
             return 1;
         }
     };
+    let links_server = match start_links(config, &pipeline, forward_shutdown.clone()).await {
+        Ok(server) => server,
+        Err(message) => {
+            tracing::error!("{message}");
+            return 1;
+        }
+    };
     let systemd = Systemd::from_env();
     let watchdog = systemd.watchdog_interval();
     let notifier = systemd.clone();
@@ -128,11 +135,44 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     if tokio::time::timeout(left, pipeline.delivery.shutdown()).await.is_err() {
         tracing::info!("requests still in flight at shutdown stay queued in the outbox");
     }
-    if let Some(server) = forward_server {
+    for server in forward_server.into_iter().chain(links_server) {
         let _ = tokio::time::timeout(Duration::from_millis(200), server).await;
     }
     tracing::info!("stopped after {:.1} s of service", started.elapsed().as_secs_f64());
     0
+}
+
+/// Binds `[recordings] public_listen` and serves the recording links until `shutdown`.
+async fn start_links(
+    config: &Config,
+    pipeline: &DeliveryPipeline,
+    shutdown: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let (Some(links), false) = (pipeline.links.clone(), config.recordings.public_listen.is_empty()) else {
+        return Ok(None);
+    };
+    let listen = &config.recordings.public_listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|error| {
+        format!(
+            "config.toml: [recordings] public_listen: cannot listen on {listen}: {error}; pick a free address or \
+             remove public_listen and public_base_url to turn recording links off"
+        )
+    })?;
+    if let Some(warning) = crate::recordings::links::exposure_warning(&config.recordings) {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        "recording links on http://{listen} (/recordings/<token> only), handed out as {}/recordings/…",
+        config.recordings.public_base_url.trim_end_matches('/')
+    );
+    let dirs = crate::recordings::AllowedDirs::new(&config.recordings.dirs);
+    Ok(Some(tokio::spawn(async move {
+        if let Err(error) =
+            crate::recordings::links::serve(listener, links, dirs, async move { shutdown.cancelled().await }).await
+        {
+            tracing::error!("the recording links server stopped: {error}");
+        }
+    })))
 }
 
 /// Binds `forward.listen` and serves `/forward`, `/healthz` and `/metrics` until `shutdown`.

@@ -234,6 +234,12 @@ pub struct RecordingsConfig {
     pub wait_timeout: DurationSpec,
     /// ARI stored-recording format (ari mode).
     pub format: String,
+    /// Where recording links are served (`/recordings/<token>` only); empty: no links.
+    pub public_listen: String,
+    /// The address CRMs reach that listener at (a reverse proxy with TLS in front, usually).
+    pub public_base_url: String,
+    /// How long a link works after its call ended.
+    pub link_ttl: DurationSpec,
 }
 
 impl Default for RecordingsConfig {
@@ -245,6 +251,9 @@ impl Default for RecordingsConfig {
             settle: DurationSpec::secs(2),
             wait_timeout: DurationSpec::secs(600),
             format: "wav".into(),
+            public_listen: String::new(),
+            public_base_url: String::new(),
+            link_ttl: DurationSpec::secs(180 * 86_400),
         }
     }
 }
@@ -526,6 +535,50 @@ impl Config {
                     self.ari.ping_interval.get()
                 ),
             );
+        }
+        match (self.recordings.public_listen.is_empty(), self.recordings.public_base_url.is_empty()) {
+            (true, true) => {}
+            (false, true) => {
+                return err(
+                    "recordings",
+                    "public_base_url",
+                    "is empty while public_listen is set, expected the https:// address CRMs reach the recording \
+                     links at (e.g. \"https://pbx.example.com:8443\")"
+                        .into(),
+                )
+            }
+            (true, false) => {
+                return err(
+                    "recordings",
+                    "public_listen",
+                    "is empty while public_base_url is set, expected the address to serve recording links on \
+                     (e.g. \"127.0.0.1:8078\" behind a TLS proxy)"
+                        .into(),
+                )
+            }
+            (false, false) => {
+                if let Err(problem) = check_http_url(&self.recordings.public_base_url) {
+                    return err("recordings", "public_base_url", format!("{problem}, expected https://HOST[:PORT]"));
+                }
+                if self.recordings.public_listen.parse::<std::net::SocketAddr>().is_err() {
+                    return err(
+                        "recordings",
+                        "public_listen",
+                        format!(
+                            "{:?} is not an address, expected IP:PORT such as \"127.0.0.1:8078\"",
+                            self.recordings.public_listen
+                        ),
+                    );
+                }
+                if self.recordings.mode != RecordingMode::Mixmonitor {
+                    return err(
+                        "recordings",
+                        "public_listen",
+                        "links are made for MixMonitor files, expected mode = \"mixmonitor\" (or no public_listen)"
+                            .into(),
+                    );
+                }
+            }
         }
         if self.ari.max_backlog < MIN_ARI_BACKLOG {
             return err(

@@ -10,7 +10,7 @@ use crate::config::{Config, SinkConfig};
 use crate::deliver::{DeliveryHandle, Request, Target, UploadRoute};
 use crate::history::History;
 use crate::metrics;
-use crate::recordings::Pickup;
+use crate::recordings::{Pickup, RecordingLinks};
 use crate::sinks::Mapper;
 
 use super::sink::{Sink, SinkFuture};
@@ -61,8 +61,9 @@ impl DeliverySink {
         zone: &jiff::tz::TimeZone,
         history: Option<History>,
         pickup: Option<Pickup>,
+        links: Option<&RecordingLinks>,
     ) -> Self {
-        let mappers = sinks.iter().map(|sink| (sink.name.clone(), Mapper::new(sink, zone))).collect();
+        let mappers = sinks.iter().map(|sink| (sink.name.clone(), Mapper::new(sink, zone, links))).collect();
         Self { delivery, mappers, history, pickup, storing: JoinSet::new(), step: Step::default() }
     }
 
@@ -172,6 +173,8 @@ pub struct DeliveryPipeline {
     pub open_calls: crate::deliver::OpenCalls,
     /// The destinations, as configured.
     pub sinks: Vec<SinkConfig>,
+    /// Recording links, when `[recordings] public_base_url` is set.
+    pub links: Option<RecordingLinks>,
 }
 
 impl DeliveryPipeline {
@@ -210,11 +213,20 @@ impl DeliveryPipeline {
         } else {
             None
         };
-        Ok(DeliveryPipeline { delivery, history, pickup, open_calls, sinks })
+        let links = RecordingLinks::from_config(config, true)
+            .map_err(|message| crate::deliver::DeliverError::Sink { name: "recording links".into(), message })?;
+        Ok(DeliveryPipeline { delivery, history, pickup, open_calls, sinks, links })
     }
 
     /// The sink that feeds this pipeline.
     pub fn sink(&self, zone: &jiff::tz::TimeZone) -> DeliverySink {
-        DeliverySink::new(self.delivery.clone(), &self.sinks, zone, self.history.clone(), self.pickup.clone())
+        DeliverySink::new(
+            self.delivery.clone(),
+            &self.sinks,
+            zone,
+            self.history.clone(),
+            self.pickup.clone(),
+            self.links.as_ref(),
+        )
     }
 }

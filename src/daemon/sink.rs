@@ -171,7 +171,7 @@ pub struct MappedLinesSink<W: Write + Send + 'static> {
 
 impl<W: Write + Send + 'static> MappedLinesSink<W> {
     pub fn new(out: W, sink: &crate::config::SinkConfig, zone: &jiff::tz::TimeZone) -> Self {
-        Self { out, name: sink.name.clone(), mapper: crate::sinks::Mapper::new(sink, zone) }
+        Self { out, name: sink.name.clone(), mapper: crate::sinks::Mapper::new(sink, zone, None) }
     }
 }
 

@@ -4,13 +4,16 @@
 //! The call engine names the files (`MIXMONITOR_FILENAME`) after the call's ended event; this
 //! module never trusts that name: only files inside `recordings.dirs` are ever opened.
 //! `ari` is the other mode: deskhook records the calls itself through ARI snoop channels.
+//! `links` serves signed, expiring links to the files for CRMs that take a URL.
 
 pub mod ari;
+pub mod links;
 pub mod mixmonitor;
 pub mod pickup;
 pub mod safety;
 
 pub use ari::{AriRecorder, AriRecorderError, AriRecorderSettings};
+pub use links::RecordingLinks;
 pub use mixmonitor::{wait_until_complete, FileReady};
 pub use pickup::Pickup;
 pub use safety::{AllowedDirs, PickupError};

@@ -1,7 +1,8 @@
 //! The `amocrm` sink's mapping (amoCRM and Kommo, API v4): one `POST /api/v4/calls` when a
 //! call ends, which amoCRM files on the card of the contact (or company) with that number.
 //! `docs/sinks/amocrm-api.md` records the fields from amoCRM's documentation; the sender adds
-//! the call to Unsorted when amoCRM finds no card and the sink's `unsorted` says so.
+//! the call to Unsorted when amoCRM finds no card and the sink's `unsorted` says so. With
+//! recording links on (`[recordings] public_base_url`), the call's `link` plays its recording.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::calls::{CallDirection, CallEvent, CallSummary, Happened, HungUpBy, Outcome};
 use crate::config::AmocrmSink;
+use crate::recordings::RecordingLinks;
 
 pub const ADD_CALLS: &str = "POST /api/v4/calls";
 /// The `source` every call carries: where amoCRM shows the call came from.
@@ -18,16 +20,18 @@ pub const SOURCE: &str = "deskhook";
 pub struct AmocrmMapper {
     /// Extension -> amoCRM user id (the config's map turned around).
     users: BTreeMap<String, u64>,
+    /// Recording links (`[recordings] public_base_url`): the call's `link`.
+    links: Option<RecordingLinks>,
 }
 
 impl AmocrmMapper {
-    pub fn new(sink: &AmocrmSink) -> Self {
+    pub fn new(sink: &AmocrmSink, links: Option<RecordingLinks>) -> Self {
         let users = sink
             .users
             .iter()
             .filter_map(|(id, extension)| Some((extension.clone(), id.parse::<u64>().ok()?)))
             .collect();
-        Self { users }
+        Self { users, links }
     }
 
     /// The body of `POST /api/v4/calls` for `event` (only a call's end has one).
@@ -40,6 +44,10 @@ impl AmocrmMapper {
         call.insert("uniq".into(), event.unique_id.clone().into());
         call.insert("duration".into(), summary.talk_seconds().into());
         call.insert("source".into(), SOURCE.into());
+        // The first recording (MixMonitor's on the client's channel) covers the whole call.
+        if let (Some(links), Some(file)) = (&self.links, summary.recordings.first()) {
+            call.insert("link".into(), links.link(file, summary.ended_at).into());
+        }
         call.insert("phone".into(), parties.client.clone().into());
         call.insert("call_status".into(), call_status(summary, incoming).into());
         call.insert("call_result".into(), call_result(summary, incoming).into());
@@ -89,14 +97,17 @@ mod tests {
     use crate::calls::Parties;
 
     fn mapper() -> AmocrmMapper {
-        AmocrmMapper::new(&AmocrmSink {
-            base_url: "https://company.amocrm.ru".into(),
-            token: "t".into(),
-            users: BTreeMap::from([("123456".to_string(), "102".to_string())]),
-            unsorted: false,
-            pipeline_id: None,
-            rate_per_sec: 7.0,
-        })
+        AmocrmMapper::new(
+            &AmocrmSink {
+                base_url: "https://company.amocrm.ru".into(),
+                token: "t".into(),
+                users: BTreeMap::from([("123456".to_string(), "102".to_string())]),
+                unsorted: false,
+                pipeline_id: None,
+                rate_per_sec: 7.0,
+            },
+            None,
+        )
     }
 
     fn ended(parties: Parties, summary: CallSummary) -> CallEvent {

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::calls::Output;
 use crate::config::{Destination, SinkConfig};
 use crate::deliver::{Request, UploadRoute};
+use crate::recordings::RecordingLinks;
 
 /// One configured sink's mapping, whatever its kind.
 pub enum Mapper {
@@ -31,8 +32,9 @@ pub enum Mapper {
 }
 
 impl Mapper {
-    /// The mapping of `sink`; `zone` is `pbx.timezone`.
-    pub fn new(sink: &SinkConfig, zone: &jiff::tz::TimeZone) -> Mapper {
+    /// The mapping of `sink`; `zone` is `pbx.timezone`; `links` make recording links (for the
+    /// CRMs that take a URL).
+    pub fn new(sink: &SinkConfig, zone: &jiff::tz::TimeZone, links: Option<&RecordingLinks>) -> Mapper {
         match &sink.destination {
             Destination::Omnidesk => Mapper::Omnidesk { zone: zone.clone() },
             Destination::Json { summary, lifecycle, recordings, .. } => {
@@ -40,7 +42,7 @@ impl Mapper {
             }
             Destination::Zammad { users, .. } => Mapper::Zammad { users: users.clone() },
             Destination::Bitrix24(bitrix24) => Mapper::Bitrix24(bitrix24::Bitrix24Mapper::new(bitrix24, zone.clone())),
-            Destination::Amocrm(amocrm) => Mapper::Amocrm(amocrm::AmocrmMapper::new(amocrm)),
+            Destination::Amocrm(amocrm) => Mapper::Amocrm(amocrm::AmocrmMapper::new(amocrm, links.cloned())),
         }
     }
 
