@@ -401,3 +401,25 @@ async fn amocrm_gets_a_signed_link_that_plays_and_seeks_the_recording_and_nothin
     assert_eq!(http.get(&local).send().await.expect("GET").status(), 404);
     deskhook.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amocrm_call_whose_answer_was_lost_is_found_on_the_card_not_added_twice() {
+    let fake = FakeAri::start(FakeAriOptions::lab("deskhook", PASSWORD)).await.expect("fake");
+    let (dir, spool) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("spool"));
+    let amo = AmocrmFake::start(&[AMO_CONTACT], &[5101, 5102]).await;
+    // amoCRM adds the call but answers after deskhook gave up waiting.
+    amo.answer_slowly(1, Duration::from_secs(3));
+    let sink = amocrm_sink(&amo).replace("request_timeout = \"5s\"", "request_timeout = \"1s\"");
+    let config = config(dir.path(), &fake.url(), spool.path(), &sink);
+    let mut deskhook = Deskhook::spawn(&["run", "--config", &config]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    let trace = with_recordings(&raw_trace("01-in-direct-answered"), spool.path());
+    fake.play(&trace, 0..trace.len(), Pace::MaxSpeed).await;
+    wait_until("the lost answer's call looked for on the cards", PATIENCE, || amo.note_lookups() > 0).await;
+    deskhook.wait_until("the call found", |d| d.stderr_text().contains("amoCRM has the call already")).await;
+    deskhook.stop().await;
+    let (code, listing, _) = run_command(&["outbox", "list", "--sink", "amo", "--config", &config]).await;
+    assert_eq!(code, 0, "{listing}");
+    assert_eq!(amo.calls().len(), 1, "added once: {:#?}", amo.calls());
+    assert!(amo.refusals().is_empty(), "{:#?}", amo.refusals());
+}

@@ -3,7 +3,8 @@
 //! with that number. A number with no card is refused by amoCRM; with `unsorted = true` the
 //! call then becomes an incoming lead in Unsorted (`POST /api/v4/leads/unsorted/sip`), else it
 //! is logged and counted. A confirmed call is journaled, so a try repeated after a crash does
-//! not add it twice.
+//! not add it twice; a call sent without an answer (a kill in between) is looked for among the
+//! cards' call notes (`params.uniq`) before it is sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,15 +59,44 @@ impl AmocrmDelivery {
             return TryResult::Unsendable { error: "a stored amoCRM request has no call".into() };
         };
         let unique_id = request.unique_id();
+        let journal_error =
+            |error: super::journal::JournalError| TryResult::Transient { error: error.to_string(), retry_after: None };
         match self.journal.is_done(&self.sink, unique_id, "call").await {
             Ok(true) => return TryResult::Accepted,
             Ok(false) => {}
-            Err(error) => return TryResult::Transient { error: error.to_string(), retry_after: None },
+            Err(error) => return journal_error(error),
+        }
+        // Sent before without an answer (a kill, a timeout): amoCRM may have it already, and
+        // adds a call again if asked again.
+        match self.journal.done_at(&self.sink, unique_id, "call:sent").await {
+            Ok(Some(sent_at)) => match self.has_call(unique_id, sent_at).await {
+                Ok(true) => {
+                    tracing::info!(sink = %self.sink, unique_id, "amoCRM has the call already (sent before a restart)");
+                    return match self.journal.mark_done(&self.sink, unique_id, "call").await {
+                        Ok(()) => TryResult::Accepted,
+                        Err(error) => journal_error(error),
+                    };
+                }
+                Ok(false) => {}
+                Err(result) => return result,
+            },
+            Ok(None) => {
+                if let Err(error) = self.journal.mark_done(&self.sink, unique_id, "call:sent").await {
+                    return journal_error(error);
+                }
+            }
+            Err(error) => return journal_error(error),
         }
         let answer = match self.post("/api/v4/calls", &json!([call])).await {
             Ok(answer) => answer,
             Err(result) => return result,
         };
+        // An answer that says the call was not added ends the doubt; a gateway's 502/504 does not.
+        if !(200..300).contains(&answer.status) && !matches!(answer.status, 500 | 502 | 504) {
+            if let Err(error) = self.journal.clear(&self.sink, unique_id, "call:sent").await {
+                return journal_error(error);
+            }
+        }
         let outcome = match answer.status {
             200..=299 if has_calls(&answer.json) => Ok(()),
             // amoCRM files a call on a card only: a number with none is refused.
@@ -100,15 +130,71 @@ impl AmocrmDelivery {
             .inc();
             return Ok(());
         }
+        let journal_error =
+            |error: super::journal::JournalError| TryResult::Transient { error: error.to_string(), retry_after: None };
+        let in_doubt = match self.journal.done_at(&self.sink, unique_id, "unsorted:sent").await {
+            Ok(sent) => sent.is_some(),
+            Err(error) => return Err(journal_error(error)),
+        };
+        if self.journal.is_done(&self.sink, unique_id, "unsorted").await.map_err(journal_error)? {
+            return Ok(());
+        }
+        self.journal.mark_done(&self.sink, unique_id, "unsorted:sent").await.map_err(journal_error)?;
         let body = unsorted_body(call, unique_id, self.pipeline_id);
         let answer = self.post("/api/v4/leads/unsorted/sip", &body).await?;
         match answer.status {
             200..=299 => {
                 tracing::info!(sink = %self.sink, unique_id, phone, "a call from a number on no card went to Unsorted");
-                Ok(())
             }
-            _ => Err(self.refusal("POST /api/v4/leads/unsorted/sip", &answer)),
+            // amoCRM refuses a second lead with the same uniq: the first one got there.
+            400 if in_doubt => {
+                tracing::info!(sink = %self.sink, unique_id, "amoCRM has the Unsorted lead already (sent before a restart)");
+            }
+            _ => return Err(self.refusal("POST /api/v4/leads/unsorted/sip", &answer)),
         }
+        self.journal.mark_done(&self.sink, unique_id, "unsorted").await.map_err(journal_error)
+    }
+
+    /// Whether a call note with `uniq` = `unique_id` exists on any card, changed since shortly
+    /// before `sent_at_ms` (amoCRM files a call on a lead, customer, contact or company).
+    async fn has_call(&self, unique_id: &str, sent_at_ms: i64) -> Result<bool, TryResult> {
+        let since = (sent_at_ms / 1000 - 600).to_string();
+        for entity in ["leads", "contacts", "companies", "customers"] {
+            let mut page = 1u32;
+            loop {
+                self.limiter.acquire_patiently().await;
+                let url = format!("{}/api/v4/{entity}/notes", self.base);
+                let page_text = page.to_string();
+                let query = [
+                    ("filter[note_type][]", "call_in"),
+                    ("filter[note_type][]", "call_out"),
+                    ("filter[updated_at][from]", since.as_str()),
+                    ("limit", "250"),
+                    ("page", page_text.as_str()),
+                ];
+                let answer = exchange(self.http.get(url).bearer_auth(&self.token).query(&query), &self.host).await?;
+                match answer.status {
+                    // 204: none; 402/403/404: the account has no such cards (customers off).
+                    204 | 402 | 403 | 404 => break,
+                    200..=299 => {
+                        let notes = answer.json.pointer("/_embedded/notes").and_then(Value::as_array);
+                        let notes = notes.map(Vec::as_slice).unwrap_or_default();
+                        if notes
+                            .iter()
+                            .any(|note| note.pointer("/params/uniq").and_then(Value::as_str) == Some(unique_id))
+                        {
+                            return Ok(true);
+                        }
+                        if answer.json.pointer("/_links/next").is_none() || notes.is_empty() || page >= 20 {
+                            break;
+                        }
+                        page += 1;
+                    }
+                    _ => return Err(self.refusal(&format!("GET /api/v4/{entity}/notes"), &answer)),
+                }
+            }
+        }
+        Ok(false)
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Answer, TryResult> {
@@ -116,12 +202,7 @@ impl AmocrmDelivery {
         let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body);
         let answer = exchange(request, &self.host).await?;
         if answer.status == 429 {
-            let rest = answer.retry_after.unwrap_or(DEFAULT_REST);
-            self.limiter.cool_down(rest);
-            return Err(TryResult::Transient {
-                error: format!("{path}: HTTP 429 from {}: too many requests", self.host),
-                retry_after: Some(rest),
-            });
+            self.limiter.cool_down(answer.retry_after.unwrap_or(DEFAULT_REST));
         }
         Ok(answer)
     }
@@ -130,6 +211,7 @@ impl AmocrmDelivery {
     fn refusal(&self, what: &str, answer: &Answer) -> TryResult {
         let said = format!("{what}: HTTP {} from {}: {}", answer.status, self.host, answer.quote());
         match answer.status {
+            429 => TryResult::Transient { error: said, retry_after: Some(answer.retry_after.unwrap_or(DEFAULT_REST)) },
             500..=599 => TryResult::Transient { error: said, retry_after: answer.retry_after },
             401 => TryResult::Rejected {
                 error: format!("{said}; the token is wrong or expired: make a new long-lived token (docs/crm.md)"),

@@ -137,6 +137,17 @@ impl CrmJournal {
         .await
     }
 
+    /// When `step` of call `unique_id` was marked (unix milliseconds), if it was.
+    pub async fn done_at(&self, sink: &str, unique_id: &str, step: &str) -> Result<Option<i64>, JournalError> {
+        let (sink, unique_id, step) = (sink.to_string(), unique_id.to_string(), step.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached("SELECT done_at FROM crm_steps WHERE sink = ?1 AND unique_id = ?2 AND step = ?3")?
+                .query_row([&sink, &unique_id, &step], |row| row.get(0))
+                .optional()
+        })
+        .await
+    }
+
     pub async fn mark_done(&self, sink: &str, unique_id: &str, step: &str) -> Result<(), JournalError> {
         let (sink, unique_id, step) = (sink.to_string(), unique_id.to_string(), step.to_string());
         self.run(move |conn| {
@@ -145,6 +156,17 @@ impl CrmJournal {
             )?
             .execute(rusqlite::params![sink, unique_id, step, crate::wallclock::now_ms()])
             .map(drop)
+        })
+        .await
+    }
+
+    /// Forgets `step` of call `unique_id` (a request known not to have been taken).
+    pub async fn clear(&self, sink: &str, unique_id: &str, step: &str) -> Result<(), JournalError> {
+        let (sink, unique_id, step) = (sink.to_string(), unique_id.to_string(), step.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached("DELETE FROM crm_steps WHERE sink = ?1 AND unique_id = ?2 AND step = ?3")?
+                .execute([&sink, &unique_id, &step])
+                .map(drop)
         })
         .await
     }
@@ -219,7 +241,11 @@ mod tests {
         assert_eq!(journal.call_id("b24", "1.1").await.expect("read").as_deref(), Some("externalCall.abc"));
         assert_eq!(journal.call_id("other", "1.1").await.expect("read"), None);
         assert!(journal.is_done("b24", "1.1", "finish").await.expect("read"));
-        assert!(!journal.is_done("b24", "1.1", "attach:a.wav").await.expect("read"));
+        assert!(!journal.is_done("b24", "1.1", "attach").await.expect("read"));
+        assert!(journal.done_at("b24", "1.1", "finish").await.expect("read").is_some());
+        assert_eq!(journal.done_at("b24", "1.1", "attach").await.expect("read"), None);
+        journal.clear("b24", "1.1", "finish").await.expect("write");
+        assert!(!journal.is_done("b24", "1.1", "finish").await.expect("read"));
         assert_eq!(journal.tokens("b24").await.expect("read"), Some(tokens));
     }
 }

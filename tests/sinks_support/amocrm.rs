@@ -55,6 +55,13 @@ struct Account {
     down: bool,
     refusals: Vec<String>,
     no_card: usize,
+    /// When each call was added (unix seconds), by position in `calls`.
+    added_at: Vec<i64>,
+    /// The next this many added calls are answered only after `slow_by` (the answer is lost
+    /// to a client that gives up sooner; the call is added all the same).
+    slow_answers: usize,
+    slow_by: Duration,
+    note_lookups: usize,
 }
 
 #[derive(Clone)]
@@ -128,6 +135,18 @@ impl AmocrmFake {
     pub fn refusals(&self) -> Vec<String> {
         self.account.lock().expect("account").refusals.clone()
     }
+
+    /// The next `count` calls are added but answered only after `delay`.
+    pub fn answer_slowly(&self, count: usize, delay: Duration) {
+        let mut account = self.account.lock().expect("account");
+        account.slow_answers = count;
+        account.slow_by = delay;
+    }
+
+    /// `GET …/notes` requests answered.
+    pub fn note_lookups(&self) -> usize {
+        self.account.lock().expect("account").note_lookups
+    }
 }
 
 fn problem(status: u16, title: &str, detail: &str) -> Reply {
@@ -159,6 +178,9 @@ fn answer(account: &mut Account, seen: &Seen) -> Reply {
     account.recent.push_back(now);
     if seen.authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
         return problem(401, "Unauthorized", "Authorization required");
+    }
+    if let Some(entity) = seen.path.strip_prefix("/api/v4/").and_then(|rest| rest.strip_suffix("/notes")) {
+        return notes(account, entity, seen);
     }
     match seen.path.as_str() {
         "/api/v4/account" => Reply::ok().with_body(&json!({"id": 1, "name": "fake", "subdomain": "fake"}).to_string()),
@@ -247,8 +269,69 @@ fn add_calls(account: &mut Account, items: Vec<Value>) -> Reply {
             json!({"id": account.calls.len() + index + 1, "entity_id": contact, "entity_type": "contact", "request_id": index.to_string()})
         })
         .collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    account.added_at.extend(added.iter().map(|_| now));
     account.calls.extend(added);
-    Reply::ok().with_body(&json!({"_total_items": embedded.len(), "_embedded": {"calls": embedded}}).to_string())
+    let reply =
+        Reply::ok().with_body(&json!({"_total_items": embedded.len(), "_embedded": {"calls": embedded}}).to_string());
+    if account.slow_answers > 0 {
+        account.slow_answers -= 1;
+        return reply.delayed(account.slow_by);
+    }
+    reply
+}
+
+/// `GET /api/v4/{entity}/notes`: the call notes (`call_in`/`call_out`) of the cards, filtered
+/// by type and `updated_at`; 204 when there are none.
+fn notes(account: &mut Account, entity: &str, seen: &Seen) -> Reply {
+    if !["leads", "contacts", "companies", "customers"].contains(&entity) {
+        return problem(404, "Not Found", "no such entity type");
+    }
+    account.note_lookups += 1;
+    let query: Vec<(String, String)> = form_urlencoded::parse(seen.query.as_bytes()).into_owned().collect();
+    let types: Vec<&str> = query
+        .iter()
+        .filter(|(key, _)| key == "filter[note_type][]" || key == "filter[note_type]")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let since: i64 = query
+        .iter()
+        .find(|(key, _)| key == "filter[updated_at][from]")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+    if let Some((key, _)) = query.iter().find(|(key, _)| {
+        ![
+            "filter[note_type][]",
+            "filter[note_type]",
+            "filter[updated_at][from]",
+            "filter[updated_at][to]",
+            "limit",
+            "page",
+        ]
+        .contains(&key.as_str())
+    }) {
+        return invalid(key, "unknown filter");
+    }
+    if entity != "contacts" {
+        return Reply::status(204);
+    }
+    let notes: Vec<Value> = account
+        .calls
+        .iter()
+        .zip(&account.added_at)
+        .filter(|(_, at)| **at >= since)
+        .filter_map(|((contact, call), at)| {
+            let note_type = if call["direction"] == "inbound" { "call_in" } else { "call_out" };
+            (types.is_empty() || types.contains(&note_type)).then(|| {
+                json!({"entity_id": contact, "note_type": note_type, "updated_at": at,
+                       "params": {"uniq": call["uniq"], "duration": call["duration"], "source": call["source"], "phone": call["phone"]}})
+            })
+        })
+        .collect();
+    if notes.is_empty() {
+        return Reply::status(204);
+    }
+    Reply::ok().with_body(&json!({"_page": 1, "_embedded": {"notes": notes}}).to_string())
 }
 
 fn add_unsorted(account: &mut Account, items: Vec<Value>) -> Reply {
