@@ -50,7 +50,8 @@ enum Command {
         /// Also send the events to this helpdesk webhook (as the helpdesk's form POSTs).
         #[arg(long)]
         webhook: Option<String>,
-        /// Print what a sink of this kind would send instead: json (call summaries), zammad, omnidesk.
+        /// Print what a sink of this kind would send instead: json (call summaries), zammad, omnidesk,
+        /// bitrix24, amocrm.
         #[arg(long, value_name = "KIND")]
         sink: Option<String>,
         /// How much faster than recorded the calls are replayed.

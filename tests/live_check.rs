@@ -291,3 +291,41 @@ async fn check_reaches_every_sink_and_proves_zammads_token() {
     assert!(output.contains("refuses the token in [sinks.desk] url (HTTP 401)"), "{output}");
     assert!(!output.contains("T0KEN"), "the token never shows: {output}");
 }
+
+/// `check` proves each CRM's credentials without creating anything there, names the fix when
+/// they are refused, and warns about recordings the CRM cannot take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_proves_the_crms_credentials_and_warns_of_recordings_they_cannot_take() {
+    use sinks_support::amocrm::{self, AmocrmFake};
+    use sinks_support::bitrix24::{self, Bitrix24Fake};
+    let fake = FakeAri::start(FakeAriOptions::lab("deskhook", PASSWORD)).await.expect("fake ARI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b24 = Bitrix24Fake::start(&[("101", 11)]).await;
+    let amo = AmocrmFake::start(&[(1, "+79161234567")], &[5101]).await;
+    let sinks = |webhook: &str, token: &str| {
+        format!(
+            "[[sinks]]\nname = \"b24\"\nkind = \"bitrix24\"\nwebhook_url = \"{webhook}\"\n\
+             [[sinks]]\nname = \"amo\"\nkind = \"amocrm\"\nbase_url = \"{}\"\ntoken = \"{token}\"\n\
+             users = {{ \"5101\" = \"101\" }}\n",
+            amo.base_url()
+        )
+    };
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, &sinks(&b24.webhook_url(), amocrm::TOKEN));
+    std::fs::create_dir_all(dir.path().join("monitor/2026/11/21")).expect("mkdir");
+    std::fs::write(dir.path().join("monitor/2026/11/21/in-101.gsm"), b"audio").expect("recording");
+    let (_, output) = check(&config).await;
+    assert!(output.contains("bitrix24 sink: http://127.0.0.1:") && output.contains("accepts the webhook"), "{output}");
+    assert!(output.contains("amocrm sink: http://127.0.0.1:") && output.contains("accepts the token"), "{output}");
+    assert!(output.contains(".gsm: Bitrix24 takes .wav and .mp3 only"), "{output}");
+    assert!(b24.calls().is_empty() && amo.calls().is_empty(), "check created nothing in the CRMs");
+
+    let wrong_hook = b24.webhook_url().replace(bitrix24::WEBHOOK_TOKEN, "wrong-hook-secret");
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, &sinks(&wrong_hook, "wrong-amo-token"));
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("refuses the webhook of [sinks.b24] (HTTP 401, NO_AUTH_FOUND)"), "{output}");
+    assert!(output.contains("refuses the token of [sinks.amo] (HTTP 401)"), "{output}");
+    for secret in ["wrong-hook-secret", "wrong-amo-token", bitrix24::WEBHOOK_TOKEN, amocrm::TOKEN] {
+        assert!(!output.contains(secret), "{secret} shown: {output}");
+    }
+}

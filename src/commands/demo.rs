@@ -18,13 +18,20 @@ use crate::daemon::{logging, Daemon, DaemonLinks, JsonLinesSink, LiveStats, Mapp
 /// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
 pub const DEMO_SPEEDUP: f64 = 5.0;
 
-/// The sink `--sink KIND` shows: the json kind as call summaries, Zammad with no user names.
+/// The sink `--sink KIND` shows: the json kind as call summaries, Zammad with no user names,
+/// the CRMs with 101 and 102 mapped to users (103 left to `user.get`).
 fn demo_sink(kind: &str) -> Result<crate::config::SinkConfig, String> {
     let keys = match kind {
         "json" => "url = \"https://example.org/hooks/calls\"\nevents = [\"summary\"]\nrecordings = \"none\"",
         "zammad" => "url = \"https://zammad.example.org/api/v1/cti/TOKEN\"",
         "omnidesk" => "webhook_url = \"https://company.omnidesk.ru/webhooks/asterisk/TOKEN\"",
-        other => return Err(format!("--sink {other:?} is not a kind of sink, expected json, zammad or omnidesk")),
+        "bitrix24" => "webhook_url = \"https://portal.bitrix24.ru/rest/1/TOKEN/\"\nusers = { \"101\" = \"11\", \"102\" = \"12\" }",
+        "amocrm" => "base_url = \"https://company.amocrm.ru\"\ntoken = \"TOKEN\"\nusers = { \"5101\" = \"101\", \"5102\" = \"102\" }",
+        other => {
+            return Err(format!(
+                "--sink {other:?} is not a kind of sink, expected json, zammad, omnidesk, bitrix24 or amocrm"
+            ))
+        }
     };
     let text = format!("[[sinks]]\nname = \"{kind}\"\nkind = \"{kind}\"\n{keys}\n");
     let config = Config::from_toml(&text, "demo").map_err(|error| error.to_string())?;

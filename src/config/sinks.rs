@@ -660,6 +660,64 @@ mod tests {
     }
 
     #[test]
+    fn crm_sinks_show_no_secret_in_debug_and_check_their_keys() {
+        let config = Config::from_toml(
+            "[[sinks]]\nname = \"b24\"\nkind = \"bitrix24\"\nwebhook_url = \"https://p.example/rest/7/HOOK-SECRET/\"\n\
+             users = { \"101\" = 11 }\n\
+             [[sinks]]\nname = \"app\"\nkind = \"bitrix24\"\nportal_url = \"https://p.example\"\nclient_id = \"local.1\"\n\
+             client_secret = \"APP-SECRET\"\nrefresh_token = \"REFRESH-SECRET\"\ndefault_user = 1\n\
+             [[sinks]]\nname = \"amo\"\nkind = \"amocrm\"\nbase_url = \"https://c.amocrm.ru\"\ntoken = \"AMO-SECRET\"\n",
+            "config.toml",
+        )
+        .expect("valid");
+        let shown = format!("{:?}", config.destinations());
+        for secret in ["HOOK-SECRET", "APP-SECRET", "REFRESH-SECRET", "AMO-SECRET"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let super::Destination::Bitrix24(b24) = &config.sinks[0].destination else { panic!("bitrix24") };
+        assert_eq!((b24.auth.webhook_user().as_deref(), b24.users["101"].as_str()), (Some("7"), "11"));
+        assert_eq!((b24.rate_per_sec, b24.burst), (2.0, 50));
+        let cases = [
+            ("[[sinks]]\nname = \"b\"\nkind = \"bitrix24\"\n", "[sinks.b] webhook_url: is missing"),
+            ("[[sinks]]\nname = \"b\"\nkind = \"bitrix24\"\nwebhook_url = \"https://p/x/\"\n", "is not an inbound webhook"),
+            (
+                "[[sinks]]\nname = \"b\"\nkind = \"bitrix24\"\nwebhook_url = \"https://p/rest/1/t/\"\nclient_id = \"x\"\n",
+                "[sinks.b] client_id: is set together with webhook_url",
+            ),
+            (
+                "[[sinks]]\nname = \"b\"\nkind = \"bitrix24\"\nportal_url = \"https://p\"\nclient_id = \"x\"\n",
+                "[sinks.b] client_secret: is missing",
+            ),
+            (
+                "[[sinks]]\nname = \"b\"\nkind = \"bitrix24\"\nportal_url = \"https://p\"\nclient_id = \"x\"\n\
+                 client_secret = \"y\"\nrefresh_token = \"z\"\n",
+                "[sinks.b] default_user: is missing",
+            ),
+            (
+                "[[sinks]]\nname = \"b\"\nkind = \"bitrix24\"\nwebhook_url = \"https://p/rest/1/t/\"\nrate_per_sec = 5\n",
+                "[sinks.b] rate_per_sec: 5 is out of range",
+            ),
+            (
+                "[[sinks]]\nname = \"b\"\nkind = \"bitrix24\"\nwebhook_url = \"https://p/rest/1/t/\"\nusers = { \"101\" = \"Al\" }\n",
+                "[sinks.b] users: \"101\" is not mapped to a user id",
+            ),
+            ("[[sinks]]\nname = \"a\"\nkind = \"amocrm\"\nbase_url = \"https://c\"\n", "[sinks.a] token: is missing"),
+            (
+                "[[sinks]]\nname = \"a\"\nkind = \"amocrm\"\nbase_url = \"https://c\"\ntoken = \"t\"\nusers = { \"x\" = \"101\" }\n",
+                "[sinks.a] users: \"x\" is not an amoCRM user id",
+            ),
+            (
+                "[[sinks]]\nname = \"a\"\nkind = \"amocrm\"\nbase_url = \"https://c\"\ntoken = \"t\"\nunsorted = \"yes\"\n",
+                "[sinks.a] unsorted: ",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let error = error_of(toml);
+            assert!(error.contains(expected), "{toml}\n→ {error}\nexpected {expected:?}");
+        }
+    }
+
+    #[test]
     fn errors_never_show_a_secret() {
         let error =
             error_of("[[sinks]]\nname = \"z\"\nkind = \"zammad\"\nurl = \"https://z.example/hooks/SECRET-TOKEN\"\n");
