@@ -31,7 +31,7 @@ const FORMATS: [&str; 2] = ["wav", "mp3"];
 pub struct Bitrix24Delivery {
     sink: String,
     portal: Portal,
-    users: Directory,
+    users: Arc<Directory>,
     journal: CrmJournal,
     /// Who a call is registered to when its extension is no Bitrix24 user.
     default_user: Option<String>,
@@ -39,13 +39,9 @@ pub struct Bitrix24Delivery {
 
 impl Bitrix24Delivery {
     pub fn new(sink: &str, portal: Portal, journal: CrmJournal, default_user: Option<String>) -> Arc<Self> {
-        Arc::new(Bitrix24Delivery {
-            sink: sink.to_string(),
-            portal,
-            users: Directory::default(),
-            journal,
-            default_user,
-        })
+        // Shared with the portal's /forward resolver, which reads users' numbers from it.
+        let users = super::users::shared(portal.host());
+        Arc::new(Bitrix24Delivery { sink: sink.to_string(), portal, users, journal, default_user })
     }
 
     async fn try_send(&self, request: &Request) -> TryResult {

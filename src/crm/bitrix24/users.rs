@@ -2,8 +2,12 @@
 //! (`UF_PHONE_INNER`) from `user.get`, page by page, remembered for [`REFRESH`] and read again
 //! sooner (at most every [`RETRY`]) when an extension is not found. A portal that refuses
 //! `user.get` (no `user` scope) is asked no more: extensions then need the sink's `users` map.
+//!
+//! One directory per portal in the process ([`shared`]): the `/forward` resolver of the same
+//! portal reads a user's internal number from it before asking `user.get` itself.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -31,7 +35,26 @@ pub struct Directory {
     known: tokio::sync::Mutex<Known>,
 }
 
+/// The directory of the portal at `host` (`scheme://host[:port]`), shared in the process.
+pub fn shared(host: &str) -> Arc<Directory> {
+    static DIRECTORIES: OnceLock<Mutex<HashMap<String, Arc<Directory>>>> = OnceLock::new();
+    let mut directories =
+        DIRECTORIES.get_or_init(Mutex::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    directories.entry(host.to_ascii_lowercase()).or_default().clone()
+}
+
 impl Directory {
+    /// The internal number of user `user_id`, if the list is fresh and not being read right
+    /// now (a lookup never waits behind the sink's `user.get`).
+    pub fn inner_phone_of(&self, user_id: &str) -> Option<String> {
+        let known = self.known.try_lock().ok()?;
+        if known.fetched.is_none_or(|fetched| fetched.elapsed() >= REFRESH) {
+            return None;
+        }
+        let id: u64 = user_id.parse().ok()?;
+        known.by_extension.iter().find(|(_, known_id)| **known_id == id).map(|(extension, _)| extension.clone())
+    }
+
     /// The user id of `extension`; `None` when no user has it (or the portal does not say).
     /// `Err` only when the list could never be read for a reason worth retrying.
     pub async fn user_of(&self, portal: &Portal, extension: &str) -> Result<Option<u64>, CallError> {
@@ -96,4 +119,28 @@ async fn read_all(portal: &Portal) -> Result<HashMap<String, u64>, CallError> {
         }
     }
     Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_directory_per_portal_answers_lookups_only_while_fresh() {
+        let directory = shared("https://users-test.example");
+        assert!(Arc::ptr_eq(&directory, &shared("HTTPS://users-test.example")));
+        assert_eq!(directory.inner_phone_of("11"), None, "nothing read yet");
+        {
+            let mut known = directory.known.lock().await;
+            known.by_extension = HashMap::from([("101".to_string(), 11)]);
+            known.fetched = Some(Instant::now());
+        }
+        assert_eq!(directory.inner_phone_of("11").as_deref(), Some("101"));
+        assert_eq!(directory.inner_phone_of("12"), None);
+        let reading = directory.known.lock().await;
+        assert_eq!(directory.inner_phone_of("11"), None, "a lookup never waits behind a refresh");
+        drop(reading);
+        directory.known.lock().await.fetched = Instant::now().checked_sub(REFRESH);
+        assert_eq!(directory.inner_phone_of("11"), None, "a stale list is not trusted");
+    }
 }

@@ -8,7 +8,8 @@
 //! `crm.lead.get` → `user.get` for `UF_PHONE_INNER`. With `lookup = "auto"` the first
 //! refusal of the telephony method switches to the long way for good. Users' internal
 //! numbers are remembered for [`USER_TTL`] (they change rarely, and Bitrix24 allows only
-//! about 2 requests a second).
+//! about 2 requests a second), and read from the portal's directory when its `bitrix24` sink
+//! has one (`crate::crm::bitrix24::users`): no `user.get` of the resolver's own then.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -214,6 +215,10 @@ impl Bitrix24Resolver {
             if user.fetched.elapsed() < USER_TTL {
                 return Ok(user.inner_phone.clone());
             }
+        }
+        // The portal's bitrix24 sink may have read every user's number a moment ago.
+        if let Some(inner_phone) = crate::crm::bitrix24::users::shared(self.client.host()).inner_phone_of(user_id) {
+            return Ok(inner_phone);
         }
         let fetched = async {
             let reply = self.call("user.get", json!({ "ID": user_id }), deadline).await?;
