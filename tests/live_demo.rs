@@ -87,5 +87,26 @@ async fn the_demo_shows_each_bundled_calls_json_summary() {
     assert!(stderr.contains("a request a json sink would make"), "{stderr}");
     let (code, _, stderr) = run_command(&["demo", "--sink", "fax"]).await;
     assert_eq!(code, 2);
-    assert!(stderr.contains("expected json, zammad or omnidesk"), "{stderr}");
+    assert!(stderr.contains("expected json, zammad, omnidesk, bitrix24 or amocrm"), "{stderr}");
+}
+
+/// What a new Bitrix24 admin sees first: each bundled call registered once, first, and
+/// finished once, its cards and recording in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_each_bundled_call_as_bitrix24_requests() {
+    let (code, stdout, stderr) = run_command(&["demo", "--sink", "bitrix24"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut by_call: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in stdout.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        assert_eq!(line["sink"], "bitrix24");
+        let method = line["request"]["method"].as_str().expect("method");
+        by_call.entry(line["unique_id"].as_str().expect("id").to_string()).or_default().push(method.to_string());
+    }
+    assert!(by_call.len() >= 10, "{by_call:#?}");
+    for (id, methods) in &by_call {
+        assert_eq!(methods.first().map(String::as_str), Some("telephony.externalcall.register"), "{id}: {methods:?}");
+        assert_eq!(methods.iter().filter(|m| m.ends_with("finish")).count(), 1, "{id}: {methods:?}");
+        assert_eq!(methods.iter().filter(|m| m.ends_with("register")).count(), 1, "{id}: {methods:?}");
+    }
 }
