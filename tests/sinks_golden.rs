@@ -6,6 +6,9 @@
 //! keep to what their APIs document (`docs/sinks/bitrix24-api.md`, `docs/sinks/amocrm-api.md`).
 
 mod common;
+#[path = "deliver_support/mod.rs"]
+mod deliver_support;
+mod sinks_support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +17,11 @@ use common::*;
 use deskhook::commands::replay::replay;
 use deskhook::config::Config;
 use serde_json::Value;
+// The documented parameters and codes are the strict fakes' own lists.
+use sinks_support::amocrm::CALL_FIELDS as AMOCRM_CALL_FIELDS;
+use sinks_support::bitrix24::{
+    FINISH_KEYS as BITRIX24_FINISH_KEYS, REGISTER_KEYS as BITRIX24_REGISTER_KEYS, STATUS_CODES as BITRIX24_STATUS_CODES,
+};
 
 fn sinks_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sinks")
@@ -148,58 +156,6 @@ fn busy_stretch_summaries_obey_their_invariants() {
     assert!(seen.values().all(|count| *count == 1), "exactly one summary per call: {seen:?}");
 }
 
-/// `telephony.externalcall.register`'s parameters (`docs/sinks/bitrix24-api.md` §2).
-const BITRIX24_REGISTER_KEYS: [&str; 14] = [
-    "USER_ID",
-    "USER_PHONE_INNER",
-    "PHONE_NUMBER",
-    "TYPE",
-    "CALL_START_DATE",
-    "CRM_CREATE",
-    "CRM_SOURCE",
-    "CRM_ENTITY_TYPE",
-    "CRM_ENTITY_ID",
-    "SHOW",
-    "ADD_TO_CHAT",
-    "CALL_LIST_ID",
-    "LINE_NUMBER",
-    "EXTERNAL_CALL_ID",
-];
-/// `telephony.externalcall.finish`'s parameters (§3).
-const BITRIX24_FINISH_KEYS: [&str; 11] = [
-    "CALL_ID",
-    "USER_ID",
-    "USER_PHONE_INNER",
-    "DURATION",
-    "COST",
-    "COST_CURRENCY",
-    "STATUS_CODE",
-    "FAILED_REASON",
-    "RECORD_URL",
-    "VOTE",
-    "ADD_TO_CHAT",
-];
-/// The `STATUS_CODE`s Bitrix24 lists (§3).
-const BITRIX24_STATUS_CODES: [&str; 13] =
-    ["200", "304", "603", "603-S", "403", "404", "486", "484", "503", "480", "402", "423", "OTHER"];
-/// The fields of a call in `POST /api/v4/calls` (`docs/sinks/amocrm-api.md` §2; `request_id`
-/// is documented but deskhook has no use for it).
-const AMOCRM_CALL_FIELDS: [&str; 14] = [
-    "direction",
-    "uniq",
-    "duration",
-    "source",
-    "link",
-    "phone",
-    "call_result",
-    "call_status",
-    "call_responsible",
-    "responsible_user_id",
-    "created_by",
-    "updated_by",
-    "created_at",
-    "updated_at",
-];
 /// `users` of the bitrix24 and amocrm sinks of `lab-sinks.toml` (103 is in neither).
 const BITRIX24_USERS: [(&str, u64); 2] = [("101", 11), ("102", 12)];
 const AMOCRM_USERS: [(&str, u64); 2] = [("101", 5101), ("102", 5102)];

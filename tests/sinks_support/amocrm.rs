@@ -15,7 +15,8 @@ use crate::deliver_support::receiver::{Receiver, Reply, Seen};
 
 pub const TOKEN: &str = "amo-long-lived-token";
 
-const CALL_FIELDS: [&str; 14] = [
+/// As `docs/sinks/` records them.
+pub const CALL_FIELDS: [&str; 14] = [
     "direction",
     "uniq",
     "duration",

@@ -23,7 +23,8 @@ pub const CLIENT_ID: &str = "local.deskhook.test";
 pub const CLIENT_SECRET: &str = "b24-client-secret";
 pub const FIRST_REFRESH: &str = "b24-refresh-0";
 
-const REGISTER_KEYS: [&str; 14] = [
+/// As `docs/sinks/` records them.
+pub const REGISTER_KEYS: [&str; 14] = [
     "USER_ID",
     "USER_PHONE_INNER",
     "PHONE_NUMBER",
@@ -39,7 +40,8 @@ const REGISTER_KEYS: [&str; 14] = [
     "LINE_NUMBER",
     "EXTERNAL_CALL_ID",
 ];
-const FINISH_KEYS: [&str; 11] = [
+/// As `docs/sinks/` records them.
+pub const FINISH_KEYS: [&str; 11] = [
     "CALL_ID",
     "USER_ID",
     "USER_PHONE_INNER",
@@ -52,7 +54,8 @@ const FINISH_KEYS: [&str; 11] = [
     "VOTE",
     "ADD_TO_CHAT",
 ];
-const STATUS_CODES: [&str; 13] =
+/// As `docs/sinks/` records them.
+pub const STATUS_CODES: [&str; 13] =
     ["200", "304", "603", "603-S", "403", "404", "486", "484", "503", "480", "402", "423", "OTHER"];
 
 /// One call as the portal keeps it.
