@@ -25,6 +25,7 @@
 
 pub mod ari;
 pub mod calls;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod crm;

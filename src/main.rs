@@ -1,89 +1,12 @@
 //! The `deskhook` binary: parses the command line and runs one subcommand.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 
+use deskhook::cli::{Cli, Command, OutboxAction};
 use deskhook::commands;
 use deskhook::config::Config;
-
-#[derive(Parser)]
-#[command(name = "deskhook", version, about = "Asterisk ARI → helpdesk webhooks, recordings and /forward routing")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon (what systemd starts).
-    Run {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Also print every helpdesk event as a JSON line (the `replay` format) on stdout.
-        #[arg(long)]
-        print_events: bool,
-    },
-    /// Validate the config and reach ARI, the webhook and the directories; print each problem with its fix.
-    Check {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// List ARI endpoints with their class (extension / trunk).
-    Endpoints {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Feed recorded ARI traces through the call engine and print the helpdesk events as JSON lines.
-    Replay {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Print the requests this sink (its `name` in the config, or `helpdesk`) would make instead.
-        #[arg(long)]
-        sink: Option<String>,
-        #[arg(required = true)]
-        traces: Vec<PathBuf>,
-    },
-    /// Run the daemon against a built-in ARI simulator replaying the bundled real calls.
-    Demo {
-        /// Also send the events to this helpdesk webhook (as the helpdesk's form POSTs).
-        #[arg(long)]
-        webhook: Option<String>,
-        /// Print what a sink of this kind would send instead: json (call summaries), zammad, omnidesk,
-        /// bitrix24, amocrm.
-        #[arg(long, value_name = "KIND")]
-        sink: Option<String>,
-        /// How much faster than recorded the calls are replayed.
-        #[arg(long, hide = true, default_value_t = commands::demo::DEMO_SPEEDUP)]
-        speedup: f64,
-    },
-    /// Run the /forward resolver chain once for PHONE.
-    Lookup {
-        phone: String,
-        #[arg(long)]
-        trunk: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Show, re-queue or drop undelivered requests (of one sink with --sink).
-    Outbox {
-        #[arg(value_enum, default_value_t = OutboxAction::List)]
-        action: OutboxAction,
-        /// Only the requests of this sink (its `name` in the config, or `helpdesk`).
-        #[arg(long)]
-        sink: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OutboxAction {
-    List,
-    Retry,
-    Purge,
-}
 
 /// Loads the config or prints why not; `Err` carries the exit code (2: unusable config).
 fn config_or_exit(flag: Option<&std::path::Path>, defaults_when_absent: bool) -> Result<Config, i32> {

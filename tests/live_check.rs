@@ -191,8 +191,17 @@ async fn missing_directories_and_an_unknown_trunk_are_problems() {
 async fn a_working_setup_passes_with_warnings_only() {
     let fake = lab_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    // The helpdesk stand-in is the fake itself: any HTTP answer proves the URL is reachable.
-    let extra = format!("[helpdesk]\nwebhook_url = \"{}/webhooks/asterisk/t0ken\"\n", fake.url());
+    // A webhook takes POSTs only: its answer to check's GET is 405.
+    let helpdesk =
+        deliver_support::receiver::Receiver::start_with(Arc::new(|seen: &deliver_support::receiver::Seen| match seen
+            .path
+            .as_str()
+        {
+            "/webhooks/asterisk/t0ken" => deliver_support::receiver::Reply::status(405),
+            _ => deliver_support::receiver::Reply::status(404),
+        }))
+        .await;
+    let extra = format!("[helpdesk]\nwebhook_url = \"http://{}/webhooks/asterisk/t0ken\"\n", helpdesk.addr);
     let config = check_config(dir.path(), &fake.url(), PASSWORD, &extra);
     let (code, output) = check(&config).await;
     assert_eq!(code, 0, "{output}");
@@ -201,9 +210,24 @@ async fn a_working_setup_passes_with_warnings_only() {
     assert!(output.contains("3 extensions, 1 trunk (provider)"), "{output}");
     assert!(output.contains("is writable") && output.contains("is readable"), "{output}");
     assert!(output.contains("is plain http"), "{output}");
-    assert!(output.contains("is reachable (HTTP 401)"), "{output}");
+    assert!(output.contains("is reachable (HTTP 405)"), "{output}");
     assert!(!output.contains("t0ken"), "the webhook's secret path leaked: {output}");
     assert!(output.contains("no problem found (1 warning)"), "{output}");
+    assert!(helpdesk.attempts().iter().all(|seen| seen.body.is_empty()), "check sent the helpdesk nothing to record");
+
+    // A wrong path (or a deleted token) answers 404: a problem, not "reachable".
+    let extra = format!("[helpdesk]\nwebhook_url = \"http://{}/webhooks/asterisk/wr0ng\"\n", helpdesk.addr);
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, &extra);
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("answered HTTP 404 for the omnidesk sink's address"), "{output}");
+    assert!(!output.contains("wr0ng"), "{output}");
+
+    // A name DNS does not know is named as such.
+    let extra = "[helpdesk]\nwebhook_url = \"https://no-such-host.invalid/webhooks/asterisk/x\"\n";
+    let config = check_config(dir.path(), &fake.url(), PASSWORD, extra);
+    let (_, output) = check(&config).await;
+    assert!(output.contains("cannot resolve no-such-host.invalid"), "{output}");
     // The websocket probe used its own application name, so a running daemon keeps its own.
     assert!(fake.status().last_events_query.contains("app=deskhook-check"), "{:?}", fake.status());
 }

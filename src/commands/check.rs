@@ -36,7 +36,7 @@ struct Report<'a, W: Write> {
 
 impl<W: Write> Report<'_, W> {
     fn ok(&mut self, subject: &str, text: &str) {
-        let _ = writeln!(self.out, "ok       {subject:<11}{text}");
+        let _ = writeln!(self.out, "ok       {subject:<10} {text}");
     }
 
     fn detail(&mut self, text: &str) {
@@ -45,7 +45,7 @@ impl<W: Write> Report<'_, W> {
 
     fn warning(&mut self, subject: &str, text: &str, fix: &str) {
         self.warnings += 1;
-        let _ = writeln!(self.out, "warning  {subject:<11}{text}");
+        let _ = writeln!(self.out, "warning  {subject:<10} {text}");
         let _ = writeln!(self.out, "         {:<11}fix: {fix}", "");
     }
 
@@ -62,7 +62,7 @@ impl<W: Write> Report<'_, W> {
 
     fn problem(&mut self, subject: &str, text: &str, fix: &str) {
         self.problems += 1;
-        let _ = writeln!(self.out, "PROBLEM  {subject:<11}{text}");
+        let _ = writeln!(self.out, "PROBLEM  {subject:<10} {text}");
         let _ = writeln!(self.out, "         {:<11}fix: {fix}", "");
     }
 }
@@ -262,8 +262,8 @@ fn check_recordings(config: &Config, report: &mut Report<'_, impl Write>) {
             Err(error) => report.problem(
                 "recordings",
                 &format!("{shown} is not readable ({error})"),
-                "let deskhook's user read Asterisk's recordings: SupplementaryGroups=asterisk in the systemd unit \
-                 (or `usermod -aG asterisk deskhook`), and group read permission on the directory",
+                "let deskhook's user read Asterisk's recordings: `adduser deskhook asterisk` (the package does it \
+                 when the group exists), then `systemctl restart deskhook`, and group read permission on the directory",
             ),
             Ok(_) if config.recordings.delete_after_upload && probe_writable(dir).is_err() => report.problem(
                 "recordings",
@@ -317,19 +317,48 @@ async fn check_sink(sink: &SinkConfig, report: &mut Report<'_, impl Write>) {
         // A GET creates nothing; any HTTP answer proves the address is reachable.
         http.get(url)
     };
-    let response =
-        match probe.send().await {
-            Ok(response) => response,
-            Err(error) => return report.warning(
-                &label,
-                &format!("{host} is not reachable: {}", crate::ari::client::error_chain(&error)),
-                "check DNS, the firewall and any proxy between this host and the destination; requests wait in the \
-                 outbox meanwhile",
-            ),
-        };
+    let response = match probe.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            let chain = crate::ari::client::error_chain(&error);
+            let name = reqwest::Url::parse(url).ok().and_then(|url| url.host_str().map(str::to_string));
+            return match name.filter(|_| chain.contains("dns error")) {
+                Some(name) => report.warning(
+                    &label,
+                    &format!("cannot resolve {name}: the name is unknown to this host's DNS"),
+                    "check the spelling of the address and /etc/resolv.conf; requests wait in the outbox meanwhile",
+                ),
+                None => report.warning(
+                    &label,
+                    &format!("{host} is not reachable: {chain}"),
+                    "check the firewall and any proxy between this host and the destination; requests wait in \
+                         the outbox meanwhile",
+                ),
+            };
+        }
+    };
     let status = response.status().as_u16();
     if !zammad {
-        return report.ok(&label, &format!("{} sink: {host} is reachable (HTTP {status})", sink.kind()));
+        // A GET creates nothing. The helpdesk's webhook answers it 2xx or 405 (POST only): any
+        // other 4xx means the address (or the token in it) is not one it knows. A JSON receiver
+        // may refuse a bodiless GET (400, 415, …); only 401/403/404/410 say the address is wrong.
+        let wrong_address = match sink.destination {
+            Destination::Omnidesk => (400..=499).contains(&status) && status != 405,
+            _ => matches!(status, 401 | 403 | 404 | 410),
+        };
+        return match status {
+            _ if wrong_address => report.problem(
+                &label,
+                &format!("{host} answered HTTP {status} for the {} sink's address", sink.kind()),
+                "copy the address again from the destination (a wrong path or a deleted token answers 404/401/403)",
+            ),
+            500..=599 => report.warning(
+                &label,
+                &format!("{host} answered HTTP {status}: the destination has trouble right now"),
+                "requests wait in the outbox and are retried; look again later",
+            ),
+            _ => report.ok(&label, &format!("{} sink: {host} is reachable (HTTP {status})", sink.kind())),
+        };
     }
     let body = response.text().await.unwrap_or_default();
     match status {
