@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod numbers;
 pub mod presence;
 pub mod recordings;
+pub mod secret;
 pub mod sinks;
 pub mod sqlite;
 pub mod trace;

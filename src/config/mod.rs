@@ -39,7 +39,7 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub ari: AriConfig,
@@ -54,6 +54,21 @@ pub struct Config {
     /// The destinations configured under `[[sinks]]`, checked (see [`Config::destinations`]).
     #[serde(skip)]
     pub sinks: Vec<SinkConfig>,
+}
+
+impl fmt::Debug for Config {
+    // The sinks as written hold their secrets in the clear: only the checked ones are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("ari", &self.ari)
+            .field("pbx", &self.pbx)
+            .field("helpdesk", &self.helpdesk)
+            .field("recordings", &self.recordings)
+            .field("forward", &self.forward)
+            .field("storage", &self.storage)
+            .field("sinks", &self.sinks)
+            .finish()
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -496,7 +511,39 @@ impl Config {
         let mut config: Config = toml::from_str(text).map_err(|err| toml_error(text, file, &err))?;
         config.validate(file)?;
         config.sinks = sinks::parse(&config.raw_sinks, &config.helpdesk, file)?;
+        config.register_secrets();
         Ok(config)
+    }
+
+    /// Tells the log writer every secret in the config (`crate::secret::scrub` blanks them out
+    /// of any log line, whichever library wrote it).
+    fn register_secrets(&self) {
+        use crate::secret::{register, register_basic_auth, register_url};
+        register_basic_auth(&self.ari.username, &self.ari.password);
+        register_url(&self.helpdesk.webhook_url);
+        for resolver in &self.forward.resolvers {
+            match resolver {
+                ResolverConfig::Bitrix24 { webhook_url, .. } => register_url(webhook_url),
+                ResolverConfig::Amocrm { token, .. } => register(token),
+                ResolverConfig::Http { url, .. } => register_url(url),
+                ResolverConfig::Table { .. } | ResolverConfig::History { .. } => {}
+            }
+        }
+        for sink in &self.sinks {
+            register_url(sink.url());
+            match &sink.destination {
+                Destination::Json { secret, .. } => register(secret),
+                Destination::Bitrix24(Bitrix24Sink {
+                    auth: Bitrix24Auth::App { client_secret, refresh_token, .. },
+                    ..
+                }) => {
+                    register(client_secret);
+                    register(refresh_token);
+                }
+                Destination::Amocrm(amocrm) => register(&amocrm.token),
+                Destination::Omnidesk | Destination::Zammad { .. } | Destination::Bitrix24(_) => {}
+            }
+        }
     }
 
     /// Every destination calls go to: the `[[sinks]]`, and first `[helpdesk] webhook_url` as the

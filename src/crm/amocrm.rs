@@ -16,6 +16,7 @@ use super::journal::CrmJournal;
 use super::limiter::RateLimiter;
 use crate::config::{redacted_url, AmocrmSink};
 use crate::deliver::{Protocol, Request, TryFuture, TryResult};
+use crate::secret::Secret;
 use crate::sinks::amocrm::SOURCE;
 
 /// How long the account is left alone after 429 when amoCRM does not say.
@@ -26,7 +27,7 @@ pub struct AmocrmDelivery {
     sink: String,
     base: String,
     host: String,
-    token: String,
+    token: Secret,
     unsorted: bool,
     pipeline_id: Option<u64>,
     http: reqwest::Client,
@@ -43,7 +44,7 @@ impl AmocrmDelivery {
             base: config.base_url.trim().trim_end_matches('/').to_string(),
             limiter: super::limiter::shared(&host, config.rate_per_sec, burst),
             host,
-            token: config.token.clone(),
+            token: Secret::new(config.token.clone()),
             unsorted: config.unsorted,
             pipeline_id: config.pipeline_id,
             http,
@@ -172,7 +173,8 @@ impl AmocrmDelivery {
                     ("limit", "250"),
                     ("page", page_text.as_str()),
                 ];
-                let answer = exchange(self.http.get(url).bearer_auth(&self.token).query(&query), &self.host).await?;
+                let answer =
+                    exchange(self.http.get(url).bearer_auth(self.token.expose()).query(&query), &self.host).await?;
                 match answer.status {
                     // 204: none; 402/403/404: the account has no such cards (customers off).
                     204 | 402 | 403 | 404 => break,
@@ -199,7 +201,7 @@ impl AmocrmDelivery {
 
     async fn post(&self, path: &str, body: &Value) -> Result<Answer, TryResult> {
         self.limiter.acquire_patiently().await;
-        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body);
+        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(self.token.expose()).json(body);
         let answer = exchange(request, &self.host).await?;
         if answer.status == 429 {
             self.limiter.cool_down(answer.retry_after.unwrap_or(DEFAULT_REST));

@@ -19,6 +19,7 @@ use super::http::{exchange, Answer};
 use super::limiter::RateLimiter;
 use crate::config::{redacted_url, Bitrix24Auth, Bitrix24Sink};
 use crate::deliver::TryResult;
+use crate::secret::Secret;
 
 /// How long the portal is left alone after "too many requests" when it does not say.
 const DEFAULT_REST: Duration = Duration::from_secs(2);
@@ -64,7 +65,7 @@ fn transient(result: TryResult) -> CallError {
 enum SignIn {
     /// `https://portal/rest/<user>/<token>/`, ending in a slash.
     Webhook {
-        base: String,
+        base: Secret,
     },
     App(Box<oauth::AppSession>),
 }
@@ -91,7 +92,7 @@ impl Portal {
                 if !base.ends_with('/') {
                     base.push('/');
                 }
-                (redacted_url(url), SignIn::Webhook { base })
+                (redacted_url(url), SignIn::Webhook { base: Secret::new(base) })
             }
             Bitrix24Auth::App { portal_url, client_id, client_secret, refresh_token } => (
                 redacted_url(portal_url),
@@ -101,8 +102,8 @@ impl Portal {
                         portal_url: portal_url.clone(),
                         token_url: config.oauth_url.clone(),
                         client_id: client_id.clone(),
-                        client_secret: client_secret.clone(),
-                        refresh_token: refresh_token.clone(),
+                        client_secret: Secret::new(client_secret.clone()),
+                        refresh_token: Secret::new(refresh_token.clone()),
                     },
                     journal,
                 ))),
@@ -145,7 +146,7 @@ impl Portal {
         loop {
             self.wait_turn().await;
             let request = match &self.sign_in {
-                SignIn::Webhook { base } => self.http.post(format!("{base}{method}.json")).json(params),
+                SignIn::Webhook { base } => self.http.post(format!("{}{method}.json", base.expose())).json(params),
                 SignIn::App(session) => {
                     let (endpoint, token) = session.access(&self.http, refreshed).await?;
                     self.http.post(format!("{endpoint}{method}.json")).query(&[("auth", token.as_str())]).json(params)

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::CallError;
 use crate::crm::http::exchange;
 use crate::crm::journal::{CrmJournal, StoredTokens};
+use crate::secret::Secret;
 
 /// Bitrix24's cloud OAuth server (an on-premise portal has its own: `oauth_url`).
 pub const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
@@ -20,8 +21,8 @@ pub struct AppKeys {
     pub portal_url: String,
     pub token_url: String,
     pub client_id: String,
-    pub client_secret: String,
-    pub refresh_token: String,
+    pub client_secret: Secret,
+    pub refresh_token: Secret,
 }
 
 /// The application's tokens of one sink.
@@ -48,15 +49,20 @@ impl AppSession {
                 .await
                 .map_err(|error| CallError::Transient { error: error.to_string(), retry_after: None })?;
             // A different refresh token in the config means the admin re-installed the application.
-            *tokens = stored.filter(|stored| stored.configured == self.keys.refresh_token);
+            *tokens = stored.filter(|stored| stored.configured == self.keys.refresh_token.expose());
+            if let Some(stored) = tokens.as_ref() {
+                crate::secret::register(&stored.access_token);
+                crate::secret::register(&stored.refresh_token);
+            }
         }
         let now = crate::wallclock::now_ms();
         let fresh = tokens.as_ref().filter(|current| !renew && current.expires_at_ms - RENEW_BEFORE_MS > now);
         if let Some(current) = fresh {
             return Ok((current.client_endpoint.clone(), current.access_token.clone()));
         }
-        let refresh_token =
-            tokens.as_ref().map_or(self.keys.refresh_token.clone(), |current| current.refresh_token.clone());
+        let refresh_token = tokens
+            .as_ref()
+            .map_or(self.keys.refresh_token.expose().to_string(), |current| current.refresh_token.clone());
         let renewed = self.renew(http, &refresh_token).await?;
         self.journal.save_tokens(&self.sink, renewed.clone()).await.map_err(|error| CallError::Transient {
             error: format!("{error} (the renewed Bitrix24 token could not be kept)"),
@@ -72,7 +78,7 @@ impl AppSession {
         let request = http.get(&self.keys.token_url).query(&[
             ("grant_type", "refresh_token"),
             ("client_id", self.keys.client_id.as_str()),
-            ("client_secret", self.keys.client_secret.as_str()),
+            ("client_secret", self.keys.client_secret.expose()),
             ("refresh_token", refresh_token),
         ]);
         let answer = exchange(request, &host).await.map_err(super::transient)?;
@@ -84,6 +90,8 @@ impl AppSession {
             });
         }
         let (access_token, new_refresh) = (text("access_token"), text("refresh_token"));
+        crate::secret::register(&access_token);
+        crate::secret::register(&new_refresh);
         if access_token.is_empty() || new_refresh.is_empty() {
             let code = text("error");
             return Err(CallError::Refused {
@@ -103,7 +111,7 @@ impl AppSession {
             _ => format!("{}/rest/", self.keys.portal_url.trim_end_matches('/')),
         };
         Ok(StoredTokens {
-            configured: self.keys.refresh_token.clone(),
+            configured: self.keys.refresh_token.expose().to_string(),
             refresh_token: new_refresh,
             access_token,
             expires_at_ms: crate::wallclock::now_ms() + expires_in * 1000,

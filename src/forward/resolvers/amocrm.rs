@@ -13,11 +13,12 @@ use serde_json::Value;
 use super::{json_id, json_text, CrmClient, Query, ResolveError};
 use crate::forward::answer::Answer;
 use crate::numbers::PhoneNormalizer;
+use crate::secret::Secret;
 
 #[derive(Debug)]
 pub struct AmocrmResolver {
     base: String,
-    token: String,
+    token: Secret,
     users: BTreeMap<String, String>,
     client: CrmClient,
     phones: PhoneNormalizer,
@@ -39,7 +40,7 @@ impl AmocrmResolver {
         }
         Self {
             base: base_url.trim().trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            token: Secret::new(token),
             users,
             client,
             phones,
@@ -62,7 +63,7 @@ impl AmocrmResolver {
             .http()
             .get(format!("{}/api/v4/{entity}", self.base))
             .query(&[("query", needle), ("limit", "50")])
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.expose())
             .header(reqwest::header::ACCEPT, "application/hal+json");
         let reply = self.client.send(request, query.deadline).await?;
         let host = self.client.host();

@@ -24,6 +24,7 @@ use super::{json_id, json_text, CrmClient, Query, ResolveError};
 use crate::config::Bitrix24Lookup;
 use crate::forward::answer::{is_valid_extension, Answer};
 use crate::numbers::PhoneNormalizer;
+use crate::secret::Secret;
 
 /// How long a user's internal number is trusted before `user.get` is asked again.
 pub const USER_TTL: Duration = Duration::from_secs(600);
@@ -39,7 +40,8 @@ struct User {
 
 #[derive(Debug)]
 pub struct Bitrix24Resolver {
-    base: String,
+    /// The webhook URL (its path is the token).
+    base: Secret,
     lookup: Bitrix24Lookup,
     /// Set once the portal refused the telephony method (auto mode).
     telephony_refused: AtomicBool,
@@ -62,7 +64,7 @@ impl Bitrix24Resolver {
             base.push('/');
         }
         Self {
-            base,
+            base: Secret::new(base),
             lookup,
             telephony_refused: AtomicBool::new(false),
             client,
@@ -112,7 +114,7 @@ impl Bitrix24Resolver {
     }
 
     async fn call(&self, method: &str, params: Value, deadline: Instant) -> Result<Reply, ResolveError> {
-        let request = self.client.http().post(format!("{}{method}.json", self.base)).json(&params);
+        let request = self.client.http().post(format!("{}{method}.json", self.base.expose())).json(&params);
         self.client.send(request, deadline).await
     }
 

@@ -9,10 +9,12 @@ use serde_json::Value;
 
 use super::{json_text, CrmClient, Query, ResolveError};
 use crate::forward::answer::Answer;
+use crate::secret::Secret;
 
 #[derive(Debug)]
 pub struct HttpResolver {
-    template: String,
+    /// The URL template (it may carry a token).
+    template: Secret,
     number_field: String,
     name_field: String,
     client: CrmClient,
@@ -21,7 +23,7 @@ pub struct HttpResolver {
 impl HttpResolver {
     pub fn new(template: &str, number_field: &str, name_field: &str, client: CrmClient) -> Self {
         Self {
-            template: template.to_string(),
+            template: Secret::new(template),
             number_field: number_field.to_string(),
             name_field: name_field.to_string(),
             client,
@@ -29,12 +31,13 @@ impl HttpResolver {
     }
 
     pub fn uses_trunk(&self) -> bool {
-        self.template.contains("{trunk}")
+        self.template.expose().contains("{trunk}")
     }
 
     fn url(&self, query: &Query<'_>) -> String {
         let encode = |value: &str| utf8_percent_encode(value, NON_ALPHANUMERIC).to_string();
         self.template
+            .expose()
             .replace("{phone}", &encode(query.phone))
             .replace("{trunk}", &encode(query.trunk))
             .replace("{callid}", &encode(query.callid))
