@@ -67,6 +67,7 @@ impl History {
         let path = dir.join(HISTORY_FILE);
         std::fs::create_dir_all(dir).map_err(|source| HistoryError::CreateDir { path: path.clone(), source })?;
         let open_error = |source| HistoryError::Open { path: path.clone(), source };
+        crate::sqlite::private_file(&path).map_err(|source| HistoryError::CreateDir { path: path.clone(), source })?;
         let writer = Connection::open(&path).map_err(open_error)?;
         writer
             .execute_batch(

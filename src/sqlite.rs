@@ -1,6 +1,7 @@
 //! How deskhook opens the SQLite files that hold its promises (the outbox, the recordings
 //! journals): WAL so readers never block the writer, `synchronous = FULL` so a commit survives
 //! a power loss, and a busy timeout so `deskhook outbox` beside the daemon waits instead of failing.
+//! Every state file is private ([`private_file`]): clients' numbers and tokens are in there.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,11 +14,31 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opens (creating if needed) a durable store; returns it with the journal mode SQLite
 /// actually chose (`wal` unless the file system cannot do it).
 pub fn open_durable(path: &Path) -> rusqlite::Result<(Connection, String)> {
+    private_file(path)
+        .map_err(|error| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(14), Some(error.to_string())))?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok((conn, mode))
+}
+
+/// Makes `path` (a state file) readable by its owner and group only, whatever the umask:
+/// created 0640 when absent, others' access taken away when present (files of older
+/// versions). SQLite gives its `-wal` and `-shm` files the database's mode.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o007 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7770 & !0o007))?;
+            }
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(test)]
@@ -31,5 +52,23 @@ mod tests {
         assert_eq!(mode.to_ascii_lowercase(), "wal");
         let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0)).expect("pragma");
         assert_eq!(synchronous, 2, "FULL");
+    }
+
+    #[test]
+    fn state_files_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = dir.path().join("made.sqlite");
+        let (conn, _) = open_durable(&made).expect("opens");
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").expect("write");
+        let mode = |path: &Path| std::fs::metadata(path).expect("file").permissions().mode() & 0o777;
+        assert_eq!(mode(&made), 0o640);
+        let wal = dir.path().join("made.sqlite-wal");
+        assert!(!wal.exists() || mode(&wal) & 0o007 == 0, "{:o}", mode(&wal));
+        let old = dir.path().join("old.sqlite");
+        std::fs::write(&old, b"").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        open_durable(&old).expect("opens");
+        assert_eq!(mode(&old), 0o660, "others lose access, the group keeps it");
     }
 }

@@ -184,3 +184,25 @@ async fn a_stalled_sink_overflows_the_bounded_intake_into_a_resync_and_loses_no_
         assert_eq!(*counts, (1, 1), "call {call}: (starts, ends)");
     }
 }
+
+/// Two daemons on one storage.dir would send everything twice: the second refuses to start
+/// and says who holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_refuses_to_start() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &fake.url(), PASSWORD, "");
+    let config = config.to_str().expect("utf8");
+    let mut first = Deskhook::spawn(&["run", "--config", config]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("the first runs");
+    let (code, _, stderr) = run_command(&["run", "--config", config]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("another deskhook (pid {}) is running on storage.dir", first.pid())), "{stderr}");
+    assert!(first.is_running(), "the first one is untouched");
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    // A kill -9 leaves the file but not the lock.
+    let mut second = Deskhook::spawn(&["run", "--config", config]);
+    second.wait_stderr("running: ARI at").await;
+    second.stop().await;
+}

@@ -401,3 +401,65 @@ async fn a_call_that_ends_while_deskhook_is_killed_ends_once_with_its_recording_
     assert_eq!(second.stderr_count("previous run was last watching Asterisk"), 1, "{}", second.stderr_text());
     second.stop().await;
 }
+
+/// A recording queued for upload and swapped for a symlink out of the recording directories
+/// before its turn is not read, not uploaded and not deleted: it is confined again when sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_recording_swapped_for_a_symlink_is_neither_uploaded_nor_deleted() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let down = down.clone();
+        Receiver::start_with(Arc::new(move |_: &Seen| {
+            if down.load(std::sync::atomic::Ordering::SeqCst) {
+                Reply::status(503)
+            } else {
+                Reply::ok()
+            }
+        }))
+        .await
+    };
+    let config = mixmonitor_config(dir.path(), &fake.url(), &receiver.url(), spool.path());
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("settle = \"30s\"", "settle = \"300ms\"\ndelete_after_upload = true");
+    std::fs::write(&config, text).expect("config");
+    let name = "01-in-direct-answered";
+    let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl")))
+        .expect("trace")
+        .replace("/var/spool/asterisk/monitor", &spool.path().display().to_string());
+    let trace = deskhook::ari::fake::FakeTrace::parse(&raw).expect("trace");
+    let recording = common::expected_values(name)
+        .iter()
+        .find(|v| v["status"] == "record")
+        .map(|v| {
+            PathBuf::from(
+                v["record"]
+                    .as_str()
+                    .expect("path")
+                    .replace("/var/spool/asterisk/monitor", &spool.path().display().to_string()),
+            )
+        })
+        .expect("a recording");
+    std::fs::create_dir_all(recording.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&recording, b"RIFF audio").expect("recording");
+    let secret = dir.path().join("not-a-recording.txt");
+    std::fs::write(&secret, b"private").expect("secret");
+
+    let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    fake.play(&trace, 0..trace.len(), Pace::MaxSpeed).await;
+    deskhook.wait_until("the upload queued", |d| d.stderr_text().contains("recording queued for upload")).await;
+    std::fs::remove_file(&recording).expect("rm");
+    std::os::unix::fs::symlink(&secret, &recording).expect("symlink");
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    deskhook.wait_until("the upload refused", |d| d.stderr_text().contains("outside recordings.dirs")).await;
+    deskhook.stop().await;
+    let uploads = receiver.accepted().iter().filter(|seen| seen.content_type.starts_with("multipart/")).count();
+    assert_eq!(uploads, 0, "nothing was uploaded");
+    assert_eq!(std::fs::read(&secret).expect("still there"), b"private");
+    assert!(recording.is_symlink(), "the symlink was not deleted either");
+}

@@ -365,7 +365,15 @@ impl AriClient {
         let mut response = self.send_with(Method::GET, &path, &[], Some(DOWNLOAD_LIMIT)).await?;
         let shown = destination.display().to_string();
         let file_error = |source: std::io::Error| DownloadError::File { path: shown.clone(), source };
-        let mut file = tokio::fs::File::create(destination).await.map_err(file_error)?;
+        // A recording of a client's call: readable by deskhook's user and group only.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(destination)
+            .await
+            .map_err(file_error)?;
         let mut written = 0u64;
         loop {
             let chunk = match tokio::time::timeout(self.chunk_timeout, response.chunk()).await {

@@ -54,6 +54,13 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
             others.join(", ")
         );
     }
+    let _state_lock = match crate::daemon::state_lock::lock(&config.storage.dir) {
+        Ok(lock) => lock,
+        Err(error) => {
+            tracing::error!("{error}");
+            return 1;
+        }
+    };
     let started = tokio::time::Instant::now();
     let zone = config.time_zone();
     let presence = Presence::new();

@@ -441,19 +441,34 @@ impl<'de> Deserialize<'de> for DurationSpec {
             Seconds(u64),
             Text(String),
         }
+        let capped = |duration: Duration, shown: String| {
+            if duration > MAX_DURATION {
+                Err(serde::de::Error::custom(format!(
+                    "{shown} is longer than deskhook keeps time for, expected at most \"{}d\" (ten years)",
+                    MAX_DURATION.as_secs() / 86_400
+                )))
+            } else {
+                Ok(DurationSpec(duration))
+            }
+        };
         match Raw::deserialize(deserializer) {
-            Ok(Raw::Seconds(seconds)) => Ok(DurationSpec::secs(seconds)),
-            Ok(Raw::Text(text)) => parse_duration(&text).map(DurationSpec).ok_or_else(|| {
-                serde::de::Error::custom(format!(
+            Ok(Raw::Seconds(seconds)) => capped(Duration::from_secs(seconds), format!("{seconds} seconds")),
+            Ok(Raw::Text(text)) => match parse_duration(&text) {
+                Some(duration) => capped(duration, format!("{text:?}")),
+                None => Err(serde::de::Error::custom(format!(
                     "{text:?} is not a duration, expected a number with a unit such as \"30s\", \"5m\", \"12h\", \"7d\""
-                ))
-            }),
+                ))),
+            },
             Err(_) => Err(serde::de::Error::custom(
                 "expected a duration such as \"30s\", \"5m\", \"12h\", \"7d\" or a number of seconds",
             )),
         }
     }
 }
+
+/// The longest duration a config may give: ten years. Longer ones would overflow the clock
+/// arithmetic (an `Instant` plus `u64::MAX` seconds panics) and mean nothing for a PBX.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"12h"`, `"7d"` (whitespace between number and unit allowed).
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -843,6 +858,24 @@ mod tests {
         let config = Config::from_toml(&uncommented, "config.example.toml").expect("the sink examples must be valid");
         let names: Vec<&str> = config.sinks.iter().map(|sink| sink.name.as_str()).collect();
         assert_eq!(names, ["warehouse", "desk", "deskie", "b24", "amo"]);
+    }
+
+    #[test]
+    fn durations_longer_than_ten_years_are_refused_by_key() {
+        for toml in
+            ["[recordings]\nwait_timeout = 9223372036854775807\n", "[recordings]\nwait_timeout = \"99999999d\"\n"]
+        {
+            let error = Config::from_toml(toml, "config.toml").expect_err("too long");
+            assert_eq!((error.section.as_str(), error.key.as_str()), ("recordings", "wait_timeout"), "{error}");
+            assert!(error.message.contains("at most \"3650d\""), "{error}");
+        }
+        let error = Config::from_toml(
+            "[[sinks]]\nname = \"j\"\nkind = \"json\"\nurl = \"https://x/y\"\nretention = \"100000d\"\n",
+            "config.toml",
+        )
+        .expect_err("too long");
+        assert!(error.to_string().contains("[sinks.j] retention: "), "{error}");
+        Config::from_toml("[recordings]\nwait_timeout = \"3650d\"\n", "config.toml").expect("ten years is fine");
     }
 
     #[test]

@@ -184,14 +184,24 @@ impl DeliveryPipeline {
         let outbox = crate::deliver::Outbox::open(&config.storage.dir, &config.helpdesk)?;
         let open_calls = outbox.open_calls()?;
         let sinks = config.destinations();
+        // A file queued for upload is confined to the recording directories again when its
+        // turn comes (and before it is deleted): it may have been swapped for a symlink since.
+        let mut allowed = config.recordings.dirs.clone();
+        allowed.push(config.storage.dir.join(crate::recordings::ari::DOWNLOAD_DIR));
+        let allowed = crate::recordings::AllowedDirs::new(&allowed);
+        let guard: crate::deliver::UploadGuard = std::sync::Arc::new(move |path: &std::path::Path| {
+            allowed.confine(&path.to_string_lossy()).map(drop).map_err(|error| error.to_string())
+        });
         let mut targets = Vec::with_capacity(sinks.len());
         for sink in &sinks {
             let protocol = crate::crm::protocol(sink, &config.storage.dir)
                 .map_err(|message| crate::deliver::DeliverError::Sink { name: sink.name.clone(), message })?;
-            targets.push(match protocol {
+            let mut target = match protocol {
                 Some(protocol) => Target::with_protocol(sink, protocol),
                 None => Target::of(sink),
-            });
+            };
+            target.upload_guard = Some(guard.clone());
+            targets.push(target);
         }
         let delivery = crate::deliver::Delivery::start_targets(outbox, targets)?;
         let phones = crate::numbers::PhoneNormalizer::new(&config.forward.default_country);

@@ -24,6 +24,7 @@ mod queue_members;
 pub mod resync;
 pub mod signals;
 pub mod sink;
+pub mod state_lock;
 pub mod systemd;
 
 use std::sync::atomic::AtomicU64;

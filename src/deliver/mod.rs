@@ -142,6 +142,7 @@ impl Delivery {
                 done: done_tx,
                 healthy: Arc::new(AtomicBool::new(true)),
                 hooks: hooks.clone(),
+                upload_guard: target.upload_guard.clone(),
             });
             let dispatcher = Dispatcher {
                 ctx: ctx.clone(),
@@ -170,6 +171,9 @@ pub struct Target {
     pub zammad: bool,
     /// An API destination that makes its own requests (a CRM); `url` is then only shown.
     pub protocol: Option<Arc<dyn Protocol>>,
+    /// Says whether a file may still be uploaded (and deleted) when its turn comes: it may
+    /// have been swapped for a symlink since it was queued.
+    pub upload_guard: Option<UploadGuard>,
     /// Timeouts, retries, parallelism and size cap of its queue.
     pub cfg: HelpdeskConfig,
 }
@@ -183,6 +187,7 @@ impl Target {
             signing_secret: None,
             zammad: false,
             protocol: None,
+            upload_guard: None,
             cfg: cfg.clone(),
         }
     }
@@ -204,6 +209,7 @@ impl Target {
             signing_secret,
             zammad: matches!(sink.destination, Destination::Zammad { .. }),
             protocol: None,
+            upload_guard: None,
             cfg: sink.delivery.clone(),
         }
     }
@@ -288,6 +294,9 @@ pub struct Delivered {
     pub unique_id: String,
     pub tag: String,
 }
+
+/// Checks a file to upload or delete; `Err` says why it may not be touched.
+pub type UploadGuard = Arc<dyn Fn(&std::path::Path) -> Result<(), String> + Send + Sync>;
 
 /// Called once per accepted tagged request, on a delivery worker: must return quickly
 /// (hand the work to a task). Not called when `helpdesk.webhook_url` is empty (nothing was sent).

@@ -95,6 +95,8 @@ pub(crate) struct SenderContext {
     pub healthy: Arc<AtomicBool>,
     /// Told about every accepted tagged request.
     pub hooks: super::Hooks,
+    /// Re-checks an upload's file before it is read or deleted.
+    pub upload_guard: Option<super::UploadGuard>,
 }
 
 pub(crate) enum Control {
@@ -310,7 +312,14 @@ async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
         }
     };
     let tries = row.tries.saturating_add(1);
-    let result = ctx.sink.try_send(&row.request).await;
+    let refused = match (&ctx.upload_guard, row.request.upload_path()) {
+        (Some(guard), Some(path)) => guard(path).err(),
+        _ => None,
+    };
+    let result = match refused {
+        Some(error) => TryResult::Unsendable { error },
+        None => ctx.sink.try_send(&row.request).await,
+    };
     let verdict = ctx.policy.verdict(result, tries, row.enqueued_ms, now_ms());
     guard.recovered = ctx.report(&row, tries, &verdict);
     let (reply, stored) = oneshot::channel();
@@ -325,7 +334,10 @@ async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
     if let (Verdict::Delivered, RequestKind::Upload { path, delete_after: true, .. }, Sink::Http { .. }) =
         (&verdict, &row.request.kind, &ctx.sink)
     {
-        if let Err(error) = tokio::fs::remove_file(path).await {
+        let allowed = ctx.upload_guard.as_ref().map_or(Ok(()), |guard| guard(path));
+        if let Err(why) = allowed {
+            tracing::warn!(path = %path.display(), "uploaded recording not deleted: {why}");
+        } else if let Err(error) = tokio::fs::remove_file(path).await {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %path.display(), %error, "uploaded recording could not be deleted");
             }
