@@ -101,7 +101,7 @@ async fn server_errors_are_retried_and_order_is_kept() {
     let failures = 12;
     let receiver = Receiver::start_with(Arc::new(move |seen: &Seen| {
         if seen.number <= failures {
-            Reply::status(if seen.number % 2 == 0 { 500 } else { 503 }).with_body("maintenance")
+            Reply::status(if seen.number.is_multiple_of(2) { 500 } else { 503 }).with_body("maintenance")
         } else {
             Reply::ok()
         }

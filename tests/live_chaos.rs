@@ -101,7 +101,7 @@ async fn chaos(seed: u64) {
         let refusals = refusals.clone();
         Arc::new(move |_: &Seen| {
             let n = refusals.fetch_add(0x9e37_79b9, std::sync::atomic::Ordering::Relaxed);
-            if (n >> 7) % 6 == 0 {
+            if (n >> 7).is_multiple_of(6) {
                 Reply::status(503)
             } else {
                 Reply::ok()
