@@ -93,7 +93,7 @@ fn main() {
     in_process_cost(&config, if full { 200_000 } else { 2_000 });
     let forward_addr = start_server(move |listener| async move {
         let service = ForwardService::new(&config, Presence::new(), None, Health::new()).expect("service");
-        let _ = deskhook::forward::serve(listener, service, std::future::pending()).await;
+        let _ = deskhook::forward::serve(listener, service, Default::default(), std::future::pending()).await;
     });
     let trivial_addr = start_server(|listener| async move {
         let app = Router::new().route("/forward", get(|| async { "name=Client&number=101" }));

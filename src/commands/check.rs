@@ -74,6 +74,14 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     check_ari(config, &mut report).await;
     check_storage(&config.storage.dir, &mut report);
     check_recordings(config, &mut report);
+    let allow = crate::config::allow::AllowList::parse(&config.forward.allow).unwrap_or_default();
+    if let Some(warning) = crate::config::allow::exposure_warning(&config.forward.listen, &allow) {
+        report.warning(
+            "forward",
+            &warning,
+            "set [forward] allow to the addresses that may ask, or listen = \"127.0.0.1:8077\"",
+        );
+    }
     if let Some(warning) = crate::recordings::links::exposure_warning(&config.recordings) {
         report.warning(
             "recordings",

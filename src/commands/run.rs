@@ -201,9 +201,14 @@ async fn start_forward(
             config.forward.listen
         )
     })?;
+    // Checked by the config's validation already.
+    let allow = crate::config::allow::AllowList::parse(&config.forward.allow).unwrap_or_default();
+    if let Some(warning) = crate::config::allow::exposure_warning(&config.forward.listen, &allow) {
+        tracing::warn!("{warning}");
+    }
     tracing::info!("/forward, /healthz and /metrics on http://{}", config.forward.listen);
     Ok(Some(tokio::spawn(async move {
-        if let Err(error) = forward::serve(listener, service, async move { shutdown.cancelled().await }).await {
+        if let Err(error) = forward::serve(listener, service, allow, async move { shutdown.cancelled().await }).await {
             tracing::error!("/forward server stopped: {error}");
         }
     })))

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod allow;
 mod sinks;
 
 pub use sinks::{
@@ -288,6 +289,9 @@ pub struct ForwardConfig {
     pub cache_ttl: DurationSpec,
     /// How long a "not found" is cached.
     pub miss_cache_ttl: DurationSpec,
+    /// Client addresses or networks that may ask (besides this host); empty: anyone who
+    /// reaches `listen`.
+    pub allow: Vec<String>,
     pub resolvers: Vec<ResolverConfig>,
 }
 
@@ -300,6 +304,7 @@ impl Default for ForwardConfig {
             default_country: "7".into(),
             cache_ttl: DurationSpec::secs(300),
             miss_cache_ttl: DurationSpec::secs(60),
+            allow: Vec::new(),
             resolvers: Vec::new(),
         }
     }
@@ -707,6 +712,9 @@ impl Config {
                 "listen",
                 format!("{:?} is not an address, expected ip:port such as \"127.0.0.1:8077\"", self.forward.listen),
             );
+        }
+        if let Err(problem) = allow::AllowList::parse(&self.forward.allow) {
+            return err("forward", "allow", problem);
         }
         if !(50..=60_000).contains(&self.forward.budget_ms) {
             return err(

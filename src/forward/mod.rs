@@ -6,7 +6,8 @@
 //! - `resolvers` are the sources (table, history, bitrix24, amocrm, http), sharing each
 //!   CRM account's rate limit with its sink (`crate::crm::limiter`); `chain` asks them in order within timeouts, skipping offline phones;
 //! - `cache` remembers answers; `service` adds single-flight and the budget; `server` is
-//!   the axum app (`/forward`, `/healthz`, `/metrics`).
+//!   the axum app (`/forward`, `/healthz`, `/metrics`), open to `forward.allow`'s addresses
+//!   only (`crate::config::allow`).
 //!
 //! This module never touches ARI: endpoint states come through `crate::presence::Presence`,
 //! liveness through `crate::health::Health`, the call history through `crate::history`.

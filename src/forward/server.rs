@@ -6,7 +6,10 @@
 
 use std::future::Future;
 
-use axum::extract::{RawQuery, State};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +19,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 
 use super::service::ForwardService;
+use crate::config::allow::AllowList;
 use crate::numbers::PhoneError;
 
 /// Longer `trunk`/`callid` values are ignored: they are labels, not worth a refusal.
@@ -33,16 +37,41 @@ pub fn router(service: ForwardService) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then finishes open requests.
+/// Clients outside `allow` (this host is always in) get 403 and nothing else.
 pub async fn serve(
     listener: TcpListener,
     service: ForwardService,
+    allow: AllowList,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Small answers on kept-alive connections: never let Nagle hold one back.
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
-    axum::serve(listener, router(service)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, guarded(service, allow).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`router`] behind `allow`: needs the peer's address (`ConnectInfo<SocketAddr>`).
+pub fn guarded(service: ForwardService, allow: AllowList) -> Router {
+    router(service).layer(axum::middleware::from_fn_with_state(Arc::new(allow), only_allowed))
+}
+
+async fn only_allowed(
+    State(allow): State<Arc<AllowList>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if allow.allows(peer.ip()) {
+        return next.run(request).await;
+    }
+    crate::metrics::counter("deskhook_forward_refused_clients_total", "Requests from addresses forward.allow lacks.")
+        .inc();
+    tracing::debug!(%peer, "a client outside forward.allow was refused");
+    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, TEXT_PLAIN)], "not allowed: this address is not in forward.allow\n")
+        .into_response()
 }
 
 /// The parameters `/forward` understands, decoded.

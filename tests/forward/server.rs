@@ -367,3 +367,41 @@ async fn the_earlier_resolver_wins_even_when_a_later_one_is_faster() {
     let answer = forward.phone("79161234567").await;
     assert!(answer.ends_with("&number=202"), "{answer}");
 }
+
+/// `forward.allow`: a client outside the list gets 403 on every route (the answers name
+/// clients), a listed one and this host itself their answers.
+#[tokio::test]
+async fn clients_outside_forward_allow_are_refused_on_every_route() {
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = table_file(&dir, "managers.csv", "79161234567,101,\"Petrov, Ivan\"\n");
+    let config = table_config(&path, "allow = [\"10.0.0.0/24\"]\nlisten = \"0.0.0.0:8077\"");
+    let service =
+        deskhook::forward::ForwardService::new(&config, Presence::new(), None, Health::new()).expect("service");
+    let allow = deskhook::config::allow::AllowList::parse(&config.forward.allow).expect("valid");
+    let app = deskhook::forward::server::guarded(service, allow);
+    let ask = |peer: &str, path: &str| {
+        let request = axum::http::Request::builder()
+            .uri(path)
+            .extension(ConnectInfo(peer.parse::<std::net::SocketAddr>().expect("addr")))
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.expect("answer");
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    for route in ["/forward?phone=79161234567", "/healthz", "/metrics"] {
+        let (status, body) = ask("203.0.113.9:5060", route).await;
+        assert_eq!((status, body.contains("forward.allow")), (403, true), "{route}: {body}");
+    }
+    assert_eq!(ask("10.0.0.7:5060", "/forward?phone=79161234567").await, (200, PETROV.into()));
+    assert_eq!(ask("127.0.0.1:40000", "/forward?phone=79161234567").await, (200, PETROV.into()));
+    let error = deskhook::config::Config::from_toml("[forward]\nallow = [\"pbx.example\"]\n", "config.toml")
+        .expect_err("not an address");
+    assert_eq!((error.section.as_str(), error.key.as_str()), ("forward", "allow"), "{error}");
+}

@@ -50,7 +50,7 @@ impl Forward {
     ) -> Forward {
         let service = ForwardService::new(config, presence, history, health).expect("forward service");
         let (listener, addr) = listen().await;
-        tokio::spawn(deskhook::forward::serve(listener, service.clone(), std::future::pending()));
+        tokio::spawn(deskhook::forward::serve(listener, service.clone(), Default::default(), std::future::pending()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
         Forward { addr, service, client }
     }
