@@ -353,3 +353,33 @@ async fn check_proves_the_crms_credentials_and_warns_of_recordings_they_cannot_t
         assert!(!output.contains(secret), "{secret} shown: {output}");
     }
 }
+
+/// `check` tells a web server that is not Asterisk from ARI, a /forward port taken by another
+/// program, and a resolver table it cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_foreign_web_server_a_taken_forward_port_and_a_missing_table() {
+    use axum::http::header::SERVER;
+    let nginx = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let nginx_addr = nginx.local_addr().expect("addr");
+    let app =
+        axum::Router::new().fallback(|| async { ([(SERVER, "nginx/1.22.1")], axum::http::StatusCode::NOT_FOUND) });
+    tokio::spawn(async move { axum::serve(nginx, app).await });
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "[forward]\nlisten = \"{}\"\n[[forward.resolvers]]\nkind = \"table\"\npath = \"{}\"\n",
+        taken.local_addr().expect("addr"),
+        dir.path().join("managers.csv").display()
+    );
+    let config = check_config(dir.path(), &format!("http://{nginx_addr}"), PASSWORD, &extra);
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("is a web server, but not Asterisk's (it says Server: nginx/1.22.1)"), "{output}");
+    assert!(output.contains("is in use by another program"), "{output}");
+    assert!(output.contains("managers.csv cannot be read"), "{output}");
+
+    std::fs::write(dir.path().join("managers.csv"), "79161234567,101,Petrov\n").expect("table");
+    drop(taken);
+    let (_, output) = check(&config).await;
+    assert!(output.contains("is free for /forward") && output.contains("managers.csv: 1 phones"), "{output}");
+}

@@ -74,6 +74,7 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     check_ari(config, &mut report).await;
     check_storage(&config.storage.dir, &mut report);
     check_recordings(config, &mut report);
+    check_forward(config, &mut report).await;
     let allow = crate::config::allow::AllowList::parse(&config.forward.allow).unwrap_or_default();
     if let Some(warning) = crate::config::allow::exposure_warning(&config.forward.listen, &allow) {
         report.warning(
@@ -112,6 +113,15 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     i32::from(problems > 0)
 }
 
+/// What answers at `url` when it is an HTTP server that is not Asterisk (whose answers say
+/// `Server: Asterisk/…`).
+async fn foreign_server(url: &str) -> Option<String> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
+    let response = http.get(format!("{}/ari/asterisk/info", url.trim_end_matches('/'))).send().await.ok()?;
+    let server = response.headers().get(reqwest::header::SERVER)?.to_str().ok()?.trim().to_string();
+    (!server.to_ascii_lowercase().starts_with("asterisk")).then_some(server)
+}
+
 async fn check_ari(config: &Config, report: &mut Report<'_, impl Write>) {
     let client = match AriClient::new(&config.ari) {
         Ok(client) => client,
@@ -121,6 +131,13 @@ async fn check_ari(config: &Config, report: &mut Report<'_, impl Write>) {
     let info = match client.asterisk_info().await {
         Ok(info) => info,
         Err(error) => {
+            if let Some(server) = foreign_server(&config.ari.url).await {
+                return report.problem(
+                    "ARI",
+                    &format!("{where_} is a web server, but not Asterisk's (it says Server: {server})"),
+                    "point [ari] url at Asterisk's HTTP server: http.conf's bindaddr and bindport (8088 by default)",
+                );
+            }
             let error = client.diagnose(error, &config.ari).await;
             return report.problem("ARI", &format!("{where_}: {error}"), &error.fix());
         }
@@ -223,6 +240,114 @@ async fn check_websocket(config: &Config, report: &mut Report<'_, impl Write>) {
                 _ => error.fix(),
             };
             report.problem("websocket", &format!("/ari/events: {error}"), &fix);
+        }
+    }
+}
+
+/// `forward.listen` is free (or the running deskhook's), and every resolver's file, URL or
+/// token works; nothing is created anywhere.
+async fn check_forward(config: &Config, report: &mut Report<'_, impl Write>) {
+    use crate::config::ResolverConfig;
+    let listen = &config.forward.listen;
+    if !listen.is_empty() {
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(_) => report.ok("forward", &format!("{listen} is free for /forward")),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                match crate::daemon::state_lock::lock(&config.storage.dir) {
+                    Err(crate::daemon::state_lock::LockError::Taken { .. }) => {
+                        report.ok("forward", &format!("{listen} is served by the running deskhook"))
+                    }
+                    _ => report.problem(
+                        "forward",
+                        &format!("{listen} is in use by another program"),
+                        "find it with `ss -ltnp` or pick another [forward] listen",
+                    ),
+                }
+            }
+            Err(error) => report.problem(
+                "forward",
+                &format!("cannot listen on {listen}: {error}"),
+                "pick an address of this host in [forward] listen (or \"\" to turn /forward off)",
+            ),
+        }
+    }
+    let phones = crate::numbers::PhoneNormalizer::new(&config.forward.default_country);
+    for (index, resolver) in config.forward.resolvers.iter().enumerate() {
+        let label = format!("resolver {}", index + 1);
+        match resolver {
+            ResolverConfig::Table { path, .. } => match std::fs::read(path) {
+                Ok(bytes) => match crate::forward::resolvers::table::parse_table(&bytes, &phones) {
+                    Ok(entries) => report.ok(&label, &format!("table {}: {} phones", path.display(), entries.len())),
+                    Err(error) => report.problem(
+                        &label,
+                        &format!("table {}: {error}", path.display()),
+                        "fix that line (phone,extension[,name], comma-separated); until then no table answers",
+                    ),
+                },
+                Err(error) => report.problem(
+                    &label,
+                    &format!("table {} cannot be read: {error}", path.display()),
+                    "create the file (phone,extension[,name] per line) readable by the deskhook user, or fix path",
+                ),
+            },
+            ResolverConfig::History { .. } => report.ok(&label, "history: deskhook's own call history"),
+            ResolverConfig::Bitrix24 { webhook_url, .. } => {
+                let sink = crate::config::Bitrix24Sink {
+                    auth: crate::config::Bitrix24Auth::Webhook { url: webhook_url.clone() },
+                    users: Default::default(),
+                    default_user: None,
+                    crm_create: false,
+                    add_to_chat: false,
+                    show_cards: false,
+                    rate_per_sec: crate::config::BITRIX24_RATE.0,
+                    burst: crate::config::BITRIX24_RATE.1,
+                    oauth_url: String::new(),
+                };
+                let off = crate::config::RecordingsConfig {
+                    mode: RecordingMode::Off,
+                    ..crate::config::RecordingsConfig::default()
+                };
+                let findings =
+                    crate::crm::probe::bitrix24(&format!("forward.resolvers #{}", index + 1), &sink, &off).await;
+                report.findings(&label, findings);
+            }
+            ResolverConfig::Amocrm { base_url, token, users, .. } => {
+                let sink = crate::config::AmocrmSink {
+                    base_url: base_url.clone(),
+                    token: token.clone(),
+                    users: users.clone(),
+                    unsorted: false,
+                    pipeline_id: None,
+                    rate_per_sec: crate::config::AMOCRM_RATE.0,
+                };
+                let findings = crate::crm::probe::amocrm(&format!("forward.resolvers #{}", index + 1), &sink).await;
+                report.findings(&label, findings);
+            }
+            ResolverConfig::Http { url, .. } => {
+                let host = redacted_url(url);
+                let probe = url.replace("{phone}", "70000000000").replace("{trunk}", "").replace("{callid}", "check");
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
+                match http.map(|http| http.get(probe)) {
+                    Ok(request) => match request.send().await {
+                        Ok(response) if response.status().is_success() || response.status().as_u16() == 404 => report
+                            .ok(&label, &format!("http lookup {host} answers (HTTP {})", response.status().as_u16())),
+                        Ok(response) => report.problem(
+                            &label,
+                            &format!(
+                                "http lookup {host} answered HTTP {} for a test number",
+                                response.status().as_u16()
+                            ),
+                            "check the URL template and its token in [[forward.resolvers]] url",
+                        ),
+                        Err(_) => report.problem(
+                            &label,
+                            &format!("http lookup {host} is not reachable"),
+                            "check the address, DNS and the firewall",
+                        ),
+                    },
+                    Err(error) => report.problem(&label, &format!("cannot build an HTTP client: {error}"), "-"),
+                }
+            }
         }
     }
 }
