@@ -64,6 +64,16 @@ async fn the_demo_prints_and_posts_every_bundled_calls_events() {
             assert_eq!(field("call_duration").map(str::to_string), event.get("call_duration").map(ToString::to_string));
         }
     }
+    assert!(stderr.contains("nothing is uploaded"), "the record lines are not said to be sent: {stderr}");
+
+    // A webhook that takes nothing: the demo says so and exits non-zero.
+    let refusing = Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/webhooks/asterisk/wr0ng", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, refusing).await });
+    let (code, _, stderr) = run_command(&["demo", "--speedup", "40", "--webhook", &url]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("the webhook did not take every event"), "{stderr}");
 }
 
 /// `demo --sink json`: one signed-JSON call summary per bundled call that the helpdesk hears of,

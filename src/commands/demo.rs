@@ -140,7 +140,15 @@ async fn run_demo(webhook: Option<&str>, shown: Option<crate::config::SinkConfig
         return 1;
     }
     let stats = daemon.stats();
-    let destination = webhook.map(|url| format!(" and sent to {}", redacted_url(url))).unwrap_or_default();
+    let destination = webhook
+        .map(|url| {
+            format!(
+                " and sent to {} (but the \"record\" lines: those recordings are on the lab PBX, not here, so \
+                 nothing is uploaded)",
+                redacted_url(url)
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
         "deskhook demo: replaying {} real calls recorded on a lab Asterisk 22 ({}x faster than they happened).\n\
          Each JSON line is {}{destination}.",
@@ -187,6 +195,13 @@ async fn run_demo(webhook: Option<&str>, shown: Option<crate::config::SinkConfig
             }
         );
         pipeline.delivery.shutdown().await;
+        if counts.delivered == 0 || counts.pending + counts.dead > 0 {
+            eprintln!(
+                "deskhook demo: the webhook did not take every event; `deskhook check` with it as [helpdesk] \
+                 webhook_url says why"
+            );
+            return 1;
+        }
     }
     eprintln!(
         "\ndeskhook demo: done: {} helpdesk events from {} calls. Next: `deskhook check` against your PBX.",
