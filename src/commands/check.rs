@@ -277,7 +277,25 @@ async fn check_forward(config: &Config, report: &mut Report<'_, impl Write>) {
         match resolver {
             ResolverConfig::Table { path, .. } => match std::fs::read(path) {
                 Ok(bytes) => match crate::forward::resolvers::table::parse_table(&bytes, &phones) {
-                    Ok(entries) => report.ok(&label, &format!("table {}: {} phones", path.display(), entries.len())),
+                    Ok(table) if table.skipped.is_empty() => {
+                        report.ok(&label, &format!("table {}: {} phones", path.display(), table.entries.len()))
+                    }
+                    Ok(table) => {
+                        let shown: Vec<String> = table.skipped.iter().take(3).map(ToString::to_string).collect();
+                        let more = table.skipped.len().saturating_sub(3);
+                        report.problem(
+                            &label,
+                            &format!(
+                                "table {}: {} phones, {} row(s) skipped: {}{}",
+                                path.display(),
+                                table.entries.len(),
+                                table.skipped.len(),
+                                shown.join("; "),
+                                if more > 0 { format!("; and {more} more") } else { String::new() }
+                            ),
+                            "fix those lines (phone,extension[,name], comma-separated); the other rows are used",
+                        )
+                    }
                     Err(error) => report.problem(
                         &label,
                         &format!("table {}: {error}", path.display()),

@@ -26,7 +26,7 @@ pub const MIN_ARI_BACKLOG: usize = 10;
 
 /// A configuration problem, already phrased for the admin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: [{section}] {key}: {message}")]
+#[error("{}", self.shown())]
 pub struct ConfigError {
     pub file: String,
     pub section: String,
@@ -35,6 +35,16 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// `file: [section] key: message`, leaving out what is not known (`-`).
+    fn shown(&self) -> String {
+        match (self.section.as_str(), self.key.as_str()) {
+            ("-", "-") => format!("{}: {}", self.file, self.message),
+            ("-", key) => format!("{}: {key}: {}", self.file, self.message),
+            (section, "-") => format!("{}: [{section}]: {}", self.file, self.message),
+            (section, key) => format!("{}: [{section}] {key}: {}", self.file, self.message),
+        }
+    }
+
     pub(crate) fn new(file: &str, section: &str, key: &str, message: impl Into<String>) -> Self {
         Self { file: file.to_string(), section: section.to_string(), key: key.to_string(), message: message.into() }
     }
@@ -528,7 +538,8 @@ impl Config {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|err| toml_error(text, file, &err))?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|err| resolver_error(text, file).unwrap_or_else(|| toml_error(text, file, &err)))?;
         config.validate(file)?;
         config.sinks = sinks::parse(&config.raw_sinks, &config.helpdesk, file)?;
         config.register_secrets();
@@ -788,7 +799,10 @@ impl Config {
 }
 
 pub(crate) fn check_http_url(raw: &str) -> Result<url::Url, String> {
-    let parsed = url::Url::parse(raw).map_err(|err| format!("{:?} is not a URL ({err})", redacted_url(raw)))?;
+    let parsed = url::Url::parse(raw).map_err(|err| match redacted_url(raw) {
+        shown if shown.starts_with('<') => format!("is not a URL ({err})"),
+        shown => format!("{shown:?} is not a URL ({err})"),
+    })?;
     match parsed.scheme() {
         "http" | "https" => {}
         other => return Err(format!("scheme {other:?} is not supported")),
@@ -803,32 +817,141 @@ pub(crate) fn check_http_url(raw: &str) -> Result<url::Url, String> {
 fn toml_error(text: &str, file: &str, error: &toml::de::Error) -> ConfigError {
     let message = error.message().trim().replace('\n', " ");
     let Some(span) = error.span() else {
-        return ConfigError::new(file, "-", "-", message);
+        return ConfigError::new(file, "-", "-", plain_words(&message));
     };
     let before = &text[..span.start.min(text.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
     let line = text[line_start..line_end].trim();
-    let mut section = String::from("-");
-    for candidate in before[..line_start].lines().rev() {
-        let candidate = candidate.trim();
-        if candidate.starts_with('[') {
-            section = candidate.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    let line_number = before.matches('\n').count() + 1;
+    // The table the span is in: the last header before it (or the header it points at).
+    let mut header: Option<(usize, &str)> = None;
+    for (offset, candidate) in line_offsets(text) {
+        if offset > line_start {
             break;
         }
+        if candidate.trim().starts_with('[') {
+            header = Some((offset, candidate.trim()));
+        }
     }
-    if line.starts_with('[') {
-        section = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-    }
-    let key = match line.split_once('=') {
-        Some((key, _)) if !line.starts_with('[') => key.trim().trim_matches('"').to_string(),
-        _ => match message.split('`').nth(1) {
-            Some(name) if message.starts_with("unknown field") => name.to_string(),
-            _ => "-".to_string(),
-        },
+    let Some((header_at, header)) = header else {
+        if line.contains('=') || line.is_empty() {
+            let key = line.split_once('=').map_or("-", |(key, _)| key.trim().trim_matches('"'));
+            return ConfigError::new(file, "-", key, plain_words(&message));
+        }
+        return ConfigError::new(file, "-", "-", format!("line {line_number} is not valid TOML ({message}): {line:?}"));
     };
-    // serde names an unknown field in backticks; keep the list of valid ones as "expected".
-    ConfigError::new(file, &section, &key, message)
+    let name = header.trim_matches(|c| c == '[' || c == ']').trim();
+    // `[[forward.resolvers]]` is a list: name which one.
+    let section = if header.starts_with("[[") {
+        let index = line_offsets(text).filter(|(offset, l)| *offset <= header_at && l.trim() == header).count();
+        format!("{name} #{index}")
+    } else {
+        name.to_string()
+    };
+    let table_end = line_offsets(text)
+        .find(|(offset, l)| *offset > header_at && l.trim().starts_with('['))
+        .map_or(text.len(), |(offset, _)| offset);
+    let table = &text[header_at..table_end];
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next());
+    let key = match (line.split_once('='), missing, unknown) {
+        (_, Some(field), _) => return ConfigError::new(file, &section, field, "is missing".to_string()),
+        (_, _, Some(field)) => field.to_string(),
+        (Some((key, _)), _, _) if !line.starts_with('[') => key.trim().trim_matches('"').to_string(),
+        // A tagged table (e.g. a resolver) points at its header: find the line with the value.
+        _ => offending_key(table, &message).unwrap_or_else(|| "-".to_string()),
+    };
+    if line.starts_with('[') && key == "-" && !message.contains("expected") {
+        return ConfigError::new(file, &section, "-", format!("line {line_number}: {}", plain_words(&message)));
+    }
+    ConfigError::new(file, &section, &key, plain_words(&message))
+}
+
+/// The first `[[forward.resolvers]]` entry serde refuses, named by its place in the list and
+/// its key (serde's own error points at the list, not at the entry).
+fn resolver_error(text: &str, file: &str) -> Option<ConfigError> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let resolvers = table.get("forward")?.get("resolvers")?.as_array()?;
+    resolvers.iter().enumerate().find_map(|(index, entry)| {
+        let error = entry.clone().try_into::<ResolverConfig>().err()?;
+        let message = error.message().trim().replace('\n', " ");
+        let section = format!("forward.resolvers #{}", index + 1);
+        let field =
+            |prefix: &str| message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(str::to_string);
+        if let Some(missing) = field("missing field `") {
+            return Some(ConfigError::new(file, &section, &missing, "is missing"));
+        }
+        if let Some(unknown) = field("unknown field `") {
+            return Some(ConfigError::new(file, &section, &unknown, plain_words(&message)));
+        }
+        if message.starts_with("unknown variant") || message.starts_with("missing field `kind`") {
+            return Some(ConfigError::new(file, &section, "kind", plain_words(&message)));
+        }
+        let entry_text = entry.as_table().map(|table| table.to_string()).unwrap_or_default();
+        let key = offending_key(&entry_text, &message).unwrap_or_else(|| "-".to_string());
+        Some(ConfigError::new(file, &section, &key, plain_words(&message)))
+    })
+}
+
+/// Each line of `text` with the byte offset it starts at.
+fn line_offsets(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut offset = 0;
+    text.split_inclusive('\n').map(move |line| {
+        let start = offset;
+        offset += line.len();
+        (start, line.trim_end_matches('\n'))
+    })
+}
+
+/// The key of the line in `table` whose value serde's `message` quotes (`string "fast"`,
+/// `integer `-5``).
+fn offending_key(table: &str, message: &str) -> Option<String> {
+    let value = message
+        .split_once("string \"")
+        .and_then(|(_, rest)| rest.split('"').next().map(|value| format!("\"{value}\"")))
+        .or_else(|| message.split('`').nth(1).map(str::to_string))?;
+    table.lines().find_map(|line| {
+        let (key, found) = line.split_once('=')?;
+        (found.trim() == value).then(|| key.trim().trim_matches('"').to_string())
+    })
+}
+
+/// serde's words for a wrong value, in an admin's: `invalid type: string "x", expected usize`
+/// becomes `"x" is text, expected a whole number`.
+fn plain_words(message: &str) -> String {
+    let expected = |what: &str| match what.trim() {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "a string" => "a string in quotes".to_string(),
+        "a sequence" => "a list such as [\"a\", \"b\"]".to_string(),
+        other => other.to_string(),
+    };
+    let described = |found: &str| -> String {
+        let found = found.trim();
+        if let Some(text) = found.strip_prefix("string ") {
+            format!("{text} is text")
+        } else if let Some(number) = found.strip_prefix("integer ").or_else(|| found.strip_prefix("floating point ")) {
+            format!("{} is a number", number.trim_matches('`'))
+        } else if let Some(flag) = found.strip_prefix("boolean ") {
+            format!("{} is true/false", flag.trim_matches('`'))
+        } else {
+            format!("{found} is given")
+        }
+    };
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((found, wanted)) = rest.rsplit_once(", expected ") {
+                let found = described(found);
+                let found =
+                    if prefix == "invalid value: " { found.replace(" is a number", " is out of range") } else { found };
+                return format!("{found}, expected {}", expected(wanted));
+            }
+        }
+    }
+    message.to_string()
 }
 
 #[cfg(test)]
@@ -866,6 +989,41 @@ mod tests {
         let config = Config::from_toml(&uncommented, "config.example.toml").expect("the sink examples must be valid");
         let names: Vec<&str> = config.sinks.iter().map(|sink| sink.name.as_str()).collect();
         assert_eq!(names, ["warehouse", "desk", "deskie", "b24", "amo"]);
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong_in_plain_words_and_which_resolver() {
+        let shown = |toml: &str| Config::from_toml(toml, "/etc/deskhook/config.toml").expect_err("refused").to_string();
+        assert_eq!(
+            shown("[forward]\nbudget_ms = -5\n"),
+            "/etc/deskhook/config.toml: [forward] budget_ms: -5 is out of range, expected a whole number (0 or more)"
+        );
+        assert_eq!(
+            shown("[helpdesk]\nmax_parallel = \"many\"\n"),
+            "/etc/deskhook/config.toml: [helpdesk] max_parallel: \"many\" is text, expected a whole number (0 or more)"
+        );
+        assert_eq!(
+            shown("[recordings]\ndelete_after_upload = \"yes\"\n"),
+            "/etc/deskhook/config.toml: [recordings] delete_after_upload: \"yes\" is text, expected true or false"
+        );
+        assert_eq!(
+            shown("[[forward.resolvers]]\nkind = \"table\"\npath = \"/a\"\n[[forward.resolvers]]\nkind = \"amocrm\"\nbase_url = \"https://x\"\n"),
+            "/etc/deskhook/config.toml: [forward.resolvers #2] token: is missing"
+        );
+        let timeout = shown("[[forward.resolvers]]\nkind = \"table\"\npath = \"/x\"\ntimeout_ms = \"fast\"\n");
+        assert!(timeout.contains("[forward.resolvers #1] timeout_ms: \"fast\" is text"), "{timeout}");
+        assert!(
+            shown("[[forward.resolvers]]\nkind = \"tabel\"\n").contains("[forward.resolvers #1] kind: unknown variant")
+        );
+        assert_eq!(
+            shown("garbage"),
+            "/etc/deskhook/config.toml: line 1 is not valid TOML (expected `.`, `=`): \"garbage\""
+        );
+        let url = shown("[helpdesk]\nwebhook_url = \"::nonsense\"\n");
+        assert!(url.contains("webhook_url: is not a URL") && !url.contains("<unparsable"), "{url}");
+        for wording in ["expected usize", "expected u64", "[-]", "<unparsable url>"] {
+            assert!(!timeout.contains(wording) && !url.contains(wording), "{wording}");
+        }
     }
 
     #[test]

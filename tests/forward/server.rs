@@ -61,7 +61,7 @@ async fn three_spellings_of_a_number_reach_the_same_table_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn table_edits_are_seen_and_a_broken_edit_keeps_the_old_table() {
+async fn table_edits_are_seen_bad_rows_are_skipped_and_a_useless_edit_keeps_the_old_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = table_file(&dir, "managers.csv", "79161234567,101,\"Petrov, Ivan\"\n");
     let forward = Forward::start(&table_config(&path, ""), Presence::new(), None).await;
@@ -90,10 +90,17 @@ async fn table_edits_are_seen_and_a_broken_edit_keeps_the_old_table() {
             .and_then(|value| value.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
+    // A bad row is skipped; the good ones are used.
+    std::fs::write(&path, "79161234567,105,Partly\nthis line is not a phone,106\n").expect("partly broken table");
+    eventually("the good rows of a partly broken table to be served", || async {
+        forward.phone("79161234567").await == "name=Partly&number=105"
+    })
+    .await;
+    // Nothing usable at all (here: ';' for ','): the last good table stays.
     let rejected_before = rejected();
-    std::fs::write(&path, "79161234567,105,Broken\nthis line is not a phone,106\n").expect("break table");
+    std::fs::write(&path, "79161234567;107;Semicolons\n").expect("break table");
     eventually("the broken table to be rejected", || async { rejected() > rejected_before }).await;
-    assert_eq!(forward.phone("79161234567").await, "name=Renamed&number=104", "the last good table stays");
+    assert_eq!(forward.phone("79161234567").await, "name=Partly&number=105", "the last good table stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,7 +90,27 @@ impl Shared {
             }
         };
         match parse_table(&text, &self.phones) {
-            Ok(entries) => {
+            // Nothing good in it at all (a wrong separator, a wrong file): the previous table stays.
+            Ok(ParsedTable { entries, skipped }) if entries.is_empty() && !skipped.is_empty() => {
+                crate::metrics::counter(
+                    "deskhook_forward_table_rejected_total",
+                    "Forward table files rejected as broken (the previous table stays).",
+                )
+                .inc();
+                let kept = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len();
+                tracing::warn!(
+                    "forward table {shown}: no usable row ({}); keeping the previous table ({kept} phones) until the \
+                     file is fixed",
+                    skipped[0]
+                );
+            }
+            Ok(ParsedTable { entries, skipped }) => {
+                for problem in skipped.iter().take(5) {
+                    tracing::warn!("forward table {shown}: {problem}; that row is skipped, the others are used");
+                }
+                if skipped.len() > 5 {
+                    tracing::warn!("forward table {shown}: {} more rows skipped", skipped.len() - 5);
+                }
                 let count = entries.len();
                 *self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(entries);
                 self.cache.clear();
@@ -112,16 +132,25 @@ impl Shared {
     }
 }
 
+/// A table file read: the good rows, and each bad one with why.
+#[derive(Debug, Default)]
+pub struct ParsedTable {
+    pub entries: Entries,
+    pub skipped: Vec<TableError>,
+}
+
 /// Parses `phone,extension[,name]` lines. A first line without digits in its phone column
 /// is a header; `#` starts a comment line; later rows win over earlier ones for the same phone.
-pub fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<Entries, TableError> {
+/// A bad row is skipped and named (the good ones still count); `Err` only when the file as a
+/// whole cannot be read (not UTF-8, not CSV).
+pub fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<ParsedTable, TableError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .comment(Some(b'#'))
         .trim(csv::Trim::All)
         .from_reader(bytes);
-    let mut entries = Entries::new();
+    let mut table = ParsedTable::default();
     let mut record = csv::StringRecord::new();
     let mut first = true;
     loop {
@@ -130,7 +159,7 @@ pub fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<Entries, Ta
             Ok(false) => break,
             Ok(true) => {}
             Err(error) => {
-                let line = error.position().map_or(line, csv::Position::line);
+                let line = error.position().map_or(line, |position| line_of(bytes, position.byte()));
                 let message = match error.kind() {
                     csv::ErrorKind::Utf8 { .. } => "is not UTF-8 text; save the file as UTF-8".to_string(),
                     _ => format!("cannot be read as CSV ({error})"),
@@ -138,7 +167,8 @@ pub fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<Entries, Ta
                 return Err(TableError { line, message });
             }
         }
-        let line = record.position().map_or(line, csv::Position::line);
+        // csv counts no comment lines: the line is counted from the record's byte offset.
+        let line = record.position().map_or(line, |position| line_of(bytes, position.byte()));
         let was_first = std::mem::replace(&mut first, false);
         if record.iter().all(str::is_empty) {
             continue;
@@ -147,28 +177,56 @@ pub fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<Entries, Ta
         if was_first && !phone_field.bytes().any(|b| b.is_ascii_digit()) {
             continue;
         }
-        if !(2..=3).contains(&record.len()) {
-            return Err(TableError {
-                line,
-                message: format!("has {} columns, expected phone,extension[,name]", record.len()),
-            });
-        }
-        let phone = phones
-            .normalise(phone_field)
-            .map_err(|error| TableError { line, message: format!("{error} (found {phone_field:?})") })?;
-        let extension = record.get(1).unwrap_or_default();
-        if !is_valid_extension(extension) {
-            return Err(TableError {
-                line,
-                message: format!("{extension:?} is not an extension, expected digits such as 101"),
-            });
-        }
-        let name = record.get(2).unwrap_or_default();
-        if let Some(answer) = Answer::new(extension, name, "table") {
-            entries.insert(phone, answer);
+        match row(&record, phones) {
+            Ok((phone, answer)) => {
+                table.entries.insert(phone, answer);
+            }
+            Err(message) => table.skipped.push(TableError { line, message }),
         }
     }
-    Ok(entries)
+    Ok(table)
+}
+
+/// The 1-based line of the record starting at byte `offset` of `bytes`. csv counts no
+/// comment lines and may place a record at the comment (or blank line) before it: those are
+/// stepped over.
+fn line_of(bytes: &[u8], offset: u64) -> u64 {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    let mut line = bytes[..start].iter().filter(|byte| **byte == b'\n').count() as u64 + 1;
+    let mut at = start;
+    while at < bytes.len() {
+        let end = bytes[at..].iter().position(|byte| *byte == b'\n').map_or(bytes.len(), |i| at + i);
+        let text = String::from_utf8_lossy(&bytes[at..end]);
+        let text = text.trim();
+        if !text.is_empty() && !text.starts_with('#') {
+            break;
+        }
+        line += 1;
+        at = end + 1;
+    }
+    line
+}
+
+/// One row as (phone, answer), or why not.
+fn row(record: &csv::StringRecord, phones: &PhoneNormalizer) -> Result<(String, Answer), String> {
+    if record.len() == 1 && record.get(0).is_some_and(|field| field.contains(';')) {
+        return Err(
+            "is separated by ';', expected commas: phone,extension,name (spreadsheets in some locales save CSV with \
+             ';' — choose comma-separated, or replace ';' with ',')"
+                .into(),
+        );
+    }
+    if !(2..=3).contains(&record.len()) {
+        return Err(format!("has {} columns, expected phone,extension[,name]", record.len()));
+    }
+    let phone_field = record.get(0).unwrap_or_default();
+    let phone = phones.normalise(phone_field).map_err(|error| format!("{error} (found {phone_field:?})"))?;
+    let extension = record.get(1).unwrap_or_default();
+    if !is_valid_extension(extension) {
+        return Err(format!("{extension:?} is not an extension, expected digits such as 101"));
+    }
+    let name = record.get(2).unwrap_or_default();
+    Answer::new(extension, name, "table").map(|answer| (phone, answer)).ok_or_else(|| "has no usable extension".into())
 }
 
 /// Starts watching the table's directory; falls back to polling the mtime when the OS refuses.
@@ -255,7 +313,7 @@ mod tests {
     #[test]
     fn parses_rows_headers_comments_and_quoted_names() {
         let text = "phone,extension,name\n# managers\n+7 916 123-45-67, 101 ,\"Petrov, Ivan\"\n\n89161112233,102\n";
-        let entries = parse_table(text.as_bytes(), &PhoneNormalizer::default()).expect("valid table");
+        let entries = parse_table(text.as_bytes(), &PhoneNormalizer::default()).expect("valid table").entries;
         assert_eq!(entries.len(), 2);
         let petrov = &entries["79161234567"];
         assert_eq!((petrov.number.as_str(), petrov.name.as_str()), ("101", "Petrov, Ivan"));
@@ -263,14 +321,20 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_row_is_named_by_its_line() {
+    fn a_broken_row_is_named_by_its_line_and_the_good_ones_are_kept() {
         let phones = PhoneNormalizer::default();
-        let error = parse_table(b"79161234567,101\n79161234568\n", &phones).expect_err("one column");
-        assert_eq!(error.line, 2, "{error}");
-        let error = parse_table(b"79161234567,101\nnot-a-phone,102\n", &phones).expect_err("bad phone");
-        assert_eq!(error.line, 2, "{error}");
-        let error = parse_table(b"79161234567,10 1\n", &phones).expect_err("bad extension");
-        assert_eq!(error.line, 1, "{error}");
+        let skipped = |text: &[u8]| {
+            let table = parse_table(text, &phones).expect("readable");
+            (table.entries.len(), table.skipped.iter().map(|e| (e.line, e.message.clone())).collect::<Vec<_>>())
+        };
+        let (kept, bad) = skipped(b"79161234567,101\n79161234568\n# a comment\nnot-a-phone,102\n79161234569,10 1\n");
+        assert_eq!(kept, 1);
+        assert_eq!(bad.iter().map(|(line, _)| *line).collect::<Vec<_>>(), [2, 4, 5], "{bad:?}");
+        assert!(bad[0].1.contains("has 1 columns") && bad[2].1.contains("not an extension"), "{bad:?}");
+        let (kept, bad) = skipped("phone;extension;name\n79161234567;101;Petrov\n".as_bytes());
+        assert_eq!(kept, 0);
+        assert_eq!(bad[0].0, 2, "the header is a header, whatever its separator");
+        assert!(bad[0].1.contains("separated by ';'"), "{bad:?}");
         let error = parse_table(b"79161234567,101,\xff\xfe\n", &phones).expect_err("not utf-8");
         assert!(error.message.contains("UTF-8"), "{error}");
     }
