@@ -277,6 +277,16 @@ impl AriClient {
         self.get_json("/endpoints").await
     }
 
+    /// `GET /endpoints` as Asterisk wrote it (every field, for a facade that passes it on).
+    pub async fn endpoints_json(&self) -> Result<serde_json::Value, AriError> {
+        self.get_json("/endpoints").await
+    }
+
+    /// `GET /asterisk/info` as Asterisk wrote it.
+    pub async fn asterisk_info_json(&self) -> Result<serde_json::Value, AriError> {
+        self.get_json("/asterisk/info").await
+    }
+
     pub async fn channels(&self) -> Result<Vec<Channel>, AriError> {
         self.get_json("/channels").await
     }

@@ -93,6 +93,13 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
             return 1;
         }
     };
+    let facade = match crate::daemon::endpoints_facade::start(config, forward_shutdown.clone()).await {
+        Ok(server) => server,
+        Err(message) => {
+            tracing::error!("{message}");
+            return 1;
+        }
+    };
     let links_server = match start_links(config, &pipeline, forward_shutdown.clone()).await {
         Ok(server) => server,
         Err(message) => {
@@ -142,7 +149,7 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     if tokio::time::timeout(left, pipeline.delivery.shutdown()).await.is_err() {
         tracing::info!("requests still in flight at shutdown stay queued in the outbox");
     }
-    for server in forward_server.into_iter().chain(links_server) {
+    for server in forward_server.into_iter().chain(links_server).chain(facade) {
         let _ = tokio::time::timeout(Duration::from_millis(200), server).await;
     }
     tracing::info!("stopped after {:.1} s of service", started.elapsed().as_secs_f64());

@@ -59,6 +59,8 @@ pub struct Config {
     pub recordings: RecordingsConfig,
     pub forward: ForwardConfig,
     pub storage: StorageConfig,
+    /// Omnidesk's read-only ARI (its operators' list) without opening ARI itself.
+    pub omnidesk_endpoints: OmnideskEndpointsConfig,
     /// `[[sinks]]` as written; [`Config::sinks`] holds them checked.
     #[serde(rename = "sinks")]
     raw_sinks: Vec<toml::Table>,
@@ -77,6 +79,7 @@ impl fmt::Debug for Config {
             .field("recordings", &self.recordings)
             .field("forward", &self.forward)
             .field("storage", &self.storage)
+            .field("omnidesk_endpoints", &self.omnidesk_endpoints)
             .field("sinks", &self.sinks)
             .finish()
     }
@@ -320,6 +323,31 @@ impl Default for ForwardConfig {
     }
 }
 
+/// `[omnidesk_endpoints]`: a read-only face of ARI for Omnidesk (see
+/// `crate::daemon::endpoints_facade`).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OmnideskEndpointsConfig {
+    /// Where to serve it; empty: off.
+    pub listen: String,
+    /// What Omnidesk's integration is given as the ARI user and password (not ari.conf's).
+    pub username: String,
+    pub password: String,
+    /// PEM certificate chain and key (the admin's, e.g. Let's Encrypt's); required beyond loopback.
+    pub tls_cert: String,
+    pub tls_key: String,
+}
+
+impl fmt::Debug for OmnideskEndpointsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OmnideskEndpointsConfig")
+            .field("listen", &self.listen)
+            .field("username", &self.username)
+            .field("tls_cert", &self.tls_cert)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One `[[forward.resolvers]]` entry; `kind` selects the variant.
 #[derive(Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -551,6 +579,9 @@ impl Config {
     fn register_secrets(&self) {
         use crate::secret::{register, register_basic_auth, register_url};
         register_basic_auth(&self.ari.username, &self.ari.password);
+        if !self.omnidesk_endpoints.listen.is_empty() {
+            register_basic_auth(&self.omnidesk_endpoints.username, &self.omnidesk_endpoints.password);
+        }
         register_url(&self.helpdesk.webhook_url);
         for resolver in &self.forward.resolvers {
             match resolver {
@@ -723,6 +754,39 @@ impl Config {
                 "listen",
                 format!("{:?} is not an address, expected ip:port such as \"127.0.0.1:8077\"", self.forward.listen),
             );
+        }
+        let facade = &self.omnidesk_endpoints;
+        if !facade.listen.is_empty() {
+            let err = |key: &str, message: String| Err(ConfigError::new(file, "omnidesk_endpoints", key, message));
+            let Ok(listen) = facade.listen.parse::<std::net::SocketAddr>() else {
+                return err(
+                    "listen",
+                    format!("{:?} is not an address, expected ip:port such as \"0.0.0.0:8089\"", facade.listen),
+                );
+            };
+            if facade.username.trim().is_empty() {
+                return err("username", "is empty, expected the user Omnidesk's integration logs in as".into());
+            }
+            if facade.password.len() < 12 {
+                return err(
+                    "password",
+                    "is shorter than 12 characters, expected a long random password (it faces the internet)".into(),
+                );
+            }
+            if facade.password == self.ari.password {
+                return err("password", "is ari.conf's password, expected a password of its own".into());
+            }
+            if facade.tls_cert.is_empty() != facade.tls_key.is_empty() {
+                return err("tls_key", "tls_cert and tls_key go together, expected both PEM files or neither".into());
+            }
+            if facade.tls_cert.is_empty() && !listen.ip().is_loopback() {
+                return err(
+                    "tls_cert",
+                    "is missing while listen is reachable beyond this host, expected the PEM certificate (and \
+                     tls_key) the password travels under"
+                        .into(),
+                );
+            }
         }
         if let Err(problem) = allow::AllowList::parse(&self.forward.allow) {
             return err("forward", "allow", problem);
@@ -1024,6 +1088,32 @@ mod tests {
         for wording in ["expected usize", "expected u64", "[-]", "<unparsable url>"] {
             assert!(!timeout.contains(wording) && !url.contains(wording), "{wording}");
         }
+    }
+
+    #[test]
+    fn omnidesks_read_only_ari_needs_its_own_long_password_and_tls_beyond_loopback() {
+        let key_of = |toml: &str| {
+            let error = Config::from_toml(toml, "config.toml").expect_err("refused");
+            assert_eq!(error.section, "omnidesk_endpoints", "{error}");
+            error.key
+        };
+        let base = "[ari]\npassword = \"ari-password-12345\"\n[omnidesk_endpoints]\nusername = \"omnidesk\"\n";
+        assert_eq!(key_of(&format!("{base}listen = \"0.0.0.0:8089\"\npassword = \"short\"\n")), "password");
+        assert_eq!(
+            key_of(&format!("{base}listen = \"0.0.0.0:8089\"\npassword = \"ari-password-12345\"\n")),
+            "password"
+        );
+        assert_eq!(
+            key_of(&format!("{base}listen = \"0.0.0.0:8089\"\npassword = \"long-enough-password\"\n")),
+            "tls_cert"
+        );
+        assert_eq!(key_of(&format!("{base}listen = \"8089\"\npassword = \"long-enough-password\"\n")), "listen");
+        let config = Config::from_toml(
+            &format!("{base}listen = \"127.0.0.1:8089\"\npassword = \"long-enough-password\"\n"),
+            "config.toml",
+        )
+        .expect("loopback behind a TLS proxy");
+        assert!(!format!("{config:?}").contains("long-enough-password"));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 mod clock;
 pub mod delivery_sink;
+pub mod endpoints_facade;
 mod engine_task;
 pub mod logging;
 mod queue_members;
