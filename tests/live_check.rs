@@ -383,3 +383,63 @@ async fn check_names_a_foreign_web_server_a_taken_forward_port_and_a_missing_tab
     let (_, output) = check(&config).await;
     assert!(output.contains("is free for /forward") && output.contains("managers.csv: 1 phones"), "{output}");
 }
+
+/// Asterisk's TLS port with its own (private-CA) certificate, in front of the fake ARI.
+async fn tls_in_front_of(fake: &FakeAri) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .expect("cert file")
+        .collect::<Result<_, _>>()
+        .expect("cert parses");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key parses");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate accepted");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let backend = fake.address();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let (Ok(mut tls), Ok(mut plain)) =
+                    (acceptor.accept(tcp).await, tokio::net::TcpStream::connect(backend).await)
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A PBX's self-signed or private-CA certificate: refused with the fix named, then trusted
+/// through `[ari] ca_file` by the REST client and the event websocket alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_trusted_through_ca_file_and_named_when_missing() {
+    let fake = FakeAri::start(FakeAriOptions::lab("deskhook", PASSWORD)).await.expect("fake ARI");
+    let tls = tls_in_front_of(&fake).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("https://localhost:{}", tls.port());
+    let config = check_config(dir.path(), &url, PASSWORD, "");
+    let (code, output) = check(&config).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("not trusted") && output.contains("[ari] ca_file"), "{output}");
+
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.crt");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("request_timeout = \"3s\"", &format!("request_timeout = \"3s\"\nca_file = \"{}\"", ca.display()));
+    std::fs::write(&config, text).expect("config");
+    let (_, output) = check(&config).await;
+    assert!(output.contains("ok       ARI        https://localhost:"), "{output}");
+    assert!(output.contains("the event websocket accepts deskhook"), "{output}");
+}

@@ -70,8 +70,8 @@ impl AriError {
                  127.0.0.1 when deskhook runs on the PBX host"
             ),
             AriError::Certificate { address, .. } => format!(
-                "add the CA of {address}'s certificate to the system trust store, or use http://127.0.0.1:8088 \
-                 when deskhook runs on the PBX host"
+                "give [ari] ca_file the PEM file of {address}'s certificate (self-signed, as Asterisk's usually is) \
+                 or of its CA, or use http://127.0.0.1:8088 when deskhook runs on the PBX host"
             ),
             AriError::TlsToPlainPort { address } => format!(
                 "{address} is http.conf's plain port: write http:// in [ari] url, or enable TLS in http.conf \
@@ -249,13 +249,23 @@ impl AriClient {
         accept_any_certificate: bool,
     ) -> Result<Self, AriError> {
         let timeout = config.request_timeout.get().max(Duration::from_millis(100));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .danger_accept_invalid_certs(accept_any_certificate)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|err| AriError::BadUrl(endpoint.address.clone(), err.to_string()))?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        if !config.ca_file.is_empty() {
+            // Asterisk's certificate is checked against the admin's CA only.
+            let certificates = super::tls::ca_certificates(&config.ca_file)
+                .map_err(|problem| AriError::BadUrl(endpoint.address.clone(), format!("[ari] ca_file: {problem}")))?;
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in certificates {
+                let certificate = reqwest::Certificate::from_der(&certificate)
+                    .map_err(|err| AriError::BadUrl(endpoint.address.clone(), format!("[ari] ca_file: {err}")))?;
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|err| AriError::BadUrl(endpoint.address.clone(), err.to_string()))?;
         Ok(Self {
             http,
             endpoint,

@@ -7,6 +7,7 @@ pub mod client;
 pub mod events;
 pub mod fake;
 pub mod model;
+pub mod tls;
 pub mod websocket;
 
 pub use client::{AriClient, AriEndpoint, AriError, DownloadError};

@@ -165,7 +165,13 @@ pub async fn connect_events(settings: &EventStreamSettings, app: &str) -> Result
         .map_err(|_| AriError::BadUrl(settings.endpoint.address().into(), "username/password unusable".into()))?;
     request.headers_mut().insert("Authorization", header);
     let config = WebSocketConfig::default();
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+    let connector = match settings.config.ca_file.as_str() {
+        "" => None,
+        ca_file => Some(super::tls::websocket_connector(ca_file).map_err(|problem| {
+            AriError::BadUrl(settings.endpoint.address().into(), format!("[ari] ca_file: {problem}"))
+        })?),
+    };
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
     match tokio::time::timeout(settings.connect_timeout, connecting).await {
         Err(_) => Err(AriError::Timeout { address: settings.endpoint.address().into() }),
         Ok(Err(error)) => Err(classify_websocket(error, settings)),

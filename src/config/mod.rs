@@ -94,6 +94,9 @@ pub struct AriConfig {
     pub password: String,
     /// The ARI application name of deskhook's websocket.
     pub app: String,
+    /// PEM file of the CA (or the self-signed certificate) Asterisk's TLS certificate is checked
+    /// against, instead of the system's; empty: the system's trust store.
+    pub ca_file: String,
     /// How often deskhook pings the websocket.
     pub ping_interval: DurationSpec,
     /// A connection silent for this long is treated as dead.
@@ -114,6 +117,7 @@ impl Default for AriConfig {
             username: "deskhook".into(),
             password: String::new(),
             app: "deskhook".into(),
+            ca_file: String::new(),
             ping_interval: DurationSpec::secs(10),
             idle_timeout: DurationSpec::secs(30),
             reconnect_max: DurationSpec::secs(30),
@@ -629,6 +633,23 @@ impl Config {
                 "url",
                 format!("{problem}, expected http://host:port or https://host:port of Asterisk's HTTP server"),
             );
+        }
+        if !self.ari.ca_file.is_empty() {
+            if !self.ari.url.starts_with("https://") {
+                return err(
+                    "ari",
+                    "ca_file",
+                    "is set but [ari] url is not https://, expected https:// (Asterisk's tlsbindaddr port) or no ca_file"
+                        .into(),
+                );
+            }
+            if let Err(problem) = crate::ari::tls::ca_certificates(&self.ari.ca_file) {
+                return err(
+                    "ari",
+                    "ca_file",
+                    format!("{problem}, expected the PEM file of Asterisk's certificate or CA"),
+                );
+            }
         }
         if self.ari.app.trim().is_empty() {
             return err("ari", "app", "is empty, expected the ARI application name (e.g. \"deskhook\")".into());

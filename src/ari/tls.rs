@@ -1,0 +1,34 @@
+//! `[ari] ca_file`: Asterisk's TLS certificate checked against the admin's CA (or the
+//! certificate itself, when it is self-signed, as on most PBXes) instead of the system's trust
+//! store, for both the REST client and the event websocket.
+
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+/// The certificates in the PEM file `path`; `Err` says what is wrong with it.
+pub fn ca_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<_, _>>())
+        .map_err(|error| format!("cannot read {path} as PEM certificates ({error})"))?;
+    if certificates.is_empty() {
+        return Err(format!("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(certificates)
+}
+
+/// The websocket's TLS connector trusting only the certificates of `path`.
+pub fn websocket_connector(path: &str) -> Result<tokio_tungstenite::Connector, String> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for certificate in ca_certificates(path)? {
+        roots.add(certificate).map_err(|error| format!("{path}: {error}"))?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
+}
