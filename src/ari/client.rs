@@ -47,6 +47,8 @@ pub enum AriError {
     Status { path: String, status: u16, message: String },
     #[error("talking to {address} failed: {detail}")]
     Network { address: String, detail: String },
+    #[error("cannot resolve {host}: the name is unknown to this host's DNS")]
+    Unresolvable { host: String },
     #[error("ARI's answer to {path} is not what ARI sends: {detail}")]
     Decode { path: String, detail: String },
 }
@@ -56,6 +58,10 @@ impl AriError {
     pub fn fix(&self) -> String {
         match self {
             AriError::BadUrl(..) => "set [ari] url to Asterisk's HTTP server, e.g. \"http://127.0.0.1:8088\"".into(),
+            AriError::Unresolvable { host } => format!(
+                "check the spelling of {host} in [ari] url and this host's DNS (/etc/resolv.conf); on the PBX host \
+                 itself use http://127.0.0.1:8088"
+            ),
             AriError::Refused { address } => format!(
                 "enable Asterisk's HTTP server in /etc/asterisk/http.conf ([general] enabled = yes, \
                  bindaddr = 127.0.0.1, bindport = 8088), run `asterisk -rx \"module reload http\"`, and make \
@@ -132,6 +138,7 @@ impl AriError {
             AriError::NotFound { .. } => "not-found",
             AriError::Status { .. } => "status",
             AriError::Network { .. } => "network",
+            AriError::Unresolvable { .. } => "dns",
             AriError::Decode { .. } => "decode",
         }
     }
@@ -552,6 +559,10 @@ pub(crate) fn classify_transport(detail: &str, refused: bool, address: String, t
     if lower.contains("timed out") || lower.contains("deadline") {
         return AriError::Timeout { address };
     }
+    if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host).to_string();
+        return AriError::Unresolvable { host };
+    }
     AriError::Network { address, detail: detail.to_string() }
 }
 
@@ -647,6 +658,14 @@ mod tests {
         let refused =
             classify_transport("tcp connect error: Connection refused (os error 111)", false, "a:1".into(), false);
         assert_eq!(refused, AriError::Refused { address: "a:1".into() });
+        let dns = classify_transport(
+            "client error (Connect): dns error: failed to lookup address information: Name or service not known",
+            false,
+            "pbx.example:8088".into(),
+            false,
+        );
+        assert_eq!(dns, AriError::Unresolvable { host: "pbx.example".into() });
+        assert!(dns.to_string().starts_with("cannot resolve pbx.example") && dns.fix().contains("[ari] url"));
         let corrupt =
             classify_transport("received corrupt message of type InvalidContentType", false, "a:1".into(), true);
         assert!(matches!(corrupt, AriError::Tls { .. }));
