@@ -26,9 +26,20 @@ fn main() -> ExitCode {
         Command::Run { config, print_events } => {
             config_or_exit(config.as_deref(), false).map(|config| commands::run::run(&config, print_events))
         }
-        Command::Check { config } => {
-            config_or_exit(config.as_deref(), false).map(|config| commands::check::check(&config))
-        }
+        Command::Check { config } => match config_or_exit(config.as_deref(), false) {
+            Ok(config) => Ok(commands::check::check(&config)),
+            Err(code) => {
+                // The first problem is printed; check names every one it can find.
+                let problems = Config::problems_of(&Config::resolve_path(config.as_deref()));
+                for problem in problems.iter().skip(1) {
+                    eprintln!("{problem}");
+                }
+                if problems.len() > 1 {
+                    eprintln!("{} problems in the config", problems.len());
+                }
+                Err(code)
+            }
+        },
         Command::Endpoints { config } => {
             config_or_exit(config.as_deref(), false).map(|config| commands::endpoints::endpoints(&config))
         }

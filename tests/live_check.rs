@@ -443,3 +443,23 @@ async fn a_private_ca_is_trusted_through_ca_file_and_named_when_missing() {
     assert!(output.contains("ok       ARI        https://localhost:"), "{output}");
     assert!(output.contains("the event websocket accepts deskhook"), "{output}");
 }
+
+/// A config with several mistakes: `check` names every one, not only the first, and exits 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_every_config_problem_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[ari]\nurl = \"ftp://pbx\"\napp = \"\"\n[forward]\nbudget_ms = 10\n[[sinks]]\nname = \"a\"\nkind = \"fax\"\n",
+    )
+    .expect("config");
+    let (code, output) = check(path.to_str().expect("utf8")).await;
+    assert_eq!(code, 2, "{output}");
+    for expected in
+        ["[ari] url: ", "[ari] app: is empty", "[forward] budget_ms: is 10", "[sinks.a] kind: ", "4 problems"]
+    {
+        assert!(output.contains(expected), "{expected:?} missing: {output}");
+    }
+    assert!(output.contains(&path.display().to_string()), "the real file name: {output}");
+}

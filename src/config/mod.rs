@@ -568,6 +568,25 @@ impl Config {
         Self::from_toml(&text, &name)
     }
 
+    /// Every problem of the config file at `path` (empty: it loads), for `deskhook check`:
+    /// one from TOML itself if it does not parse, else one per check that fails.
+    pub fn problems_of(path: &Path) -> Vec<ConfigError> {
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) => return vec![ConfigError::new(&name, "-", "-", format!("cannot read the file: {err}"))],
+        };
+        let config: Config = match toml::from_str(&text) {
+            Ok(config) => config,
+            Err(err) => return vec![resolver_error(&text, &name).unwrap_or_else(|| toml_error(&text, &name, &err))],
+        };
+        let mut problems = config.problems(&name);
+        if let Err(problem) = sinks::parse(&config.raw_sinks, &config.helpdesk, &name) {
+            problems.push(problem);
+        }
+        problems
+    }
+
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text)
@@ -626,251 +645,340 @@ impl Config {
 
     /// Checks what serde cannot: patterns, zones, URLs, ranges.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        self.problems(file).into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every problem `validate` finds, one per check (a check stops at its first).
+    pub fn problems(&self, file: &str) -> Vec<ConfigError> {
         let err = |section: &str, key: &str, message: String| Err(ConfigError::new(file, section, key, message));
-        if let Err(problem) = check_http_url(&self.ari.url) {
-            return err(
-                "ari",
-                "url",
-                format!("{problem}, expected http://host:port or https://host:port of Asterisk's HTTP server"),
-            );
-        }
-        if !self.ari.ca_file.is_empty() {
-            if !self.ari.url.starts_with("https://") {
-                return err(
-                    "ari",
-                    "ca_file",
-                    "is set but [ari] url is not https://, expected https:// (Asterisk's tlsbindaddr port) or no ca_file"
-                        .into(),
-                );
-            }
-            if let Err(problem) = crate::ari::tls::ca_certificates(&self.ari.ca_file) {
-                return err(
-                    "ari",
-                    "ca_file",
-                    format!("{problem}, expected the PEM file of Asterisk's certificate or CA"),
-                );
-            }
-        }
-        if self.ari.app.trim().is_empty() {
-            return err("ari", "app", "is empty, expected the ARI application name (e.g. \"deskhook\")".into());
-        }
-        if self.ari.idle_timeout.get() <= self.ari.ping_interval.get() {
-            return err(
-                "ari",
-                "idle_timeout",
-                format!(
-                    "is {:?}, not longer than ping_interval ({:?}): a healthy connection would be dropped; expected \
-                     at least twice ping_interval (e.g. \"30s\" with \"10s\")",
-                    self.ari.idle_timeout.get(),
-                    self.ari.ping_interval.get()
-                ),
-            );
-        }
-        match (self.recordings.public_listen.is_empty(), self.recordings.public_base_url.is_empty()) {
-            (true, true) => {}
-            (false, true) => {
-                return err(
-                    "recordings",
-                    "public_base_url",
-                    "is empty while public_listen is set, expected the https:// address CRMs reach the recording \
-                     links at (e.g. \"https://pbx.example.com:8443\")"
-                        .into(),
-                )
-            }
-            (true, false) => {
-                return err(
-                    "recordings",
-                    "public_listen",
-                    "is empty while public_base_url is set, expected the address to serve recording links on \
-                     (e.g. \"127.0.0.1:8078\" behind a TLS proxy)"
-                        .into(),
-                )
-            }
-            (false, false) => {
-                if let Err(problem) = check_http_url(&self.recordings.public_base_url) {
-                    return err("recordings", "public_base_url", format!("{problem}, expected https://HOST[:PORT]"));
-                }
-                if self.recordings.public_listen.parse::<std::net::SocketAddr>().is_err() {
+        let checks: Vec<Box<dyn Fn() -> Result<(), ConfigError> + '_>> = vec![
+            Box::new(|| {
+                if let Err(problem) = check_http_url(&self.ari.url) {
                     return err(
+                        "ari",
+                        "url",
+                        format!("{problem}, expected http://host:port or https://host:port of Asterisk's HTTP server"),
+                    );
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if !self.ari.ca_file.is_empty() {
+                    if !self.ari.url.starts_with("https://") {
+                        return err(
+                        "ari",
+                        "ca_file",
+                        "is set but [ari] url is not https://, expected https:// (Asterisk's tlsbindaddr port) or no ca_file"
+                            .into(),
+                    );
+                    }
+                    if let Err(problem) = crate::ari::tls::ca_certificates(&self.ari.ca_file) {
+                        return err(
+                            "ari",
+                            "ca_file",
+                            format!("{problem}, expected the PEM file of Asterisk's certificate or CA"),
+                        );
+                    }
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if self.ari.app.trim().is_empty() {
+                    return err("ari", "app", "is empty, expected the ARI application name (e.g. \"deskhook\")".into());
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if self.ari.idle_timeout.get() <= self.ari.ping_interval.get() {
+                    return err(
+                    "ari",
+                    "idle_timeout",
+                    format!(
+                        "is {:?}, not longer than ping_interval ({:?}): a healthy connection would be dropped; expected \
+                         at least twice ping_interval (e.g. \"30s\" with \"10s\")",
+                        self.ari.idle_timeout.get(),
+                        self.ari.ping_interval.get()
+                    ),
+                );
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                match (self.recordings.public_listen.is_empty(), self.recordings.public_base_url.is_empty()) {
+                    (true, true) => {}
+                    (false, true) => return err(
                         "recordings",
-                        "public_listen",
+                        "public_base_url",
+                        "is empty while public_listen is set, expected the https:// address CRMs reach the recording \
+                         links at (e.g. \"https://pbx.example.com:8443\")"
+                            .into(),
+                    ),
+                    (true, false) => {
+                        return err(
+                            "recordings",
+                            "public_listen",
+                            "is empty while public_base_url is set, expected the address to serve recording links on \
+                         (e.g. \"127.0.0.1:8078\" behind a TLS proxy)"
+                                .into(),
+                        )
+                    }
+                    (false, false) => {
+                        if let Err(problem) = check_http_url(&self.recordings.public_base_url) {
+                            return err(
+                                "recordings",
+                                "public_base_url",
+                                format!("{problem}, expected https://HOST[:PORT]"),
+                            );
+                        }
+                        if self.recordings.public_listen.parse::<std::net::SocketAddr>().is_err() {
+                            return err(
+                                "recordings",
+                                "public_listen",
+                                format!(
+                                    "{:?} is not an address, expected IP:PORT such as \"127.0.0.1:8078\"",
+                                    self.recordings.public_listen
+                                ),
+                            );
+                        }
+                        if self.recordings.mode != RecordingMode::Mixmonitor {
+                            return err(
+                            "recordings",
+                            "public_listen",
+                            "links are made for MixMonitor files, expected mode = \"mixmonitor\" (or no public_listen)"
+                                .into(),
+                        );
+                        }
+                    }
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if self.ari.max_backlog < MIN_ARI_BACKLOG {
+                    return err(
+                        "ari",
+                        "max_backlog",
                         format!(
-                            "{:?} is not an address, expected IP:PORT such as \"127.0.0.1:8078\"",
-                            self.recordings.public_listen
+                        "is {}, expected at least {MIN_ARI_BACKLOG} messages (the default, 20000, is about two minutes \
+                         of a busy PBX)",
+                        self.ari.max_backlog
+                    ),
+                    );
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if let Err(problem) = regex::Regex::new(&self.pbx.extension_pattern) {
+                    return err(
+                        "pbx",
+                        "extension_pattern",
+                        format!("is not a valid regular expression ({problem}), expected e.g. '^\\d{{2,6}}$'"),
+                    );
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if !self.pbx.timezone.is_empty() && jiff::tz::TimeZone::get(&self.pbx.timezone).is_err() {
+                    return err(
+                        "pbx",
+                        "timezone",
+                        format!(
+                            "unknown time zone {:?}, expected an IANA name such as \"Europe/Moscow\"",
+                            self.pbx.timezone
                         ),
                     );
                 }
-                if self.recordings.mode != RecordingMode::Mixmonitor {
+                Ok(())
+            }),
+            Box::new(|| {
+                for (queue, members) in &self.pbx.queues {
+                    if members.iter().any(|m| m.trim().is_empty()) {
+                        return err(
+                            "pbx.queues",
+                            queue,
+                            "has an empty member, expected extensions such as [\"101\", \"102\"]".into(),
+                        );
+                    }
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if !self.helpdesk.webhook_url.is_empty() {
+                    if let Err(problem) = check_http_url(&self.helpdesk.webhook_url) {
+                        return err(
+                            "helpdesk",
+                            "webhook_url",
+                            format!("{problem}, expected the helpdesk's https:// webhook address"),
+                        );
+                    }
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                self.helpdesk.validate_delivery(file, "helpdesk")?;
+                Ok(())
+            }),
+            Box::new(|| {
+                if self.recordings.mode == RecordingMode::Mixmonitor && self.recordings.dirs.is_empty() {
                     return err(
                         "recordings",
-                        "public_listen",
-                        "links are made for MixMonitor files, expected mode = \"mixmonitor\" (or no public_listen)"
-                            .into(),
+                        "dirs",
+                        "is empty while mode = \"mixmonitor\", expected the directories MixMonitor writes into".into(),
                     );
                 }
-            }
-        }
-        if self.ari.max_backlog < MIN_ARI_BACKLOG {
-            return err(
-                "ari",
-                "max_backlog",
-                format!(
-                    "is {}, expected at least {MIN_ARI_BACKLOG} messages (the default, 20000, is about two minutes \
-                     of a busy PBX)",
-                    self.ari.max_backlog
-                ),
-            );
-        }
-        if let Err(problem) = regex::Regex::new(&self.pbx.extension_pattern) {
-            return err(
-                "pbx",
-                "extension_pattern",
-                format!("is not a valid regular expression ({problem}), expected e.g. '^\\d{{2,6}}$'"),
-            );
-        }
-        if !self.pbx.timezone.is_empty() && jiff::tz::TimeZone::get(&self.pbx.timezone).is_err() {
-            return err(
-                "pbx",
-                "timezone",
-                format!("unknown time zone {:?}, expected an IANA name such as \"Europe/Moscow\"", self.pbx.timezone),
-            );
-        }
-        for (queue, members) in &self.pbx.queues {
-            if members.iter().any(|m| m.trim().is_empty()) {
-                return err(
-                    "pbx.queues",
-                    queue,
-                    "has an empty member, expected extensions such as [\"101\", \"102\"]".into(),
+                Ok(())
+            }),
+            Box::new(|| {
+                let format = &self.recordings.format;
+                if format.is_empty() || !format.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return err(
+                    "recordings",
+                    "format",
+                    format!("{format:?} is not a recording format, expected a file format Asterisk records, e.g. \"wav\""),
                 );
-            }
-        }
-        if !self.helpdesk.webhook_url.is_empty() {
-            if let Err(problem) = check_http_url(&self.helpdesk.webhook_url) {
-                return err(
-                    "helpdesk",
-                    "webhook_url",
-                    format!("{problem}, expected the helpdesk's https:// webhook address"),
-                );
-            }
-        }
-        self.helpdesk.validate_delivery(file, "helpdesk")?;
-        if self.recordings.mode == RecordingMode::Mixmonitor && self.recordings.dirs.is_empty() {
-            return err(
-                "recordings",
-                "dirs",
-                "is empty while mode = \"mixmonitor\", expected the directories MixMonitor writes into".into(),
-            );
-        }
-        let format = &self.recordings.format;
-        if format.is_empty() || !format.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return err(
-                "recordings",
-                "format",
-                format!("{format:?} is not a recording format, expected a file format Asterisk records, e.g. \"wav\""),
-            );
-        }
-        if !self.forward.listen.is_empty() && self.forward.listen.parse::<std::net::SocketAddr>().is_err() {
-            return err(
-                "forward",
-                "listen",
-                format!("{:?} is not an address, expected ip:port such as \"127.0.0.1:8077\"", self.forward.listen),
-            );
-        }
-        let facade = &self.omnidesk_endpoints;
-        if !facade.listen.is_empty() {
-            let err = |key: &str, message: String| Err(ConfigError::new(file, "omnidesk_endpoints", key, message));
-            let Ok(listen) = facade.listen.parse::<std::net::SocketAddr>() else {
-                return err(
-                    "listen",
-                    format!("{:?} is not an address, expected ip:port such as \"0.0.0.0:8089\"", facade.listen),
-                );
-            };
-            if facade.username.trim().is_empty() {
-                return err("username", "is empty, expected the user Omnidesk's integration logs in as".into());
-            }
-            if facade.password.len() < 12 {
-                return err(
-                    "password",
-                    "is shorter than 12 characters, expected a long random password (it faces the internet)".into(),
-                );
-            }
-            if facade.password == self.ari.password {
-                return err("password", "is ari.conf's password, expected a password of its own".into());
-            }
-            if facade.tls_cert.is_empty() != facade.tls_key.is_empty() {
-                return err("tls_key", "tls_cert and tls_key go together, expected both PEM files or neither".into());
-            }
-            if facade.tls_cert.is_empty() && !listen.ip().is_loopback() {
-                return err(
-                    "tls_cert",
-                    "is missing while listen is reachable beyond this host, expected the PEM certificate (and \
-                     tls_key) the password travels under"
-                        .into(),
-                );
-            }
-        }
-        if let Err(problem) = allow::AllowList::parse(&self.forward.allow) {
-            return err("forward", "allow", problem);
-        }
-        if !(50..=60_000).contains(&self.forward.budget_ms) {
-            return err(
-                "forward",
-                "budget_ms",
-                format!("is {}, expected 50..60000 milliseconds", self.forward.budget_ms),
-            );
-        }
-        if self.forward.default_country.is_empty() || !self.forward.default_country.bytes().all(|b| b.is_ascii_digit())
-        {
-            return err(
-                "forward",
-                "default_country",
-                format!(
-                    "{:?} is not a country calling code, expected digits such as \"7\"",
-                    self.forward.default_country
-                ),
-            );
-        }
-        for (index, resolver) in self.forward.resolvers.iter().enumerate() {
-            let section = format!("forward.resolvers #{}", index + 1);
-            let url_key = match resolver {
-                ResolverConfig::Bitrix24 { webhook_url, .. } => Some(("webhook_url", webhook_url)),
-                ResolverConfig::Amocrm { base_url, .. } => Some(("base_url", base_url)),
-                ResolverConfig::Http { url, .. } => Some(("url", url)),
-                _ => None,
-            };
-            if let Some((key, value)) = url_key {
-                if let Err(problem) = check_http_url(&value.replace("{phone}", "0")) {
-                    return err(&section, key, format!("{problem}, expected an http(s):// address"));
                 }
-            }
-            if resolver.timeout().is_some_and(|timeout| timeout.is_zero()) {
-                return err(&section, "timeout_ms", "is 0, expected milliseconds such as 800".into());
-            }
-            let rate = match resolver {
-                ResolverConfig::Bitrix24 { rate_per_sec, .. }
-                | ResolverConfig::Amocrm { rate_per_sec, .. }
-                | ResolverConfig::Http { rate_per_sec, .. } => *rate_per_sec,
-                _ => None,
-            };
-            if let Some(rate) = rate {
-                if !(rate.is_finite() && rate > 0.0 && rate <= 1000.0) {
-                    return err(&section, "rate_per_sec", format!("is {rate}, expected requests per second such as 2"));
+                Ok(())
+            }),
+            Box::new(|| {
+                if !self.forward.listen.is_empty() && self.forward.listen.parse::<std::net::SocketAddr>().is_err() {
+                    return err(
+                        "forward",
+                        "listen",
+                        format!(
+                            "{:?} is not an address, expected ip:port such as \"127.0.0.1:8077\"",
+                            self.forward.listen
+                        ),
+                    );
                 }
-            }
-            if let ResolverConfig::Table { path, .. } = resolver {
-                if path.as_os_str().is_empty() {
-                    return err(&section, "path", "is empty, expected the CSV file phone,extension[,name]".into());
+                Ok(())
+            }),
+            Box::new(|| {
+                let facade = &self.omnidesk_endpoints;
+                if !facade.listen.is_empty() {
+                    let err =
+                        |key: &str, message: String| Err(ConfigError::new(file, "omnidesk_endpoints", key, message));
+                    let Ok(listen) = facade.listen.parse::<std::net::SocketAddr>() else {
+                        return err(
+                            "listen",
+                            format!("{:?} is not an address, expected ip:port such as \"0.0.0.0:8089\"", facade.listen),
+                        );
+                    };
+                    if facade.username.trim().is_empty() {
+                        return err("username", "is empty, expected the user Omnidesk's integration logs in as".into());
+                    }
+                    if facade.password.len() < 12 {
+                        return err(
+                            "password",
+                            "is shorter than 12 characters, expected a long random password (it faces the internet)"
+                                .into(),
+                        );
+                    }
+                    if facade.password == self.ari.password {
+                        return err("password", "is ari.conf's password, expected a password of its own".into());
+                    }
+                    if facade.tls_cert.is_empty() != facade.tls_key.is_empty() {
+                        return err(
+                            "tls_key",
+                            "tls_cert and tls_key go together, expected both PEM files or neither".into(),
+                        );
+                    }
+                    if facade.tls_cert.is_empty() && !listen.ip().is_loopback() {
+                        return err(
+                            "tls_cert",
+                            "is missing while listen is reachable beyond this host, expected the PEM certificate (and \
+                         tls_key) the password travels under"
+                                .into(),
+                        );
+                    }
                 }
-            }
-        }
-        if self.storage.dir.as_os_str().is_empty() {
-            return err(
-                "storage",
-                "dir",
-                "is empty, expected a writable directory such as \"/var/lib/deskhook\"".into(),
-            );
-        }
-        Ok(())
+                Ok(())
+            }),
+            Box::new(|| {
+                if let Err(problem) = allow::AllowList::parse(&self.forward.allow) {
+                    return err("forward", "allow", problem);
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if !(50..=60_000).contains(&self.forward.budget_ms) {
+                    return err(
+                        "forward",
+                        "budget_ms",
+                        format!("is {}, expected 50..60000 milliseconds", self.forward.budget_ms),
+                    );
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if self.forward.default_country.is_empty()
+                    || !self.forward.default_country.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return err(
+                        "forward",
+                        "default_country",
+                        format!(
+                            "{:?} is not a country calling code, expected digits such as \"7\"",
+                            self.forward.default_country
+                        ),
+                    );
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                for (index, resolver) in self.forward.resolvers.iter().enumerate() {
+                    let section = format!("forward.resolvers #{}", index + 1);
+                    let url_key = match resolver {
+                        ResolverConfig::Bitrix24 { webhook_url, .. } => Some(("webhook_url", webhook_url)),
+                        ResolverConfig::Amocrm { base_url, .. } => Some(("base_url", base_url)),
+                        ResolverConfig::Http { url, .. } => Some(("url", url)),
+                        _ => None,
+                    };
+                    if let Some((key, value)) = url_key {
+                        if let Err(problem) = check_http_url(&value.replace("{phone}", "0")) {
+                            return err(&section, key, format!("{problem}, expected an http(s):// address"));
+                        }
+                    }
+                    if resolver.timeout().is_some_and(|timeout| timeout.is_zero()) {
+                        return err(&section, "timeout_ms", "is 0, expected milliseconds such as 800".into());
+                    }
+                    let rate = match resolver {
+                        ResolverConfig::Bitrix24 { rate_per_sec, .. }
+                        | ResolverConfig::Amocrm { rate_per_sec, .. }
+                        | ResolverConfig::Http { rate_per_sec, .. } => *rate_per_sec,
+                        _ => None,
+                    };
+                    if let Some(rate) = rate {
+                        if !(rate.is_finite() && rate > 0.0 && rate <= 1000.0) {
+                            return err(
+                                &section,
+                                "rate_per_sec",
+                                format!("is {rate}, expected requests per second such as 2"),
+                            );
+                        }
+                    }
+                    if let ResolverConfig::Table { path, .. } = resolver {
+                        if path.as_os_str().is_empty() {
+                            return err(
+                                &section,
+                                "path",
+                                "is empty, expected the CSV file phone,extension[,name]".into(),
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                if self.storage.dir.as_os_str().is_empty() {
+                    return err(
+                        "storage",
+                        "dir",
+                        "is empty, expected a writable directory such as \"/var/lib/deskhook\"".into(),
+                    );
+                }
+                Ok(())
+            }),
+        ];
+        checks.iter().filter_map(|check| check().err()).collect()
     }
 
     /// The time zone of the helpdesk's `datetime` field.
