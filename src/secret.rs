@@ -1,6 +1,7 @@
 //! Secrets from the config (the ARI password, CRM tokens, webhook URLs whose path is the
 //! token, HMAC keys) and the rule that they never show: [`Secret`] prints as `<redacted>` in
-//! `Debug` and `Display`, and every secret deskhook holds is registered here so that the log
+//! `Debug` and has no `Display` (no `format!` or header builder takes it by mistake;
+//! [`Secret::expose`] marks each use), and every secret deskhook holds is registered here so that the log
 //! writer ([`scrub`]) blanks it out of any line, whichever library wrote it and at whatever
 //! level (HTTP clients at trace level print `authorization: Basic …`).
 
@@ -23,15 +24,25 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
-}
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
-impl std::fmt::Display for Secret {
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret::new)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret::new(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
     }
@@ -103,7 +114,7 @@ mod tests {
     #[test]
     fn a_secret_never_prints_and_is_blanked_from_text_in_every_spelling() {
         let secret = Secret::new("s3cret/p@ss word");
-        assert_eq!(format!("{secret:?} {secret}"), "<redacted> <redacted>");
+        assert_eq!(format!("{secret:?}"), "<redacted>");
         assert_eq!(secret.expose(), "s3cret/p@ss word");
         assert_eq!(scrub("password=s3cret/p@ss word!"), "password=<redacted>!");
         assert_eq!(scrub("q=s3cret%2Fp%40ss+word"), "q=<redacted>");

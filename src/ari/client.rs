@@ -277,7 +277,7 @@ impl AriClient {
             http,
             endpoint,
             username: config.username.clone(),
-            password: config.password.clone(),
+            password: config.password.expose().to_string(),
             chunk_timeout: timeout,
         })
     }

@@ -130,7 +130,7 @@ impl std::fmt::Debug for EventStreamSettings {
 
 impl EventStreamSettings {
     pub fn from_config(config: &AriConfig) -> Result<Self, AriError> {
-        let credentials = format!("{}:{}", config.username, config.password);
+        let credentials = format!("{}:{}", config.username, config.password.expose());
         Ok(Self {
             endpoint: AriEndpoint::from_url(&config.url)?,
             app: config.app.clone(),

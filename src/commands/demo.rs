@@ -91,7 +91,7 @@ async fn run_demo(webhook: Option<&str>, shown: Option<crate::config::SinkConfig
     };
     config.ari.url = fake.url();
     config.ari.username = "deskhook".into();
-    config.ari.password = password;
+    config.ari.password = crate::secret::Secret::new(password);
     config.ari.app = "deskhook-demo".into();
     // Nothing the demo keeps outlives it.
     let scratch = std::env::temp_dir().join(format!("deskhook-demo-{}", std::process::id()));

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+pub use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -91,7 +93,7 @@ pub struct AriConfig {
     /// `http://host:port` or `https://…`; the websocket URL is derived (ws/wss).
     pub url: String,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     /// The ARI application name of deskhook's websocket.
     pub app: String,
     /// PEM file of the CA (or the self-signed certificate) Asterisk's TLS certificate is checked
@@ -115,7 +117,7 @@ impl Default for AriConfig {
         Self {
             url: "http://127.0.0.1:8088".into(),
             username: "deskhook".into(),
-            password: String::new(),
+            password: Secret::default(),
             app: "deskhook".into(),
             ca_file: String::new(),
             ping_interval: DurationSpec::secs(10),
@@ -336,7 +338,7 @@ pub struct OmnideskEndpointsConfig {
     pub listen: String,
     /// What Omnidesk's integration is given as the ARI user and password (not ari.conf's).
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     /// PEM certificate chain and key (the admin's, e.g. Let's Encrypt's); required beyond loopback.
     pub tls_cert: String,
     pub tls_key: String,
@@ -379,7 +381,7 @@ pub enum ResolverConfig {
     },
     Amocrm {
         base_url: String,
-        token: String,
+        token: Secret,
         #[serde(default)]
         users: BTreeMap<String, String>,
         #[serde(default)]
@@ -601,15 +603,15 @@ impl Config {
     /// of any log line, whichever library wrote it).
     fn register_secrets(&self) {
         use crate::secret::{register, register_basic_auth, register_url};
-        register_basic_auth(&self.ari.username, &self.ari.password);
+        register_basic_auth(&self.ari.username, self.ari.password.expose());
         if !self.omnidesk_endpoints.listen.is_empty() {
-            register_basic_auth(&self.omnidesk_endpoints.username, &self.omnidesk_endpoints.password);
+            register_basic_auth(&self.omnidesk_endpoints.username, self.omnidesk_endpoints.password.expose());
         }
         register_url(&self.helpdesk.webhook_url);
         for resolver in &self.forward.resolvers {
             match resolver {
                 ResolverConfig::Bitrix24 { webhook_url, .. } => register_url(webhook_url),
-                ResolverConfig::Amocrm { token, .. } => register(token),
+                ResolverConfig::Amocrm { token, .. } => register(token.expose()),
                 ResolverConfig::Http { url, .. } => register_url(url),
                 ResolverConfig::Table { .. } | ResolverConfig::History { .. } => {}
             }
@@ -617,15 +619,15 @@ impl Config {
         for sink in &self.sinks {
             register_url(sink.url());
             match &sink.destination {
-                Destination::Json { secret, .. } => register(secret),
+                Destination::Json { secret, .. } => register(secret.expose()),
                 Destination::Bitrix24(Bitrix24Sink {
                     auth: Bitrix24Auth::App { client_secret, refresh_token, .. },
                     ..
                 }) => {
-                    register(client_secret);
-                    register(refresh_token);
+                    register(client_secret.expose());
+                    register(refresh_token.expose());
                 }
-                Destination::Amocrm(amocrm) => register(&amocrm.token),
+                Destination::Amocrm(amocrm) => register(amocrm.token.expose()),
                 Destination::Omnidesk | Destination::Zammad { .. } | Destination::Bitrix24(_) => {}
             }
         }
@@ -865,7 +867,7 @@ impl Config {
                     if facade.username.trim().is_empty() {
                         return err("username", "is empty, expected the user Omnidesk's integration logs in as".into());
                     }
-                    if facade.password.len() < 12 {
+                    if facade.password.expose().len() < 12 {
                         return err(
                             "password",
                             "is shorter than 12 characters, expected a long random password (it faces the internet)"

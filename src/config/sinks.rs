@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{check_http_url, redacted_url, ConfigError, HelpdeskConfig};
+use super::{check_http_url, redacted_url, ConfigError, HelpdeskConfig, Secret};
 
 /// The kinds this version delivers to.
 pub const SINK_KINDS: [&str; 5] = ["omnidesk", "json", "zammad", "bitrix24", "amocrm"];
@@ -47,7 +47,7 @@ pub enum Destination {
     /// The Omnidesk/Deskie "Asterisk" webhook (SPEC §3); the URL is in `delivery.webhook_url`.
     Omnidesk,
     /// The JSON call events and summary (SPEC §7), signed with `secret` when it is set.
-    Json { url: String, secret: String, summary: bool, lifecycle: bool, recordings: JsonRecordings },
+    Json { url: String, secret: Secret, summary: bool, lifecycle: bool, recordings: JsonRecordings },
     /// Zammad's generic CTI API; the token is the last part of `url`.
     Zammad { url: String, users: BTreeMap<String, String> },
     /// Bitrix24's telephony REST API: the call card, the call in the CRM, its recording.
@@ -85,7 +85,7 @@ pub enum Bitrix24Auth {
     Webhook { url: String },
     /// A local application's OAuth: the portal, the app's id and secret, and the refresh token
     /// it was installed with (renewed by deskhook, kept under `storage.dir`).
-    App { portal_url: String, client_id: String, client_secret: String, refresh_token: String },
+    App { portal_url: String, client_id: String, client_secret: Secret, refresh_token: Secret },
 }
 
 impl Bitrix24Auth {
@@ -109,8 +109,8 @@ impl Bitrix24Auth {
 #[derive(Clone, PartialEq)]
 pub struct AmocrmSink {
     pub base_url: String,
-    /// The long-lived token (a secret).
-    pub token: String,
+    /// The long-lived token.
+    pub token: Secret,
     /// amoCRM user id -> extension, as for the `/forward` resolver.
     pub users: BTreeMap<String, String>,
     /// A call whose number matches no contact goes to Unsorted (a new incoming lead).
@@ -322,7 +322,7 @@ fn parse_one(table: &toml::Table, index: usize, file: &str) -> Result<SinkConfig
             };
             Destination::Json {
                 url,
-                secret,
+                secret: Secret::new(secret),
                 summary: events.iter().any(|event| event == "summary"),
                 lifecycle: events.iter().any(|event| event == "lifecycle"),
                 recordings,
@@ -389,8 +389,11 @@ fn bitrix24(table: &toml::Table, err: KeyError<'_>, url: UrlKey<'_>) -> Result<B
             Bitrix24Auth::App {
                 portal_url,
                 client_id: secret("client_id", "the application's client_id (local.…)")?,
-                client_secret: secret("client_secret", "the application's client_secret")?,
-                refresh_token: secret("refresh_token", "the refresh token the application was installed with")?,
+                client_secret: Secret::new(secret("client_secret", "the application's client_secret")?),
+                refresh_token: Secret::new(secret(
+                    "refresh_token",
+                    "the refresh token the application was installed with",
+                )?),
             }
         }
         (false, None) => {
@@ -475,7 +478,14 @@ fn amocrm(table: &toml::Table, err: KeyError<'_>, url: UrlKey<'_>) -> Result<Amo
         }
     };
     let (rate_per_sec, _) = rate(table, err, AMOCRM_RATE)?;
-    Ok(AmocrmSink { base_url, token, users, unsorted: flag(table, err, "unsorted", false)?, pipeline_id, rate_per_sec })
+    Ok(AmocrmSink {
+        base_url,
+        token: Secret::new(token),
+        users,
+        unsorted: flag(table, err, "unsorted", false)?,
+        pipeline_id,
+        rate_per_sec,
+    })
 }
 
 fn is_number(text: &str) -> bool {

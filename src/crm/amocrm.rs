@@ -44,7 +44,7 @@ impl AmocrmDelivery {
             base: config.base_url.trim().trim_end_matches('/').to_string(),
             limiter: super::limiter::shared(&host, config.rate_per_sec, burst),
             host,
-            token: Secret::new(config.token.clone()),
+            token: config.token.clone(),
             unsorted: config.unsorted,
             pipeline_id: config.pipeline_id,
             http,

@@ -102,7 +102,7 @@ pub async fn amocrm(name: &str, config: &AmocrmSink) -> Vec<Finding> {
     };
     let host = redacted_url(&config.base_url);
     let url = format!("{}/api/v4/account", config.base_url.trim_end_matches('/'));
-    match exchange(http.get(url).bearer_auth(&config.token), &host).await {
+    match exchange(http.get(url).bearer_auth(config.token.expose()), &host).await {
         Err(result) => vec![problem(
             format!("{host} is not reachable: {}", describe(result)),
             "check DNS, the firewall and any proxy; the calls wait in the outbox meanwhile",

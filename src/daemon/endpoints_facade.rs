@@ -105,7 +105,7 @@ pub async fn start(
         ari,
         classifier,
         username: settings.username.clone(),
-        password: Secret::new(settings.password.clone()),
+        password: settings.password.clone(),
         failures: Mutex::new(HashMap::new()),
         cache: tokio::sync::Mutex::new(HashMap::new()),
     });

@@ -166,7 +166,7 @@ pub struct Target {
     /// Where requests are POSTed; empty: only logged.
     pub url: String,
     /// The `json` sink's HMAC key: every body is signed with it.
-    pub signing_secret: Option<String>,
+    pub signing_secret: Option<crate::secret::Secret>,
     /// Zammad's CTI API (its answers are read as Zammad means them).
     pub zammad: bool,
     /// An API destination that makes its own requests (a CRM); `url` is then only shown.

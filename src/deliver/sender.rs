@@ -57,7 +57,7 @@ pub(crate) enum Wire {
     /// Omnidesk forms and unsigned JSON: nothing more.
     Plain,
     /// The `json` sink: `X-Deskhook-Signature` over each body (or an upload's summary part).
-    Signed { secret: String },
+    Signed { secret: crate::secret::Secret },
     /// Zammad's CTI API, which answers a `newCall` it already has with HTTP 500 "This object
     /// already exists.": after a retry that means it was accepted before.
     Zammad,
@@ -75,7 +75,7 @@ impl Wire {
             Wire::Plain | Wire::Zammad => builder,
             Wire::Signed { secret } => {
                 let now = jiff::Timestamp::now().as_second();
-                let signature = super::signature::signature(secret, now, body.as_bytes());
+                let signature = super::signature::signature(secret.expose(), now, body.as_bytes());
                 builder.header(super::signature::SIGNATURE_HEADER, signature)
             }
         }

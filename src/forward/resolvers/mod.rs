@@ -100,7 +100,7 @@ impl Resolver {
             ResolverConfig::Amocrm { base_url, token, users, rate_per_sec, .. } => {
                 Resolver::Amocrm(amocrm::AmocrmResolver::new(
                     base_url,
-                    token,
+                    token.expose(),
                     users.clone(),
                     CrmClient::sharing(
                         context.http.clone(),
