@@ -167,13 +167,14 @@ async fn chaos(seed: u64) {
         calls
             .iter()
             .filter(|(id, events)| answered(events) && recorded.contains_key(*id) && !uploaded.contains(*id))
-            .count()
+            .map(|(id, _)| id.clone())
+            .collect::<Vec<_>>()
     };
     let settle = std::time::Instant::now();
     loop {
         let accepted = receiver.accepted();
         let calls = by_call(&accepted);
-        if !calls.is_empty() && all_ended(&calls) && unrecorded(&accepted, &calls) == 0 {
+        if !calls.is_empty() && all_ended(&calls) && unrecorded(&accepted, &calls).is_empty() {
             break;
         }
         if settle.elapsed() > Duration::from_secs(60) {
@@ -189,7 +190,7 @@ async fn chaos(seed: u64) {
             let missing = unrecorded(&accepted, &calls);
             panic!(
                 "seed {seed}, {kills} kills: after 60 s, calls heard of without an end: {open:?}; answered calls \
-                 without their recording: {missing}"
+                 without their recording: {missing:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -23,7 +23,7 @@ const DAEMON_GRACE: Duration = Duration::from_millis(2_500);
 /// helpdesk event as a SPEC §5 JSON line on stdout.
 pub fn run(config: &Config, print_events: bool) -> i32 {
     logging::init("info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("deskhook").build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().thread_name("deskhook").build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!("cannot start the async runtime: {error}");

@@ -1,5 +1,5 @@
-//! The task that owns the call engine: it parses queued ARI messages, feeds the engine, lets
-//! event time pass every 200 ms, applies resync snapshots, routes queue-member questions to
+//! The task that owns the call engine: it parses queued ARI messages, feeds the engine, sleeps
+//! until the engine's next deadline is due, applies resync snapshots, routes queue-member questions to
 //! their lookups and everything else to the sink. It is also where the systemd watchdog is
 //! pinged, so a wedged engine gets the daemon restarted.
 
@@ -25,8 +25,6 @@ use super::sink::SinkQueue;
 use super::systemd::Systemd;
 use super::{Inbound, LiveStats};
 
-/// How often event time is advanced without events.
-const TICK: Duration = Duration::from_millis(200);
 /// Inbound items taken per wake-up.
 const BATCH: usize = 512;
 /// On shutdown, how long the engine may keep working through what was already read.
@@ -106,6 +104,8 @@ pub(crate) struct EngineTask {
     pub lost_sight: Option<LostSight>,
     /// When the last [`Effect::Alive`] went to the sink.
     pub last_alive_sent: Option<Instant>,
+    /// A step went to the sink since the last heartbeat.
+    pub stored_since_alive: bool,
 }
 
 /// How often, while calls are open and ARI is connected, the sink hears that deskhook is watching.
@@ -130,12 +130,12 @@ pub(crate) fn resume(engine: &mut Engine, resume: crate::deliver::OpenCalls) -> 
 
 impl EngineTask {
     pub async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(TICK);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             // A sink that fell behind holds ARI input back here; the reader's bound does the rest.
             let sink_full = self.sink.is_full();
+            // No wake-ups while nothing is due: the next deadline of whatever waits for time.
+            let wake = self.next_wake();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -152,7 +152,7 @@ impl EngineTask {
                     // Rides on the same outbox commit as the batch's events.
                     self.say_alive(true);
                 }
-                _ = ticks.tick() => {
+                _ = sleep_until_some(wake) => {
                     self.on_tick();
                 }
             }
@@ -175,6 +175,28 @@ impl EngineTask {
         // The reader is closing the socket: whatever it still queues, ARI is no longer watched.
         self.health.set_ari_connected(false);
         self.meters.connected.set(0);
+    }
+
+    /// The earliest of: the held snapshot's patience, the engine's next deadline (event time,
+    /// mapped onto the wall clock), the next heartbeat while calls are open, the watchdog.
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let held = self.awaiting_snapshot.as_ref().and_then(|held| {
+            let snapshot_late = held.snapshot.is_none().then(|| held.since + SNAPSHOT_PATIENCE);
+            held.marker_deadline.into_iter().chain(snapshot_late).min()
+        });
+        let engine = match (self.clock.is_running(), self.engine.next_deadline()) {
+            (true, Some(deadline)) => {
+                let ahead = u64::try_from(deadline.saturating_sub(self.clock.now())).unwrap_or(0);
+                // A millisecond late rather than early: event time is counted in whole ms.
+                Some(now + Duration::from_millis(ahead.saturating_add(1)))
+            }
+            _ => None,
+        };
+        let connected = self.current_generation.load(Ordering::SeqCst) != 0 && self.awaiting_snapshot.is_none();
+        let alive = (connected && self.engine.open_calls() > 0)
+            .then(|| self.last_alive_sent.map_or(now, |sent| sent + ALIVE_EVERY));
+        [held, engine, alive, self.systemd.next_watchdog_ping()].into_iter().flatten().min()
     }
 
     fn on_tick(&mut self) {
@@ -408,6 +430,8 @@ impl EngineTask {
     /// now when `force`d) that deskhook is watching: a restart after a crash dates vanished
     /// calls by the last of these.
     fn say_alive(&mut self, force: bool) {
+        // Forced only onto a step that is being stored anyway: the same commit carries it.
+        let force = force && std::mem::take(&mut self.stored_since_alive);
         let due = self.last_alive_sent.is_none_or(|sent| sent.elapsed() >= ALIVE_EVERY);
         let connected = self.current_generation.load(Ordering::SeqCst) != 0 && self.awaiting_snapshot.is_none();
         if (due || force) && connected && self.engine.open_calls() > 0 {
@@ -440,6 +464,7 @@ impl EngineTask {
             }
         }
         let _ = self.sink.send(Output::Effect(Effect::StepDone));
+        self.stored_since_alive = true;
         self.note_open_calls();
     }
 
@@ -447,6 +472,14 @@ impl EngineTask {
         let open = self.engine.open_calls();
         self.stats.open_calls.store(open as u64, Ordering::Relaxed);
         self.meters.open_calls.set(open as i64);
+    }
+}
+
+/// Sleeps until `wake`, or forever without one.
+async fn sleep_until_some(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

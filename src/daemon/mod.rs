@@ -8,8 +8,8 @@
 //!   resyncs after each connect from REST (`/channels`, `/bridges`; events arriving until that
 //!   snapshot is complete are held back, merged with it by what each knows, and handled after
 //!   it, so a snapshot never undoes newer events nor replaces a channel's own story), keeps
-//!   [`crate::presence::Presence`] current, asks ARI for queue members, and lets event time
-//!   pass every 200 ms;
+//!   [`crate::presence::Presence`] current, asks ARI for queue members, and sleeps until the
+//!   engine's next deadline (a queue's ring round) or a heartbeat is due, never on a fixed tick;
 //! - the **sink task** ([`sink`]) hands every output, in order, to the configured sink; when
 //!   `max_backlog` outputs wait for it, the engine stops taking ARI input until it catches up.
 //!
@@ -161,7 +161,7 @@ impl Daemon {
         let (sink_tx, sink_task) = spawn_sink(sink, config.ari.max_backlog);
         let task = engine_task::EngineTask {
             engine,
-            parser: EventParser::new(),
+            parser: EventParser::live(),
             clock: EventClock::new(),
             queue_members: queue_members::QueueMemberLookup::new(client.clone(), inbound_tx.clone()),
             client,
@@ -181,6 +181,7 @@ impl Daemon {
             awaiting_snapshot: None,
             lost_sight,
             last_alive_sent: None,
+            stored_since_alive: false,
         };
         let engine = tokio::spawn(task.run(inbound_rx, shutdown.clone()));
         tokio::spawn(probe_storage_periodically(config.storage.dir.clone(), health, shutdown.clone()));

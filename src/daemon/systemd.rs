@@ -59,6 +59,11 @@ impl Systemd {
     }
 
     /// Pings the watchdog when half its deadline has passed since the last ping.
+    /// When the watchdog next wants a ping, if it is on.
+    pub fn next_watchdog_ping(&self) -> Option<Instant> {
+        self.watchdog_every.map(|every| self.last_ping + every)
+    }
+
     pub fn watchdog_tick(&mut self) {
         if let Some(every) = self.watchdog_every {
             if self.last_ping.elapsed() >= every {

@@ -158,6 +158,8 @@ pub(crate) struct PendingRow {
     pub id: i64,
     pub unique_id: String,
     pub due_ms: i64,
+    /// The request of a row just stored, so its first try needs no read back.
+    pub fresh: Option<Box<Request>>,
 }
 
 /// A row loaded to be sent.
@@ -413,7 +415,7 @@ pub(crate) fn pending_rows(conn: &mut Connection, sink: &str, after: Option<i64>
         )?;
         let rows = statement
             .query_map(params![after.unwrap_or(i64::MIN), sink], |row| {
-                Ok(PendingRow { id: row.get(0)?, unique_id: row.get(1)?, due_ms: row.get(2)? })
+                Ok(PendingRow { id: row.get(0)?, unique_id: row.get(1)?, due_ms: row.get(2)?, fresh: None })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows

@@ -160,7 +160,7 @@ mod tests {
     use super::*;
 
     fn row(id: i64, call: &str, due_ms: i64) -> PendingRow {
-        PendingRow { id, unique_id: call.into(), due_ms }
+        PendingRow { id, unique_id: call.into(), due_ms, fresh: None }
     }
 
     #[test]

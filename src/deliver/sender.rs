@@ -28,6 +28,9 @@ use super::writer::WriterCommand;
 
 /// How often the outbox is checked for rows re-queued by `deskhook outbox retry`.
 const REQUEUE_POLL: Duration = Duration::from_secs(2);
+/// At most this many just-stored rows are kept in memory for their first try (past it, and
+/// for every retry, a row is read from the outbox).
+const FRESH_ROWS_KEPT: usize = 1024;
 /// How long shutdown waits for requests in flight before abandoning them (they stay pending).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// A try whose bookkeeping failed (the outbox could not be read) is retried after this.
@@ -148,13 +151,16 @@ impl Dispatcher {
                 None
             }
         };
+        // Rows just stored, until their first try.
+        let mut fresh: std::collections::HashMap<i64, StoredRow> = std::collections::HashMap::new();
         let mut requeue_poll = tokio::time::interval(REQUEUE_POLL);
         requeue_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = now_ms();
             while scheduler.in_flight() < self.max_parallel {
                 let Some((unique_id, id)) = scheduler.next_ready(now) else { break };
-                workers.spawn(deliver_one(self.ctx.clone(), unique_id, id));
+                let fresh = fresh.remove(&id);
+                workers.spawn(deliver_one(self.ctx.clone(), unique_id, id, fresh));
             }
             metrics::sink_in_flight(&self.ctx.name).set(scheduler.in_flight() as i64);
             let wake_at = if scheduler.in_flight() < self.max_parallel { scheduler.next_due() } else { None };
@@ -189,7 +195,17 @@ impl Dispatcher {
                     }
                 }
                 Some(rows) = self.added.recv() => {
-                    rows.into_iter().filter(|row| row.id > loaded_up_to).for_each(|row| scheduler.add(row));
+                    for mut row in rows.into_iter().filter(|row| row.id > loaded_up_to) {
+                        if let Some(request) = row.fresh.take().filter(|_| fresh.len() < FRESH_ROWS_KEPT) {
+                            fresh.insert(row.id, StoredRow {
+                                request: *request,
+                                state: RowState::Pending,
+                                tries: 0,
+                                enqueued_ms: row.due_ms,
+                            });
+                        }
+                        scheduler.add(row);
+                    }
                 }
                 Some(joined) = workers.join_next() => {
                     if let Err(error) = joined {
@@ -203,6 +219,8 @@ impl Dispatcher {
                 _ = requeue_poll.tick() => {
                     let full_load = generation.is_none();
                     if let Some(rows) = self.requeued(&mut generation).await {
+                        // An admin changed rows (`outbox retry|purge`): what is kept may be stale.
+                        fresh.clear();
                         if full_load {
                             rows.into_iter().for_each(|row| scheduler.add(row));
                         } else {
@@ -296,10 +314,14 @@ impl Drop for DoneGuard {
 }
 
 /// One try of row `id`: load, send, decide, commit the outcome.
-async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64) {
+async fn deliver_one(ctx: Arc<SenderContext>, unique_id: String, id: i64, fresh: Option<StoredRow>) {
     let fallback = Next::RetryAt(now_ms().saturating_add(INTERNAL_RETRY.as_millis() as i64));
     let mut guard = DoneGuard { ctx: ctx.clone(), unique_id, id, next: fallback, recovered: false };
-    let row = match read_row(&ctx, id).await {
+    let stored = match fresh {
+        Some(row) => Ok(Some(row)),
+        None => read_row(&ctx, id).await,
+    };
+    let row = match stored {
         Ok(Some(row)) if row.state == RowState::Pending => row,
         Ok(_) => {
             // Purged or already settled by an admin: nothing to send.

@@ -347,7 +347,8 @@ fn enqueue(
     let mut inserted: BTreeMap<String, Vec<PendingRow>> = BTreeMap::new();
     for request in requests {
         if let Some(id) = insert_request(&savepoint, request, now)? {
-            let row = PendingRow { id, unique_id: request.unique_id.clone(), due_ms: now };
+            let fresh = Some(Box::new(request.clone()));
+            let row = PendingRow { id, unique_id: request.unique_id.clone(), due_ms: now, fresh };
             inserted.entry(request.sink.clone()).or_default().push(row);
         }
     }

@@ -7,12 +7,14 @@
 //! `links` serves signed, expiring links to the files for CRMs that take a URL.
 
 pub mod ari;
+pub mod closes;
 pub mod links;
 pub mod mixmonitor;
 pub mod pickup;
 pub mod safety;
 
 pub use ari::{AriRecorder, AriRecorderError, AriRecorderSettings};
+pub use closes::CloseWatch;
 pub use links::RecordingLinks;
 pub use mixmonitor::{wait_until_complete, FileReady};
 pub use pickup::Pickup;

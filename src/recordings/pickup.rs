@@ -18,6 +18,7 @@ use crate::config::RecordingsConfig;
 use crate::deliver::{DeliveryHandle, UploadRoute, HELPDESK_SINK};
 use crate::metrics;
 
+use super::closes::CloseWatch;
 use super::mixmonitor::wait_until_complete;
 use super::safety::{AllowedDirs, PickupError};
 
@@ -128,6 +129,7 @@ pub struct Pickup {
 }
 
 struct Worker {
+    closes: CloseWatch,
     allowed: AllowedDirs,
     settle: Duration,
     wait_timeout: Duration,
@@ -153,6 +155,7 @@ impl Pickup {
             .map_err(|source| PickupStartError::Journal { path: path.display().to_string(), source })?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<PendingFile>)>();
         let worker = Arc::new(Worker {
+            closes: CloseWatch::start(),
             allowed: AllowedDirs::new(&cfg.dirs),
             settle: cfg.settle.get(),
             wait_timeout: cfg.wait_timeout.get(),
@@ -235,7 +238,9 @@ impl Worker {
         let mut waits: FuturesOrdered<_> = files
             .iter()
             .map(|pending| async move {
-                let outcome = wait_until_complete(&self.allowed, &pending.file, self.settle, self.wait_timeout).await;
+                let outcome =
+                    wait_until_complete(&self.closes, &self.allowed, &pending.file, self.settle, self.wait_timeout)
+                        .await;
                 (pending.clone(), outcome)
             })
             .collect();

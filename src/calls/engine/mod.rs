@@ -311,6 +311,8 @@ pub struct Engine {
     stats: EngineStats,
     /// Calls changed since the last [`Engine::take_checkpoints`].
     changed_calls: HashSet<String>,
+    /// The checkpoint last handed out per call (what the daemon has stored).
+    stored_checkpoints: HashMap<String, CallCheckpoint>,
     /// The newest event time seen (events and time passing).
     latest_at: EpochMillis,
     /// Until the first resync after [`Engine::restore`]: the newest time the previous run had
@@ -332,6 +334,7 @@ impl Engine {
             last_prune_at: EpochMillis::MIN,
             stats: EngineStats::default(),
             changed_calls: HashSet::new(),
+            stored_checkpoints: HashMap::new(),
             latest_at: EpochMillis::MIN,
             restored_until: None,
         }

@@ -6,6 +6,25 @@ use super::*;
 impl Engine {
     /// Lets time pass without an event (the live daemon calls this a few times a second), so
     /// that waits measured in event time, like a queue's ring round, can complete.
+    /// The event time at which [`Engine::advance_to`] next has work (a queue's ring round
+    /// over, a question about its members unanswered for too long); `None` while only events
+    /// can change anything. The daemon sleeps until then instead of ticking.
+    pub fn next_deadline(&self) -> Option<EpochMillis> {
+        self.waiting_calls
+            .iter()
+            .filter_map(|unique_id| self.calls.get(unique_id)?.pending_queue.as_ref())
+            .filter_map(|pending| {
+                let answer_given_up = pending.shell_asked_at.map(|asked| asked.saturating_add(SHELL_ANSWER_TIMEOUT_MS));
+                let round_over = match (pending.round_complete, pending.first_member_dial_at) {
+                    (true, _) if pending.shell_asked_at.is_none() => Some(EpochMillis::MIN),
+                    (false, Some(first)) => Some(first.saturating_add(self.settings.queue_ring_round_ms)),
+                    _ => None,
+                };
+                answer_given_up.into_iter().chain(round_over).min()
+            })
+            .min()
+    }
+
     pub fn advance_to(&mut self, now: EpochMillis, out: &mut Vec<Output>) {
         self.latest_at = self.latest_at.max(now);
         let waiting = std::mem::take(&mut self.waiting_calls);

@@ -13,8 +13,22 @@ impl Engine {
         let mut changed: Vec<String> = self.changed_calls.drain().collect();
         changed.sort();
         for unique_id in changed {
-            let checkpoint = self.calls.get(&unique_id).and_then(|call| self.checkpoint_of(call)).map(Box::new);
-            out.push(Output::Effect(Effect::CallCheckpoint { unique_id, checkpoint }));
+            let mut checkpoint = self.calls.get(&unique_id).and_then(|call| self.checkpoint_of(call));
+            // Most events (variables, dialplan steps) change nothing a restart needs: no write.
+            let stored = self.stored_checkpoints.get(&unique_id);
+            let unchanged = match (&mut checkpoint, stored) {
+                (Some(new), Some(old)) => same_state(new, old),
+                (None, None) => true,
+                _ => false,
+            };
+            if unchanged {
+                continue;
+            }
+            match &checkpoint {
+                Some(new) => self.stored_checkpoints.insert(unique_id.clone(), new.clone()),
+                None => self.stored_checkpoints.remove(&unique_id),
+            };
+            out.push(Output::Effect(Effect::CallCheckpoint { unique_id, checkpoint: checkpoint.map(Box::new) }));
         }
     }
 
@@ -106,6 +120,8 @@ impl Engine {
             if self.calls.contains_key(&checkpoint.unique_id) {
                 continue;
             }
+            // It is stored: when the call ends, its row must be forgotten.
+            self.stored_checkpoints.insert(checkpoint.unique_id.clone(), checkpoint.clone());
             let direction = match checkpoint.direction {
                 CheckpointDirection::Undecided => Direction::Undecided,
                 CheckpointDirection::Incoming => Direction::Incoming,
@@ -413,4 +429,13 @@ impl Engine {
 pub(super) fn is_dialed_leg(channel: &Channel) -> bool {
     matches!(channel.dialplan.app_name.as_str(), "AppDial" | "AppQueue")
         || channel.dialplan.app_data == "(Outgoing Line)"
+}
+
+/// Two checkpoints of a call that a restart would act on alike (`taken_at` moves with every
+/// event and only dates the checkpoint).
+fn same_state(new: &mut CallCheckpoint, old: &CallCheckpoint) -> bool {
+    let taken_at = std::mem::replace(&mut new.taken_at, old.taken_at);
+    let same = new == old;
+    new.taken_at = taken_at;
+    same
 }
