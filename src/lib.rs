@@ -24,6 +24,7 @@
 //! ```
 
 pub mod ari;
+pub mod backoff;
 pub mod calls;
 pub mod cli;
 pub mod commands;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod crm;
 pub mod daemon;
 pub mod deliver;
+pub mod failure;
 pub mod forward;
 pub mod health;
 pub mod history;

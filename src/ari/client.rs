@@ -579,23 +579,7 @@ fn has_refused_io(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// An error's causes as `outer: inner: innermost`, skipping the outermost text (for reqwest,
-/// the one that carries the URL).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source = error.source();
-    while let Some(current) = source {
-        let text = current.to_string();
-        if !parts.iter().any(|part| part.contains(&text)) {
-            parts.push(text);
-        }
-        source = current.source();
-    }
-    if parts.is_empty() {
-        parts.push(error.to_string());
-    }
-    parts.join(": ")
-}
+pub use crate::failure::error_chain;
 
 /// Whether an Asterisk version has `subscribeAll` on the event websocket (13.6 and newer).
 /// `None` when the version string does not say (development builds such as `GIT-master-…`).

@@ -23,6 +23,9 @@ const DAEMON_GRACE: Duration = Duration::from_millis(2_500);
 /// helpdesk event as a SPEC §5 JSON line on stdout.
 pub fn run(config: &Config, print_events: bool) -> i32 {
     logging::init("info");
+    // One runtime thread: deskhook's tasks are small and mostly wait, and a second worker only
+    // added wake-ups taken from Asterisk. The ARI reader and the outbox writer keep threads of
+    // their own, and SQLite and file work goes to the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().thread_name("deskhook").build() {
         Ok(runtime) => runtime,
         Err(error) => {

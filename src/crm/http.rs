@@ -33,7 +33,7 @@ impl Answer {
 /// naming `host` only.
 pub async fn exchange(request: reqwest::RequestBuilder, host: &str) -> Result<Answer, TryResult> {
     let transport = |error: reqwest::Error| TryResult::Transient {
-        error: format!("{} {host}", describe_transport_error(&error)),
+        error: format!("{} {host}", crate::failure::Failure::of(&error).words_before_host()),
         retry_after: None,
     };
     let mut response = request.send().await.map_err(transport)?;
@@ -56,19 +56,6 @@ pub async fn exchange(request: reqwest::RequestBuilder, host: &str) -> Result<An
     let text = String::from_utf8_lossy(&body).into_owned();
     let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
     Ok(Answer { status, retry_after, json, text })
-}
-
-/// reqwest's own message may carry the full URL (with a token): only its kind is told.
-pub fn describe_transport_error(error: &reqwest::Error) -> &'static str {
-    if error.is_timeout() {
-        "no answer in time from"
-    } else if error.is_connect() {
-        "cannot connect to"
-    } else if error.is_body() || error.is_decode() {
-        "the answer broke off from"
-    } else {
-        "the connection failed to"
-    }
 }
 
 /// A client for CRM APIs: no redirects followed (a POST would lose its body), deskhook's agent.

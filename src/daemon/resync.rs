@@ -21,6 +21,10 @@ use crate::calls::{ChannelClass, Classifier};
 
 use super::Inbound;
 
+/// Reading the channels again after a failure: the first pause, and the longest.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
 /// Asterisk's state right after a connect.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
@@ -82,7 +86,7 @@ pub(crate) fn spawn_resync(
     answers: mpsc::UnboundedSender<Inbound>,
 ) {
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(250);
+        let mut retries = 0;
         let mut warned = false;
         while current_generation.load(Ordering::SeqCst) == generation {
             match fetch(&client).await {
@@ -99,8 +103,8 @@ pub(crate) fn spawn_resync(
                         );
                         warned = true;
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    retries += 1;
+                    tokio::time::sleep(crate::backoff::pause(FIRST_RETRY, MAX_RETRY, retries)).await;
                 }
             }
         }

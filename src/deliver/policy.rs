@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-
 use crate::config::HelpdeskConfig;
 
 /// How one try ended, before the retry policy is applied.
@@ -51,16 +49,7 @@ impl RetryPolicy {
     /// The wait after the `tries`-th failed try (1 = the first): exponential from `min_backoff`,
     /// jittered up to +100%, never above `max_backoff`.
     pub fn backoff(&self, tries: u32) -> Duration {
-        // Jitter doubles at most, so growth stops at half the cap and the jittered wait stays in [cap/2, cap].
-        let ceiling = (self.max_backoff / 2).max(self.min_backoff);
-        let builder = ExponentialBuilder::default()
-            .with_min_delay(self.min_backoff)
-            .with_max_delay(ceiling)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
-        let step = tries.max(1) as usize - 1;
-        builder.build().nth(step).unwrap_or(self.max_backoff).min(self.max_backoff)
+        crate::backoff::pause(self.min_backoff, self.max_backoff, tries)
     }
 
     /// Applies the policy to a try of a row enqueued at `enqueued_ms` that has now been tried `tries` times.

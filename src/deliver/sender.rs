@@ -549,24 +549,14 @@ async fn read_quote(mut response: reqwest::Response) -> String {
 
 /// A network error in words an admin can act on, without the URL's path.
 fn describe_transport_error(error: &reqwest::Error, host: &str, request_timeout: Duration) -> String {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = cause.source();
-    }
+    let causes = crate::failure::causes(error);
     let detail = if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(": ")) };
-    if error.is_connect() {
-        format!("cannot connect to {host}{detail}")
-    } else if error.is_timeout() {
-        format!(
+    match crate::failure::Failure::of(error) {
+        crate::failure::Failure::Connect => format!("cannot connect to {host}{detail}"),
+        crate::failure::Failure::Timeout => format!(
             "no complete answer from {host} within helpdesk.request_timeout = {}{detail}",
             humanize(request_timeout)
-        )
-    } else {
-        format!("request to {host} failed{detail}")
+        ),
+        _ => format!("request to {host} failed{detail}"),
     }
 }

@@ -78,7 +78,7 @@ impl CrmClient {
         let transport = |error: reqwest::Error| ResolveError::Transport {
             host: self.host.clone(),
             // reqwest's message may carry the full URL (with the CRM's token): keep only its kind.
-            reason: describe_transport_error(&error),
+            reason: crate::failure::Failure::of(&error).words().into(),
         };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
@@ -132,19 +132,5 @@ impl CrmClient {
             (true, false, _) => tracing::info!(crm = %self.host, "CRM lookups work again"),
             _ => {}
         }
-    }
-}
-
-fn describe_transport_error(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connect() {
-        "cannot connect".into()
-    } else if error.is_body() || error.is_decode() {
-        "the answer broke off".into()
-    } else if error.is_redirect() {
-        "too many redirects".into()
-    } else {
-        "the connection failed".into()
     }
 }

@@ -36,9 +36,9 @@ pub(super) enum Resumed {
     Closed(Closed),
 }
 
-/// The pause before retry number `attempt` (0-based): doubling from `first_retry`, capped.
+/// The pause before retry number `attempt` (0-based): doubling from `first_retry` with jitter, capped.
 pub(super) fn retry_pause(settings: &AriRecorderSettings, attempt: u32) -> Duration {
-    settings.first_retry.saturating_mul(1u32 << attempt.min(16)).min(MAX_RETRY_PAUSE)
+    crate::backoff::pause(settings.first_retry, MAX_RETRY_PAUSE, attempt.saturating_add(1))
 }
 
 pub(super) async fn run(
