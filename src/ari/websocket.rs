@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -145,14 +144,9 @@ impl EventStreamSettings {
         })
     }
 
-    fn backoff(&self) -> ExponentialBackoff {
-        // Jitter adds up to one more delay, so the builder's cap is half the configured one.
-        ExponentialBuilder::default()
-            .with_min_delay(MIN_RECONNECT_DELAY)
-            .with_max_delay((self.reconnect_max / 2).max(MIN_RECONNECT_DELAY))
-            .with_jitter()
-            .without_max_times()
-            .build()
+    /// The pause before reconnect attempt number `retry` (1 for the first after a failure).
+    fn reconnect_delay(&self, retry: u32) -> Duration {
+        crate::backoff::pause(MIN_RECONNECT_DELAY, self.reconnect_max, retry)
     }
 }
 
@@ -242,7 +236,7 @@ async fn supervise(
     shutdown: CancellationToken,
     stats: Arc<ReaderStats>,
 ) {
-    let mut backoff = settings.backoff();
+    let mut retries = 0u32;
     let mut generation = 0u64;
     // When the current outage began and which kind of failure was last logged.
     let mut outage: Option<(Instant, &'static str)> = None;
@@ -302,7 +296,7 @@ async fn supervise(
                     }
                     End::Lost(reason) => {
                         if healthy {
-                            backoff = settings.backoff();
+                            retries = 0;
                         }
                         tracing::warn!(
                             "ARI connection to {} lost ({reason}); reconnecting with backoff (at most {} s apart)",
@@ -343,7 +337,8 @@ async fn supervise(
                 }
             }
         }
-        let delay = backoff.next().unwrap_or(settings.reconnect_max).min(settings.reconnect_max);
+        retries = retries.saturating_add(1);
+        let delay = settings.reconnect_delay(retries);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -511,7 +506,7 @@ mod tests {
     fn reconnect_delays_grow_and_stay_capped() {
         let config = AriConfig { reconnect_max: crate::config::DurationSpec::secs(4), ..AriConfig::default() };
         let settings = EventStreamSettings::from_config(&config).expect("valid");
-        let delays: Vec<Duration> = settings.backoff().take(12).map(|d| d.min(settings.reconnect_max)).collect();
+        let delays: Vec<Duration> = (1..=12).map(|retry| settings.reconnect_delay(retry)).collect();
         assert!(delays[0] >= MIN_RECONNECT_DELAY && delays[0] < MIN_RECONNECT_DELAY * 2, "{delays:?}");
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(4)), "{delays:?}");
         assert!(delays[11] >= Duration::from_secs(2), "{delays:?}");
