@@ -157,6 +157,8 @@ impl Daemon {
         let stream_settings = EventStreamSettings::from_config(&config.ari)?;
         let stats = Arc::new(LiveStats::default());
         let shutdown = CancellationToken::new();
+        // Bounded by the reader's `[ari] max_backlog` (past it: close, catch up, resync); the
+        // rest are one answer per question the engine task itself asked.
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel::<Inbound>();
         let (sink_tx, sink_task) = spawn_sink(sink, config.ari.max_backlog);
         let task = engine_task::EngineTask {

@@ -58,6 +58,7 @@ impl SinkQueue {
 /// full at `limit` waiting outputs. The task ends (after [`Sink::close`]) once every sender is
 /// dropped.
 pub fn spawn_sink(mut sink: Box<dyn Sink>, limit: usize) -> (SinkQueue, JoinHandle<()>) {
+    // Bounded by counting: the engine stops taking input once `limit` outputs wait.
     let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
     let waiting = Arc::new(AtomicUsize::new(0));
     let room = Arc::new(Notify::new());

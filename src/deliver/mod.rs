@@ -106,6 +106,7 @@ impl Delivery {
                 None => build_sink(&target.url, &target.cfg, target.wire())?,
             };
             let counts = Arc::new(SharedCounts::default());
+            // Bounded by the sink's `outbox_max_rows`: only stored rows are announced.
             let (added_tx, added_rx) = tokio::sync::mpsc::unbounded_channel();
             books.insert(
                 target.name.clone(),
@@ -131,6 +132,7 @@ impl Delivery {
         let mut sinks = BTreeMap::new();
         let mut controls = Vec::with_capacity(parts.len());
         for (target, sink, counts, added) in parts {
+            // At most `max_parallel` reports in flight; control carries one shutdown.
             let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
             let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
             let ctx = Arc::new(SenderContext {

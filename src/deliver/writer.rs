@@ -102,6 +102,8 @@ pub(crate) fn spawn(outbox: Outbox, sinks: BTreeMap<String, SinkBook>) -> Result
         next_prune: Instant::now(),
     };
     writer.publish();
+    // Bounded upstream: enqueues by the engine's sink queue, finishes by each sink's
+    // `max_parallel`, checkpoints and heartbeats by engine steps.
     let (commands, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("deskhook-outbox".into())

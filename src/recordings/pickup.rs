@@ -153,6 +153,7 @@ impl Pickup {
         let resumed = journal
             .unfinished()
             .map_err(|source| PickupStartError::Journal { path: path.display().to_string(), source })?;
+        // One item per call that ended with recordings; taken at once (each call is its own task).
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<PendingFile>)>();
         let worker = Arc::new(Worker {
             closes: CloseWatch::start(),

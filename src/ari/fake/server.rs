@@ -327,6 +327,7 @@ async fn events(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
     }
     let upgrade = hyper::upgrade::on(&mut request);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    // The simulator's outgoing messages for one websocket; a test's trace at most.
     let (tx, rx) = mpsc::unbounded_channel();
     {
         let mut sessions = lock(&shared.sessions);

@@ -231,6 +231,7 @@ fn row(record: &csv::StringRecord, phones: &PhoneNormalizer) -> Result<(String, 
 
 /// Starts watching the table's directory; falls back to polling the mtime when the OS refuses.
 fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
+    // Change notices, drained in one go by the reloader (a burst is one reload).
     let (changed, changes) = mpsc::channel::<()>();
     let file_name = shared.path.file_name().map(|name| name.to_os_string());
     let watched_dir = match shared.path.parent() {

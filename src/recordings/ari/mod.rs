@@ -168,6 +168,7 @@ impl AriRecorder {
         let unfinished = journal.unfinished().map_err(journal_error)?;
         let ctx = Arc::new(Context { client, delivery, journal, settings, download_dir, meters: Meters::register() });
 
+        // At most one name per recording part the helpdesk accepted.
         let (deletions_tx, deletions_rx) = mpsc::unbounded_channel::<String>();
         tokio::spawn(delete_accepted(ctx.clone(), deletions_rx));
         let hook_tx = deletions_tx.clone();
@@ -186,6 +187,7 @@ impl AriRecorder {
             queued.extend(
                 call.parts.iter().filter(|part| part.state == journal::PartState::Queued).map(|p| p.name.clone()),
             );
+            // A call's commands: a handful per conversation, ended with the call.
             let (tx, rx) = mpsc::unbounded_channel();
             let resumed = match call.closed {
                 Some(closed) => call::Resumed::Closed(closed),
@@ -212,6 +214,7 @@ impl AriRecorder {
             None => command,
         };
         self.calls.retain(|_, tx| !tx.is_closed());
+        // A call's commands: a handful per conversation, ended with the call.
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(command);
         tokio::spawn(call::run(self.ctx.clone(), unique_id.to_string(), Vec::new(), rx, call::Resumed::Fresh));
