@@ -464,13 +464,31 @@ fn parse_fixed_timestamp(text: &str) -> Option<EpochMillis> {
         _ => return None,
     };
     let (offset_hours, offset_minutes) = (num(24..26)?, num(26..28)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    if offset_hours > 23 || offset_minutes > 59 {
         return None;
     }
     let days = days_from_civil(year, month, day);
     let local_seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
     let offset_seconds = sign * (offset_hours * 3600 + offset_minutes * 60);
     Some((local_seconds - offset_seconds) * 1000 + milli)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -503,6 +521,22 @@ mod tests {
         assert_eq!(parse_ari_timestamp("1970-01-01T00:00:01Z"), Some(1000));
         assert_eq!(parse_ari_timestamp("yesterday"), None);
         assert_eq!(parse_ari_timestamp("2026-13-21T04:58:16.310+0000"), None);
+        // Days a month does not have, and offsets no clock has.
+        assert_eq!(parse_ari_timestamp("2024-02-31T00:00:00.000+0000"), None);
+        assert_eq!(parse_ari_timestamp("2023-02-29T00:00:00.000+0000"), None);
+        assert_eq!(parse_ari_timestamp("2026-04-31T00:00:00.000+0000"), None);
+        assert_eq!(parse_ari_timestamp("2026-11-21T04:58:16.310+2460"), None);
+        assert!(parse_ari_timestamp("2000-02-29T00:00:00.000+0000").is_some());
+        // Every day of a leap and a common year agrees with jiff.
+        for (year, days) in [(2024, 366), (2026, 365)] {
+            let first = jiff::civil::date(year, 1, 1);
+            for offset in 0..days {
+                let date = first.checked_add(jiff::Span::new().days(offset)).expect("in range");
+                let text = format!("{date}T12:34:56.789+0000");
+                let reference = date.at(12, 34, 56, 789_000_000).to_zoned(jiff::tz::TimeZone::UTC).expect("utc");
+                assert_eq!(parse_ari_timestamp(&text), Some(reference.timestamp().as_millisecond()), "{text}");
+            }
+        }
     }
 
     #[test]
