@@ -17,7 +17,11 @@ use crate::ari::events::EpochMillis;
 use crate::calls::{CallDirection, CallEvent};
 use crate::numbers::is_valid_extension;
 use crate::numbers::PhoneNormalizer;
+use crate::sqlite::Commits;
 use crate::wallclock::now_ms as now_millis;
+
+/// How long a history connection waits for the other's lock: well inside /forward's budget.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The history file inside `storage.dir`.
 pub const HISTORY_FILE: &str = "history.sqlite3";
@@ -67,14 +71,11 @@ impl History {
         let path = dir.join(HISTORY_FILE);
         std::fs::create_dir_all(dir).map_err(|source| HistoryError::CreateDir { path: path.clone(), source })?;
         let open_error = |source| HistoryError::Open { path: path.clone(), source };
-        crate::sqlite::private_file(&path).map_err(|source| HistoryError::CreateDir { path: path.clone(), source })?;
-        let writer = Connection::open(&path).map_err(open_error)?;
+        // A cache (losing the newest rows to a power loss costs little), read within /forward's budget.
+        let (writer, _mode) = crate::sqlite::open(&path, Commits::Relaxed, BUSY_TIMEOUT).map_err(open_error)?;
         writer
             .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = NORMAL;
-                 PRAGMA busy_timeout = 2000;
-                 CREATE TABLE IF NOT EXISTS calls (
+                "CREATE TABLE IF NOT EXISTS calls (
                      unique_id TEXT PRIMARY KEY,
                      client    TEXT NOT NULL,
                      operator  TEXT NOT NULL,
@@ -86,8 +87,7 @@ impl History {
                  CREATE INDEX IF NOT EXISTS calls_by_age ON calls (ended_at);",
             )
             .map_err(open_error)?;
-        let reader = Connection::open(&path).map_err(open_error)?;
-        reader.execute_batch("PRAGMA busy_timeout = 2000;").map_err(open_error)?;
+        let reader = crate::sqlite::open_reader(&path, BUSY_TIMEOUT).map_err(open_error)?;
         let history = History {
             inner: Arc::new(Inner {
                 path: path.clone(),

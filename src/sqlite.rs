@@ -1,6 +1,7 @@
-//! How deskhook opens the SQLite files that hold its promises (the outbox, the recordings
-//! journals): WAL so readers never block the writer, `synchronous = FULL` so a commit survives
-//! a power loss, and a busy timeout so `deskhook outbox` beside the daemon waits instead of failing.
+//! How deskhook opens every SQLite file: WAL so readers never block the writer; for the files
+//! that hold its promises (the outbox, the journals) `synchronous = FULL` so a commit survives a
+//! power loss, for caches (the call history) commits fsynced at checkpoints; and a busy timeout
+//! so `deskhook outbox` beside the daemon waits instead of failing.
 //! Every state file is private ([`private_file`]): clients' numbers and tokens are in there.
 
 use std::path::Path;
@@ -14,13 +15,40 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opens (creating if needed) a durable store; returns it with the journal mode SQLite
 /// actually chose (`wal` unless the file system cannot do it).
 pub fn open_durable(path: &Path) -> rusqlite::Result<(Connection, String)> {
+    open(path, Commits::Durable, BUSY_TIMEOUT)
+}
+
+/// How far a commit must have reached when it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commits {
+    /// On disk (fsynced): promises to deliver, journals of pickups.
+    Durable,
+    /// In the WAL, fsynced at checkpoints: survives a crash of deskhook, maybe not a power
+    /// loss; for caches such as the call history, where losing the newest rows costs little.
+    Relaxed,
+}
+
+/// Opens (creating if needed, private) a state file in WAL mode with `commits` and
+/// `busy_timeout`; returns it with the journal mode SQLite actually chose.
+pub fn open(path: &Path, commits: Commits, busy_timeout: Duration) -> rusqlite::Result<(Connection, String)> {
     private_file(path)
         .map_err(|error| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(14), Some(error.to_string())))?;
     let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match commits {
+        Commits::Durable => "FULL",
+        Commits::Relaxed => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     Ok((conn, mode))
+}
+
+/// A second connection to a file already opened with [`open`], for reads beside its writer.
+pub fn open_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    Ok(conn)
 }
 
 /// Makes `path` (a state file) readable by its owner and group only, whatever the umask:
