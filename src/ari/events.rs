@@ -306,11 +306,6 @@ impl EventParser {
     }
 }
 
-/// Parses one message without keeping counts.
-pub fn parse_event(text: &str) -> Result<TimedEvent, ParseError> {
-    EventParser::new().parse(text)
-}
-
 impl RawMessage {
     fn into_event(self) -> Result<TimedEvent, ParseError> {
         let kind = self.kind.clone().ok_or(ParseError::MissingType)?;

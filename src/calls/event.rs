@@ -14,16 +14,15 @@ pub struct RecordingRef {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordingSource {
-    /// A MixMonitor file, as named by `MIXMONITOR_FILENAME`.
+    /// A MixMonitor file, as named by `MIXMONITOR_FILENAME`. (Recordings made through ARI
+    /// never pass through the engine: the recorder uploads them itself.)
     File(String),
-    /// An ARI stored recording, by name.
-    Stored(String),
 }
 
 impl RecordingSource {
     pub fn as_str(&self) -> &str {
         match self {
-            RecordingSource::File(path) | RecordingSource::Stored(path) => path,
+            RecordingSource::File(path) => path,
         }
     }
 }

@@ -186,7 +186,7 @@ impl Pickup {
     pub async fn promise(&self, recordings: Vec<(RecordingRef, Vec<UploadRoute>)>) -> Promised {
         let mut by_call: Vec<(String, Vec<PendingFile>)> = Vec::new();
         for (recording, routes) in recordings {
-            let RecordingSource::File(file) = recording.source else { continue };
+            let RecordingSource::File(file) = recording.source;
             if routes.is_empty() {
                 continue;
             }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::ari::events::EpochMillis;
-use crate::calls::{CallDirection, CallEvent, CallSummary, Effect, Happened, Output, RecordingSource};
+use crate::calls::{CallDirection, CallEvent, CallSummary, Effect, Happened, Output};
 use crate::config::JsonRecordings;
 
 pub use crate::deliver::signature::{signature, SIGNATURE_HEADER};
@@ -76,8 +76,7 @@ impl JsonMapper {
                         body,
                     });
                 }
-                let is_file = matches!(recording.source, RecordingSource::File(_));
-                if self.recordings == JsonRecordings::Upload && is_file {
+                if self.recordings == JsonRecordings::Upload {
                     let summary = self.summaries.get(&recording.unique_id).cloned().unwrap_or(Value::Null);
                     requests.push(JsonRequest::Upload {
                         unique_id: recording.unique_id.clone(),
@@ -284,7 +283,8 @@ mod tests {
             .map(&Output::Event(ended))
             .remove(0);
         assert_eq!(again.shown()["event_id"], body["event_id"]);
-        let recording = RecordingRef { unique_id: "1.1".into(), source: RecordingSource::File("/s/a.wav".into()) };
+        let recording =
+            RecordingRef { unique_id: "1.1".into(), source: crate::calls::RecordingSource::File("/s/a.wav".into()) };
         let uploads = mapper.map(&Output::Recording(recording));
         assert!(
             matches!(&uploads[..], [JsonRequest::Upload { summary, path, .. }] if summary == body && path == "/s/a.wav")
