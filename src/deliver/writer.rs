@@ -173,8 +173,10 @@ impl Writer {
             .collect();
         let durable = batch.iter().any(|command| matches!(command, WriterCommand::Enqueue { .. }));
         if durable != self.fsync_commits {
-            let mode = if durable { "FULL" } else { "NORMAL" };
-            if let Err(error) = self.conn.pragma_update(None, "synchronous", mode) {
+            // Switched on most batches: a cached statement, not parsed each time.
+            let pragma = if durable { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+            let switched = self.conn.prepare_cached(pragma).and_then(|mut statement| statement.execute([]));
+            if let Err(error) = switched {
                 tracing::warn!(path = %self.path, %error, "cannot set the outbox's synchronous mode");
             } else {
                 self.fsync_commits = durable;
