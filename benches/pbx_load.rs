@@ -138,34 +138,15 @@ impl Renamer {
         let seconds = start_ms / 1000;
         let mut out = Vec::with_capacity(shape.lines.len());
         for line in &shape.lines {
+            let serial = &mut self.serial;
             let line = self.unique_id.replace_all(line, |caps: &regex::Captures| {
-                let old = caps[0].to_string();
-                ids.entry(old)
-                    .or_insert_with(|| {
-                        self.serial += 1;
-                        format!("{seconds}.{}", self.serial)
-                    })
-                    .clone()
+                renamed(&mut ids, &caps[0], serial, |n| format!("{seconds}.{n}"))
             });
             let line = self.bridge_id.replace_all(&line, |caps: &regex::Captures| {
-                let tail = bridges
-                    .entry(caps[2].to_string())
-                    .or_insert_with(|| {
-                        self.serial += 1;
-                        format!("{:012x}", self.serial)
-                    })
-                    .clone();
-                format!("{}{tail}", &caps[1])
+                format!("{}{}", &caps[1], renamed(&mut bridges, &caps[2], serial, |n| format!("{n:012x}")))
             });
             let line = self.channel_suffix.replace_all(&line, |caps: &regex::Captures| {
-                let tail = suffixes
-                    .entry(caps[2].to_string())
-                    .or_insert_with(|| {
-                        self.serial += 1;
-                        format!("{:08x}", self.serial)
-                    })
-                    .clone();
-                format!("{}-{tail}", &caps[1])
+                format!("{}-{}", &caps[1], renamed(&mut suffixes, &caps[2], serial, |n| format!("{n:08x}")))
             });
             let line = self.time.replace_all(&line, |caps: &regex::Captures| {
                 let old = parse_time(&caps[0]).expect("a trace time");
@@ -177,6 +158,17 @@ impl Renamer {
         }
         out
     }
+}
+
+/// The copy's name for `old`: the same every time within a copy, a new serial the first time.
+fn renamed(names: &mut HashMap<String, String>, old: &str, serial: &mut u64, name: impl Fn(u64) -> String) -> String {
+    names
+        .entry(old.to_string())
+        .or_insert_with(|| {
+            *serial += 1;
+            name(*serial)
+        })
+        .clone()
 }
 
 fn build_load(seconds: u64, start_ms: i64, spool: &Path) -> Load {

@@ -30,9 +30,8 @@ struct Registry {
     /// `None` when inotify is unavailable: completeness is then judged by quiet time alone.
     watches: Option<Watches>,
     /// Watched directory (as MixMonitor names it) → its watch and when a pickup last used it.
+    /// Symlinks give one inode several names: they share a watch descriptor.
     dirs: HashMap<PathBuf, (WatchDescriptor, Instant)>,
-    /// Every spelling of a watched directory (symlinks give one inode several names).
-    spellings: HashMap<WatchDescriptor, Vec<PathBuf>>,
     /// Files seen closed after writing, and when.
     closed: HashMap<PathBuf, SystemTime>,
     /// Pickups waiting for a file's close.
@@ -43,13 +42,8 @@ impl CloseWatch {
     /// Starts the watcher on the current tokio runtime. Without inotify (its limits reached, or
     /// not Linux) it still works, and files count as complete once quiet for `settle`.
     pub fn start() -> CloseWatch {
-        let mut registry = Registry {
-            watches: None,
-            dirs: HashMap::new(),
-            spellings: HashMap::new(),
-            closed: HashMap::new(),
-            waiters: HashMap::new(),
-        };
+        let mut registry =
+            Registry { watches: None, dirs: HashMap::new(), closed: HashMap::new(), waiters: HashMap::new() };
         let inotify = Inotify::init().and_then(|inotify| {
             let watches = inotify.watches();
             inotify.into_event_stream(vec![0u8; 16 * 1024]).map(|stream| (stream, watches))
@@ -91,7 +85,6 @@ impl CloseWatch {
         let Some(mut watches) = registry.watches.clone() else { return };
         match watches.add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::ONLYDIR) {
             Ok(wd) => {
-                registry.spellings.entry(wd.clone()).or_default().push(dir.to_path_buf());
                 registry.dirs.insert(dir.to_path_buf(), (wd, now));
             }
             Err(error) => {
@@ -128,17 +121,15 @@ impl CloseWatch {
         for (wd, mask, name) in events {
             if mask.contains(EventMask::IGNORED) {
                 // The directory was removed (or unwatched): forget its watch.
-                if let Some(spellings) = registry.spellings.remove(&wd) {
-                    for dir in spellings {
-                        registry.dirs.remove(&dir);
-                    }
-                }
+                registry.dirs.retain(|_, (watched, _)| *watched != wd);
                 continue;
             }
             if !mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO) {
                 continue;
             }
-            let (Some(name), Some(dirs)) = (name, registry.spellings.get(&wd).cloned()) else { continue };
+            let Some(name) = name else { continue };
+            let dirs: Vec<PathBuf> =
+                registry.dirs.iter().filter(|(_, (watched, _))| *watched == wd).map(|(dir, _)| dir.clone()).collect();
             for dir in dirs {
                 let path = dir.join(&name);
                 for waiter in registry.waiters.remove(&path).unwrap_or_default() {
@@ -166,12 +157,8 @@ impl Registry {
             .collect();
         for dir in idle {
             let Some((wd, _)) = self.dirs.remove(&dir) else { continue };
-            let still_named = self.spellings.get_mut(&wd).is_some_and(|names| {
-                names.retain(|name| *name != dir);
-                !names.is_empty()
-            });
-            if !still_named {
-                self.spellings.remove(&wd);
+            // The inode may still be watched under another name.
+            if !self.dirs.values().any(|(watched, _)| *watched == wd) {
                 if let Some(mut watches) = self.watches.clone() {
                     let _ = watches.remove(wd);
                 }

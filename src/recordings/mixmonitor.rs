@@ -45,12 +45,15 @@ async fn wait(
 ) -> Result<FileReady, PickupError> {
     let deadline = Instant::now() + timeout;
     let raw_path = Path::new(raw);
-    // Refused paths are refused before anything is watched for them.
-    let mut real = match allowed.confine(raw) {
-        Ok(path) => Some(path),
-        Err(PickupError::Missing(_)) => None,
-        Err(refused) => return Err(refused),
+    // The real path once the file exists; a refused path ends the wait.
+    let find = || match allowed.confine(raw) {
+        Ok(path) => Ok(Some(path)),
+        Err(PickupError::Missing(_)) => Ok(None),
+        Err(refused) => Err(refused),
     };
+    // Refused paths are refused before anything is watched for them.
+    let mut real = find()?;
+    let mut just_looked = true;
     if let Some(parent) = raw_path.parent() {
         closes.watch_dir(parent);
     }
@@ -59,12 +62,8 @@ async fn wait(
     loop {
         // Registered before looking, so a close in between is not missed.
         let next_close = closes.next_close(raw_path);
-        if real.is_none() {
-            real = match allowed.confine(raw) {
-                Ok(path) => Some(path),
-                Err(PickupError::Missing(_)) => None,
-                Err(refused) => return Err(refused),
-            };
+        if real.is_none() && !std::mem::take(&mut just_looked) {
+            real = find()?;
         }
         let mut next_check = Instant::now() + LOOK_FOR_MISSING;
         if let Some(path) = &real {
