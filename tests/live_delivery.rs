@@ -159,7 +159,9 @@ async fn forward_answers_from_the_history_of_calls_deskhook_saw() {
     let text = std::fs::read_to_string(&config).expect("config").replace(
         "[forward]\nlisten = \"\"",
         &format!(
-            "[forward]\nlisten = \"{forward}\"\nmiss_cache_ttl = \"100ms\"\n[[forward.resolvers]]\nkind = \"history\""
+            // The fixture calls are from November 2026: a long max_age keeps them found.
+            "[forward]\nlisten = \"{forward}\"\nmiss_cache_ttl = \"100ms\"\n[[forward.resolvers]]\nkind = \"history\"\n\
+             max_age_days = 3650"
         ),
     );
     std::fs::write(&config, text).expect("config");

@@ -73,6 +73,7 @@ pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     report.ok("config", "readable and valid");
     check_ari(config, &mut report).await;
     check_storage(&config.storage.dir, &mut report);
+    check_shared_history(config, &mut report).await;
     check_recordings(config, &mut report);
     check_forward(config, &mut report).await;
     let allow = crate::config::allow::AllowList::parse(&config.forward.allow).unwrap_or_default();
@@ -389,6 +390,95 @@ fn check_storage(dir: &Path, report: &mut Report<'_, impl Write>) {
             &format!("{shown} is not writable ({error})"),
             &format!("make {shown} owned by the user deskhook runs as (`chown -R deskhook: {shown}`)"),
         ),
+    }
+}
+
+/// `[storage] history = "postgres://…"`: connects as the daemon would, reads the schema
+/// version and names the fix for the usual setup mistakes.
+async fn check_shared_history(config: &Config, report: &mut Report<'_, impl Write>) {
+    use crate::history::shared::{schema_version, SharedError, SCHEMA_VERSION};
+    const PATIENCE: Duration = Duration::from_secs(10);
+    let Some(url) = config.storage.shared_history() else {
+        return;
+    };
+    let pbx = config.pbx_name();
+    let store = match crate::history::SharedStore::new(url, &pbx, config.storage.history_timeout.get()) {
+        Ok(store) => store,
+        Err(problem) => {
+            return report.problem(
+                "history",
+                &format!("storage.history {problem}"),
+                "write it as postgres://user:password@host/database?sslmode=verify-full",
+            )
+        }
+    };
+    let target = store.target().describe();
+    let fix = |error: &SharedError| {
+        crate::history::advice::advice(error, store.target())
+            .unwrap_or_else(|| "check the host, port, user, password and database in storage.history".to_string())
+    };
+    let client = match tokio::time::timeout(PATIENCE, store.connect()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(error)) => {
+            return report.problem("history", &format!("{target}: cannot connect ({error})"), &fix(&error))
+        }
+        Err(_) => {
+            let error = SharedError::TimedOut(PATIENCE);
+            return report.problem("history", &format!("{target}: {error}"), &fix(&error));
+        }
+    };
+    match schema_version(&client).await {
+        Ok(Some(SCHEMA_VERSION)) => {
+            let counted = client
+                .query_one("SELECT COUNT(*), COUNT(DISTINCT pbx) FROM deskhook_calls", &[])
+                .await
+                .and_then(|row| Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?)));
+            report.ok(
+                "history",
+                &format!("{target}: shared call history, schema version {SCHEMA_VERSION}; this PBX writes as {pbx:?}"),
+            );
+            if let Ok((calls, pbxes)) = counted {
+                report.detail(&format!("{calls} calls from {pbxes} PBX(es)"));
+            }
+        }
+        Ok(Some(found)) if found > SCHEMA_VERSION => {
+            let error = SharedError::SchemaNewer { found };
+            report.problem(
+                "history",
+                &format!("{target}: {error}"),
+                "run the same deskhook version on every PBX that shares this database",
+            )
+        }
+        Ok(found) => {
+            let may_create = client
+                .query_one("SELECT has_schema_privilege(current_user, 'public', 'CREATE')", &[])
+                .await
+                .and_then(|row| row.try_get::<_, bool>(0))
+                .unwrap_or(false);
+            let now = found.map_or_else(|| "not created yet".to_string(), |found| format!("at version {found}"));
+            if may_create {
+                report.ok(
+                    "history",
+                    &format!(
+                        "{target}: connected; deskhook's tables are {now}, `deskhook run` brings them to version \
+                         {SCHEMA_VERSION}; this PBX writes as {pbx:?}"
+                    ),
+                );
+            } else {
+                report.problem(
+                    "history",
+                    &format!(
+                        "{target}: deskhook's tables are {now} and role {:?} may not create them",
+                        store.target().user()
+                    ),
+                    &format!(
+                        "GRANT CREATE ON SCHEMA public TO {} (or make the role the database's owner)",
+                        store.target().user()
+                    ),
+                );
+            }
+        }
+        Err(error) => report.problem("history", &format!("{target}: {error}"), &fix(&error)),
     }
 }
 

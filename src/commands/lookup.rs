@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::forward::chain::Outcome;
-use crate::forward::{ForwardService, PhoneNormalizer};
+use crate::forward::ForwardService;
 use crate::health::Health;
 use crate::history::History;
 use crate::presence::Presence;
@@ -89,7 +89,7 @@ fn open_history(config: &Config) -> Option<History> {
     if !wanted {
         return None;
     }
-    match History::open(&config.storage.dir, PhoneNormalizer::new(&config.forward.default_country)) {
+    match History::configured(config) {
         Ok(history) => Some(history),
         Err(error) => {
             eprintln!("deskhook lookup: {error}; the history resolver will find nobody");

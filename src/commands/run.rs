@@ -71,6 +71,9 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     let pipeline = match DeliveryPipeline::open(config) {
         Ok(pipeline) => {
             health.watch_sinks(pipeline.delivery.sink_health());
+            if let Some(history) = &pipeline.history {
+                history.start_copying();
+            }
             pipeline
         }
         Err(error) => {
@@ -154,6 +157,11 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     }
     for server in forward_server.into_iter().chain(links_server).chain(facade) {
         let _ = tokio::time::timeout(Duration::from_millis(200), server).await;
+    }
+    // The calls the last events ended are committed before the process goes; copying them to
+    // the shared history resumes after the next start.
+    if let Some(history) = pipeline.history.clone() {
+        let _ = tokio::task::spawn_blocking(move || history.flush()).await;
     }
     tracing::info!("stopped after {:.1} s of service", started.elapsed().as_secs_f64());
     0

@@ -144,6 +144,8 @@ impl fmt::Debug for AriConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PbxConfig {
+    /// This PBX's name in the shared call history; empty = the machine's host name.
+    pub name: String,
     /// IANA zone for the helpdesk's `datetime`; empty = the system's zone.
     pub timezone: String,
     /// Endpoint resources matching this are operators' extensions.
@@ -159,6 +161,7 @@ pub struct PbxConfig {
 impl Default for PbxConfig {
     fn default() -> Self {
         Self {
+            name: String::new(),
             timezone: String::new(),
             extension_pattern: r"^\d{2,6}$".into(),
             trunks: Vec::new(),
@@ -461,11 +464,28 @@ impl fmt::Debug for ResolverConfig {
 pub struct StorageConfig {
     /// The outbox and the call history live here.
     pub dir: PathBuf,
+    /// The shared call history, `postgres://user:password@host/database?sslmode=…`; empty (or
+    /// `"sqlite"`): the local history only.
+    pub history: Secret,
+    /// How long a `/forward` lookup waits for the shared history before the local copy answers.
+    pub history_timeout: DurationSpec,
+}
+
+impl StorageConfig {
+    /// The shared history's URL, when one is configured.
+    pub fn shared_history(&self) -> Option<&str> {
+        let url = self.history.expose().trim();
+        (!url.is_empty() && url != "sqlite").then_some(url)
+    }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("/var/lib/deskhook") }
+        Self {
+            dir: PathBuf::from("/var/lib/deskhook"),
+            history: Secret::default(),
+            history_timeout: DurationSpec(Duration::from_millis(250)),
+        }
     }
 }
 
@@ -608,6 +628,17 @@ impl Config {
             register_basic_auth(&self.omnidesk_endpoints.username, self.omnidesk_endpoints.password.expose());
         }
         register_url(&self.helpdesk.webhook_url);
+        if let Some(url) = self.storage.shared_history().and_then(|url| url::Url::parse(url).ok()) {
+            // Only the password: the rest (user, host, database "deskhook") is no secret.
+            if let Some(password) = url.password() {
+                register(password);
+                register(&percent_encoding::percent_decode_str(password).decode_utf8_lossy());
+            }
+            for (key, value) in url.query_pairs().filter(|(key, _)| key == "password") {
+                register(&format!("{key}={value}"));
+                register(&value);
+            }
+        }
         for resolver in &self.forward.resolvers {
             match resolver {
                 ResolverConfig::Bitrix24 { webhook_url, .. } => register_url(webhook_url),
@@ -979,8 +1010,49 @@ impl Config {
                 }
                 Ok(())
             }),
+            Box::new(|| {
+                let Some(url) = self.storage.shared_history() else {
+                    return Ok(());
+                };
+                if let Err(problem) = crate::postgres::PgTarget::parse(url) {
+                    return err(
+                        "storage",
+                        "history",
+                        format!(
+                            "{problem}; expected \"postgres://user:password@host/database?sslmode=verify-full\" or \"sqlite\""
+                        ),
+                    );
+                }
+                if self.storage.history_timeout.get().is_zero() {
+                    return err("storage", "history_timeout", "is 0, expected a short wait such as \"250ms\"".into());
+                }
+                Ok(())
+            }),
+            Box::new(|| {
+                let name = &self.pbx.name;
+                if name.len() > 64 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return err(
+                        "pbx",
+                        "name",
+                        format!("{name:?} is not a short name, expected up to 64 characters without spaces (e.g. \"msk-1\")"),
+                    );
+                }
+                Ok(())
+            }),
         ];
         checks.iter().filter_map(|check| check().err()).collect()
+    }
+
+    /// This PBX's name in the shared call history: `[pbx] name`, or the machine's host name.
+    pub fn pbx_name(&self) -> String {
+        if !self.pbx.name.is_empty() {
+            return self.pbx.name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "pbx".to_string())
     }
 
     /// The time zone of the helpdesk's `datetime` field.

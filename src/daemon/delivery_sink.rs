@@ -91,12 +91,7 @@ impl Sink for DeliverySink {
                 Output::Event(event) => {
                     self.map(output);
                     if let (Some(history), true) = (&self.history, event.is_ended()) {
-                        let (history, event) = (history.clone(), event.clone());
-                        tokio::task::spawn_blocking(move || {
-                            if let Err(error) = history.record(&event) {
-                                tracing::warn!(unique_id = event.unique_id, "call not added to the history: {error}");
-                            }
-                        });
+                        history.record(event);
                     }
                 }
                 Output::Recording(_) | Output::Effect(Effect::CallClosed { .. }) => self.map(output),
@@ -204,8 +199,7 @@ impl DeliveryPipeline {
             targets.push(target);
         }
         let delivery = crate::deliver::Delivery::start_targets(outbox, targets)?;
-        let phones = crate::numbers::PhoneNormalizer::new(&config.forward.default_country);
-        let history = match History::open(&config.storage.dir, phones) {
+        let history = match History::configured(config) {
             Ok(history) => Some(history),
             Err(error) => {
                 tracing::error!("call history unavailable (the /forward history resolver answers nothing): {error}");

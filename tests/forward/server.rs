@@ -265,7 +265,7 @@ async fn an_offline_extension_is_skipped_for_the_next_resolver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_resolver_routes_to_the_last_operator() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let history = History::open(dir.path(), PhoneNormalizer::new("7")).expect("history");
+    let history = History::open(dir.path(), PhoneNormalizer::new("7"), None).expect("history");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     let ended = |client: &str, operator: &str, id: &str, talk: Option<u64>| {
         let mut summary = CallSummary::unanswered(now - 60_000, now);
@@ -275,8 +275,9 @@ async fn the_history_resolver_routes_to_the_last_operator() {
         let parties = Parties::incoming(client, "74951234567");
         CallEvent { unique_id: id.into(), at: now, parties, what: Happened::Ended(Box::new(summary)) }
     };
-    assert!(history.record(&ended("89161234567", "104", "1.1", Some(42))).expect("record"));
-    assert!(!history.record(&ended("79165555555", "105", "1.2", None)).expect("record"));
+    assert!(history.record(&ended("89161234567", "104", "1.1", Some(42))));
+    assert!(!history.record(&ended("79165555555", "105", "1.2", None)));
+    history.flush();
     let config = config("[forward]\nbudget_ms = 2000\n[[forward.resolvers]]\nkind = \"history\"\nmax_age_days = 30\n");
     let forward = Forward::start(&config, Presence::new(), Some(history)).await;
     assert_eq!(forward.phone("+7 916 123-45-67").await, "name=&number=104");

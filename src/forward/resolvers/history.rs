@@ -1,12 +1,12 @@
 //! The `history` resolver: the operator who last talked with this number, from deskhook's
-//! own call history (`crate::history`). SQLite is read on the blocking pool, never on the
-//! async workers that serve `/forward`.
+//! own call history (`crate::history`: the local SQLite copy, read on the blocking pool, and
+//! the shared PostgreSQL one when configured, each within its own time limit).
 
 use std::time::Duration;
 
 use super::ResolveError;
 use crate::forward::answer::Answer;
-use crate::history::History;
+use crate::history::{History, LastOperator};
 
 #[derive(Debug)]
 pub struct HistoryResolver {
@@ -26,12 +26,11 @@ impl HistoryResolver {
         let Some(history) = self.history.clone() else {
             return Ok(None);
         };
-        let phone = phone.to_string();
-        let max_age = self.max_age;
-        let last = tokio::task::spawn_blocking(move || history.last_operator(&phone, max_age))
-            .await
-            .map_err(|error| ResolveError::Local(format!("history lookup stopped: {error}")))?
-            .map_err(|error| ResolveError::Local(error.to_string()))?;
+        let last =
+            history.last_operator(phone, self.max_age).await.map_err(|error| ResolveError::Local(error.to_string()))?;
+        if let Some(LastOperator { extension, unique_id, pbx: Some(pbx), .. }) = &last {
+            tracing::debug!(extension, unique_id, pbx, "history: the last operator talked with the caller on {pbx}");
+        }
         Ok(last.and_then(|last| Answer::new(&last.extension, "", "history")))
     }
 }

@@ -1,0 +1,131 @@
+//! The history's writer thread: ended calls queue here without waiting (the event path never
+//! blocks on the history), and are committed to the local store in batches; when the shared
+//! history is on, the same transaction queues them for the copier, which is then woken.
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::local::LocalStore;
+use super::HistoryRow;
+use crate::ari::events::EpochMillis;
+
+/// Calls waiting for the writer; past this (a disk that stopped answering) new ones are
+/// dropped and counted rather than holding the events of every call.
+const QUEUE: usize = 10_000;
+/// The most calls committed in one transaction.
+const BATCH: usize = 512;
+/// Old rows are pruned once per this many committed calls (and when the writer starts).
+const PRUNE_EVERY: u64 = 1000;
+
+pub(super) enum Message {
+    Row(HistoryRow),
+    /// Answered once every call queued before it is committed.
+    Flush(SyncSender<()>),
+}
+
+/// The sending side; clones share the one writer.
+#[derive(Debug, Clone)]
+pub(super) struct Queue {
+    sender: SyncSender<Message>,
+}
+
+impl Queue {
+    /// Starts the writer over `local`; `share` queues every call for the shared history and
+    /// wakes `copier` after each commit. `cutoff` says, when called, before when calls are pruned.
+    pub(super) fn start(
+        local: Arc<LocalStore>,
+        share: bool,
+        copier: Arc<Notify>,
+        cutoff: fn() -> EpochMillis,
+    ) -> std::io::Result<Queue> {
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("deskhook-history".into())
+            .spawn(move || write(&local, share, &copier, cutoff, &receiver))?;
+        Ok(Queue { sender })
+    }
+
+    /// Queues `row`; false when it could not be (queue full, writer gone).
+    pub(super) fn push(&self, row: HistoryRow) -> bool {
+        match self.sender.try_send(Message::Row(row)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(Message::Row(row))) => {
+                dropped().inc();
+                tracing::error!(
+                    unique_id = row.unique_id,
+                    "call history: {QUEUE} calls wait for the disk; this one is not remembered"
+                );
+                false
+            }
+            Err(_) => {
+                dropped().inc();
+                tracing::error!("call history: the writer has stopped; calls are not remembered");
+                false
+            }
+        }
+    }
+
+    /// Waits until every call queued so far is committed (or the writer is gone).
+    pub(super) fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.sender.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+fn write(local: &LocalStore, share: bool, copier: &Notify, cutoff: fn() -> EpochMillis, queue: &Receiver<Message>) {
+    prune(local, cutoff);
+    let mut since_prune = 0u64;
+    let (mut rows, mut flushes) = (Vec::with_capacity(BATCH), Vec::new());
+    while let Ok(first) = queue.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Row(row) => rows.push(row),
+                Message::Flush(done) => flushes.push(done),
+            }
+            next = if rows.len() < BATCH { queue.try_recv().ok() } else { None };
+        }
+        if !rows.is_empty() {
+            match local.insert(&rows, share) {
+                Ok(()) => {
+                    let count = rows.len() as u64;
+                    crate::metrics::counter(
+                        "deskhook_history_records_total",
+                        "Answered calls committed to the call history.",
+                    )
+                    .add(count);
+                    if share {
+                        copier.notify_one();
+                    }
+                    since_prune += count;
+                }
+                Err(error) => {
+                    dropped().add(rows.len() as u64);
+                    tracing::error!(calls = rows.len(), "calls not added to the history: {error}");
+                }
+            }
+            rows.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+        if since_prune >= PRUNE_EVERY {
+            since_prune = 0;
+            prune(local, cutoff);
+        }
+    }
+}
+
+fn prune(local: &LocalStore, cutoff: fn() -> EpochMillis) {
+    if let Err(error) = local.prune(cutoff()) {
+        tracing::warn!("call history: old calls not pruned: {error}");
+    }
+}
+
+fn dropped() -> &'static crate::metrics::Counter {
+    crate::metrics::counter("deskhook_history_dropped_total", "Answered calls the call history could not keep.")
+}
