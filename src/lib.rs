@@ -10,7 +10,8 @@
 //! `crm` speaks the CRMs' APIs for their sinks (and shares each account's rate limit with
 //! `forward`). `recordings` picks up MixMonitor
 //! files (or records through ARI snoop channels) and uploads them after the call's ended
-//! event. `history` remembers who talked to whom, and `forward` answers the dialplan's
+//! event. `history` remembers who talked to whom (in SQLite, and shared by every
+//! PBX's deskhook in PostgreSQL when configured), and `forward` answers the dialplan's
 //! `/forward` question (who is this caller's manager) from a table, that history or a CRM,
 //! always within a time budget. `daemon` is the live shell around the engine: the ARI reader
 //! thread, the engine task, resyncs after reconnects, and the sinks that hand the engine's

@@ -221,8 +221,10 @@ async fn check_names_the_fix_for_the_usual_postgres_mistakes() {
     let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.crt");
     let verified = format!("sslmode=verify-full&sslrootcert={}", ca.display());
 
-    let good = check_history(dir.path(), &fake, &postgres.url(&verified)).await;
-    assert!(good.starts_with("ok ") && good.contains("not created yet"), "{good}");
+    for tls in [verified.as_str(), "sslmode=require", "sslmode=prefer"] {
+        let good = check_history(dir.path(), &fake, &postgres.url(tls)).await;
+        assert!(good.starts_with("ok ") && good.contains("not created yet"), "{tls}: {good}");
+    }
 
     let cases = [
         (postgres.url(&verified).replace(PG_PASSWORD, "wrong-password"), "password of role \"deskhook\" is wrong"),
