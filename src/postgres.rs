@@ -164,17 +164,18 @@ fn tls_connector(
     let config = match verify {
         Verify::Nothing => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
+            .with_custom_certificate_verifier(Arc::new(Lenient { chain: None, provider }))
             .with_no_client_auth(),
         Verify::Full | Verify::Chain => {
             let roots = Arc::new(roots(root_cert)?);
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|error| format!("TLS cannot be set up ({error})"))?;
             if verify == Verify::Full {
                 builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
-                builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyName(webpki))).with_no_client_auth()
+                let lenient = Lenient { chain: Some(webpki), provider };
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(lenient)).with_no_client_auth()
             }
         }
     };
@@ -214,23 +215,34 @@ fn roots(root_cert: Option<&PathBuf>) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-/// `sslmode=require` without `sslrootcert`: encrypted, but any certificate is taken (libpq's
-/// meaning); the handshake's signatures are still checked.
+/// The verifiers libpq's lenient modes mean: `require`/`prefer` without `sslrootcert` take any
+/// certificate (`chain: None`), `verify-ca` checks the chain but not the host name. The
+/// handshake's signatures are checked either way.
 #[derive(Debug)]
-struct AnyCertificate {
+struct Lenient {
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+impl rustls::client::danger::ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        let Some(chain) = &self.chain else {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -253,51 +265,6 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the chain is checked, the host name is not.
-#[derive(Debug)]
-struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls_pki_types::CertificateDer<'_>,
-        intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        server_name: &rustls_pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 

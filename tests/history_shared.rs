@@ -221,6 +221,14 @@ async fn check_names_the_fix_for_the_usual_postgres_mistakes() {
     let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.crt");
     let verified = format!("sslmode=verify-full&sslrootcert={}", ca.display());
 
+    // Connected by an address its certificate does not name: verify-ca takes it, verify-full not.
+    let by_other_name =
+        |query: &str| postgres.url(&format!("{query}&hostaddr=127.0.0.1")).replace("@127.0.0.1:", "@db.example.test:");
+    let chain_only = format!("sslmode=verify-ca&sslrootcert={}", ca.display());
+    let good = check_history(dir.path(), &fake, &by_other_name(&chain_only)).await;
+    assert!(good.starts_with("ok "), "{good}");
+    let misnamed = check_history(dir.path(), &fake, &by_other_name(&verified)).await;
+    assert!(misnamed.starts_with("PROBLEM") && misnamed.contains("does not name db.example.test"), "{misnamed}");
     for tls in [verified.as_str(), "sslmode=require", "sslmode=prefer"] {
         let good = check_history(dir.path(), &fake, &postgres.url(tls)).await;
         assert!(good.starts_with("ok ") && good.contains("not created yet"), "{tls}: {good}");

@@ -67,7 +67,7 @@ pub fn advice(error: &SharedError, target: &PgTarget) -> Option<String> {
         "the server does not speak TLS (ssl = off in postgresql.conf): turn ssl on, or use sslmode=prefer/disable \
          on a network you trust"
             .to_string()
-    } else if said("NotValidForName") {
+    } else if said("not valid for name") || said("NotValidForName") {
         format!(
             "the server's certificate does not name {}: connect by a name it carries, or use sslmode=verify-ca",
             host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name)
