@@ -705,7 +705,7 @@ impl Config {
                             .into(),
                     );
                     }
-                    if let Err(problem) = crate::ari::tls::ca_certificates(&self.ari.ca_file) {
+                    if let Err(problem) = crate::tls::ca_certificates(&self.ari.ca_file) {
                         return err(
                             "ari",
                             "ca_file",
