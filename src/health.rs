@@ -12,6 +12,8 @@ use serde::Serialize;
 struct Flags {
     ari_connected: AtomicBool,
     storage_writable: AtomicBool,
+    /// Raised by the outbox's writer while its commits fail (requests held in memory).
+    outbox_failing: RwLock<Option<Arc<AtomicBool>>>,
     /// Each sink's "its destination accepts requests" flag, by name.
     sinks: RwLock<Vec<(String, Arc<AtomicBool>)>>,
 }
@@ -29,6 +31,8 @@ pub struct HealthReport {
     pub healthy: bool,
     pub ari_connected: bool,
     pub storage_writable: bool,
+    /// False while the outbox cannot commit (its requests wait in memory, retried).
+    pub outbox_writable: bool,
     pub failing_sinks: Vec<String>,
 }
 
@@ -53,6 +57,17 @@ impl Health {
         self.flags.storage_writable.load(Ordering::Relaxed)
     }
 
+    /// Follows the outbox writer's "commits fail" flag.
+    pub fn watch_outbox(&self, failing: Arc<AtomicBool>) {
+        *self.flags.outbox_failing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failing);
+    }
+
+    /// Whether the outbox commits (true when no outbox is watched).
+    pub fn outbox_writable(&self) -> bool {
+        let failing = self.flags.outbox_failing.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        !failing.as_ref().is_some_and(|failing| failing.load(Ordering::Relaxed))
+    }
+
     /// Follows these sinks' flags (true: the destination accepts requests).
     pub fn watch_sinks(&self, sinks: Vec<(String, Arc<AtomicBool>)>) {
         *self.flags.sinks.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = sinks;
@@ -67,10 +82,12 @@ impl Health {
     pub fn report(&self) -> HealthReport {
         let ari_connected = self.ari_connected();
         let storage_writable = self.storage_writable();
+        let outbox_writable = self.outbox_writable();
         HealthReport {
-            healthy: ari_connected && storage_writable,
+            healthy: ari_connected && storage_writable && outbox_writable,
             ari_connected,
             storage_writable,
+            outbox_writable,
             failing_sinks: self.failing_sinks(),
         }
     }
@@ -100,7 +117,13 @@ mod tests {
         daemon_side.set_ari_connected(true);
         assert_eq!(
             health.report(),
-            HealthReport { healthy: false, ari_connected: true, storage_writable: false, failing_sinks: Vec::new() }
+            HealthReport {
+                healthy: false,
+                ari_connected: true,
+                storage_writable: false,
+                outbox_writable: true,
+                failing_sinks: Vec::new()
+            }
         );
         daemon_side.set_storage_writable(true);
         assert!(health.report().healthy);
@@ -109,6 +132,11 @@ mod tests {
         zammad.store(false, Ordering::Relaxed);
         assert_eq!(health.report().failing_sinks, ["zammad"]);
         assert!(health.report().healthy, "a failing destination waits in the outbox");
+        let commits_failing = Arc::new(AtomicBool::new(false));
+        daemon_side.watch_outbox(commits_failing.clone());
+        assert!(health.report().healthy);
+        commits_failing.store(true, Ordering::Relaxed);
+        assert!(!health.report().healthy && !health.report().outbox_writable, "requests wait in memory");
     }
 
     #[test]

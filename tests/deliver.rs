@@ -500,6 +500,43 @@ async fn the_size_cap_drops_delivered_rows_first_then_refuses_loudly() {
     handle.shutdown().await;
 }
 
+/// A commit that fails (here: another process holds the outbox's write lock longer than the
+/// busy timeout, as an admin's `sqlite3` with an open transaction would) is tried again until
+/// it works: the requests are held, `/healthz` says the outbox is not writable meanwhile, and
+/// in the end every request is stored and delivered — none is reported "not stored".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_is_retried_until_it_works_and_loses_nothing() {
+    capture_logs();
+    let storage = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let cfg = fast_config();
+    let handle =
+        Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
+    let health = deskhook::health::Health::new();
+    health.watch_outbox(handle.commits_failing());
+    handle.enqueue(vec![event("1700000020.1", 0, 1).request(&utc())]).await.expect("stored");
+    wait_settled(&handle, 1).await;
+    assert!(health.report().outbox_writable);
+
+    let blocker = rusqlite::Connection::open(storage.path().join(deskhook::deliver::OUTBOX_FILE)).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("write lock taken");
+    let requests: Vec<Request> =
+        (0..3).map(|index| event(&format!("1700000021.{index}"), 0, 1).request(&utc())).collect();
+    let enqueuing = handle.clone();
+    let stored = tokio::spawn(async move { enqueuing.enqueue(requests).await });
+    wait_until("the commit failed once", LONG, || !health.report().outbox_writable).await;
+    assert!(deliver_support::captured_logs().contains("the commit is tried again until it works"));
+    assert!(!stored.is_finished(), "the requests are held, not refused");
+
+    blocker.execute_batch("ROLLBACK").expect("write lock released");
+    stored.await.expect("enqueue task").expect("stored once the lock is gone");
+    wait_settled(&handle, 4).await;
+    assert!(health.report().outbox_writable, "healthy again");
+    assert!(deliver_support::captured_logs().contains("nothing was lost"));
+    assert_eq!(receiver.accepted_count(), 4);
+    handle.shutdown().await;
+}
+
 fn delivered_calls(storage: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(storage.join(deskhook::deliver::OUTBOX_FILE)).expect("open db");
     let mut statement =

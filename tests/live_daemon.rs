@@ -206,3 +206,31 @@ async fn a_second_daemon_on_the_same_state_refuses_to_start() {
     second.wait_stderr("running: ARI at").await;
     second.stop().await;
 }
+
+/// A sink that breaks on the first call event, as a bug in a destination's mapping would.
+struct Breaks;
+
+impl Sink for Breaks {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        if matches!(output, Output::Event(_)) {
+            panic!("a sink bug");
+        }
+        Box::pin(async {})
+    }
+}
+
+/// A sink task that dies is not a silent hole where events fall: the daemon says it failed,
+/// so `deskhook run` stops (exit 1) and systemd restarts it from the stored checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sink_task_fails_the_daemon_instead_of_dropping_events() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon =
+        Daemon::start(&config_for(&fake.url(), dir.path()), Box::new(Breaks), DaemonLinks::default()).expect("starts");
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connects");
+    assert!(!daemon.has_failed(), "a connected daemon with a working sink has not failed");
+    let trace = trace("01-in-direct-answered");
+    fake.play(&trace, 0..trace.len(), Pace::MaxSpeed).await;
+    tokio::time::timeout(PATIENCE, daemon.failed()).await.expect("the daemon reports the dead sink task");
+    assert!(daemon.stop(Duration::from_secs(4)).await, "stops in time");
+}

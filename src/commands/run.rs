@@ -71,6 +71,7 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     let pipeline = match DeliveryPipeline::open(config) {
         Ok(pipeline) => {
             health.watch_sinks(pipeline.delivery.sink_health());
+            health.watch_outbox(pipeline.delivery.commits_failing());
             if let Some(history) = &pipeline.history {
                 history.start_copying();
             }
@@ -142,8 +143,13 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
             .unwrap_or_default()
     );
     notifier.ready("started, connecting to ARI");
-    let signal = signals::terminated().await;
-    tracing::info!("{signal} received, shutting down");
+    let failed = tokio::select! {
+        signal = signals::terminated() => {
+            tracing::info!("{signal} received, shutting down");
+            false
+        }
+        () = daemon.failed() => true,
+    };
     let stopping = tokio::time::Instant::now();
     notifier.stopping();
     forward_shutdown.cancel();
@@ -164,7 +170,7 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
         let _ = tokio::task::spawn_blocking(move || history.flush()).await;
     }
     tracing::info!("stopped after {:.1} s of service", started.elapsed().as_secs_f64());
-    0
+    i32::from(failed)
 }
 
 /// Binds `[recordings] public_listen` and serves the recording links until `shutdown`.

@@ -106,6 +106,8 @@ pub(crate) struct EngineTask {
     pub last_alive_sent: Option<Instant>,
     /// A step went to the sink since the last heartbeat.
     pub stored_since_alive: bool,
+    /// The sink task is gone: nothing more can be stored.
+    pub sink_gone: bool,
 }
 
 /// How often, while calls are open and ARI is connected, the sink hears that deskhook is watching.
@@ -131,7 +133,7 @@ pub(crate) fn resume(engine: &mut Engine, resume: crate::deliver::OpenCalls) -> 
 impl EngineTask {
     pub async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
-        loop {
+        while !self.sink_gone {
             // A sink that fell behind holds ARI input back here; the reader's bound does the rest.
             let sink_full = self.sink.is_full();
             // No wake-ups while nothing is due: the next deadline of whatever waits for time.
@@ -436,7 +438,16 @@ impl EngineTask {
         let connected = self.current_generation.load(Ordering::SeqCst) != 0 && self.awaiting_snapshot.is_none();
         if (due || force) && connected && self.engine.open_calls() > 0 {
             self.last_alive_sent = Some(Instant::now());
-            let _ = self.sink.send(Output::Effect(Effect::Alive { at: self.clock.now() }));
+            self.emit(Output::Effect(Effect::Alive { at: self.clock.now() }));
+        }
+    }
+
+    /// Hands `output` to the sink task. When that task is gone (it failed: the daemon's
+    /// supervisor stops deskhook so systemd restarts it from the stored checkpoints), the
+    /// loss is said, once, rather than dropped in silence.
+    fn emit(&mut self, output: Output) {
+        if !self.sink.send(output) && !std::mem::replace(&mut self.sink_gone, true) {
+            tracing::error!("the sink task has stopped: call events are no longer stored; deskhook stops");
         }
     }
 
@@ -446,7 +457,9 @@ impl EngineTask {
         if self.outputs.is_empty() {
             return self.note_open_calls();
         }
-        for output in self.outputs.drain(..) {
+        // Taken out for the loop (and put back, keeping its capacity): `emit` needs `self`.
+        let mut outputs = std::mem::take(&mut self.outputs);
+        for output in outputs.drain(..) {
             match output {
                 Output::Effect(Effect::QueueMembers { unique_id, channel_id, queue }) => {
                     self.queue_members.request(unique_id, channel_id, queue)
@@ -459,11 +472,12 @@ impl EngineTask {
                         self.stats.events.fetch_add(1, Ordering::Relaxed);
                         self.meters.events.inc();
                     }
-                    let _ = self.sink.send(output);
+                    self.emit(output);
                 }
             }
         }
-        let _ = self.sink.send(Output::Effect(Effect::StepDone));
+        self.outputs = outputs;
+        self.emit(Output::Effect(Effect::StepDone));
         self.stored_since_alive = true;
         self.note_open_calls();
     }

@@ -140,6 +140,8 @@ const STORAGE_PROBE_EVERY: Duration = Duration::from_secs(30);
 pub struct Daemon {
     stats: Arc<LiveStats>,
     shutdown: CancellationToken,
+    /// Cancelled when the engine or the sink task ended before a shutdown asked them to.
+    failed: CancellationToken,
     reader: Option<std::thread::JoinHandle<()>>,
     engine: JoinHandle<()>,
     sink: JoinHandle<()>,
@@ -184,8 +186,12 @@ impl Daemon {
             lost_sight,
             last_alive_sent: None,
             stored_since_alive: false,
+            sink_gone: false,
         };
-        let engine = tokio::spawn(task.run(inbound_rx, shutdown.clone()));
+        let failed = CancellationToken::new();
+        let engine =
+            supervise("the engine task", tokio::spawn(task.run(inbound_rx, shutdown.clone())), &shutdown, &failed);
+        let sink_task = supervise("the sink task", sink_task, &shutdown, &failed);
         tokio::spawn(probe_storage_periodically(config.storage.dir.clone(), health, shutdown.clone()));
         let reader_tx = inbound_tx;
         let reader = spawn_event_stream(
@@ -194,7 +200,19 @@ impl Daemon {
             shutdown.clone(),
             stats.reader.clone(),
         )?;
-        Ok(Daemon { stats, shutdown, reader: Some(reader), engine, sink: sink_task })
+        Ok(Daemon { stats, shutdown, failed, reader: Some(reader), engine, sink: sink_task })
+    }
+
+    /// Resolves when a part of the daemon stopped by itself (a panic, a sink gone): events can
+    /// no longer be stored, so the caller should stop and exit non-zero — systemd restarts
+    /// deskhook, which resumes from the outbox's checkpoints as after any crash.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await;
+    }
+
+    /// Whether [`Daemon::failed`] has resolved.
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_cancelled()
     }
 
     pub fn stats(&self) -> Arc<LiveStats> {
@@ -224,6 +242,40 @@ impl Daemon {
         clean &= tokio::time::timeout(left, &mut self.sink).await.is_ok();
         clean
     }
+}
+
+/// Watches `task`: when it ends before `shutdown` (it panicked, or its input or output is
+/// gone), says so and cancels `failed`.
+fn supervise(
+    name: &'static str,
+    task: JoinHandle<()>,
+    shutdown: &CancellationToken,
+    failed: &CancellationToken,
+) -> JoinHandle<()> {
+    let (shutdown, failed) = (shutdown.clone(), failed.clone());
+    tokio::spawn(async move {
+        let ended = task.await;
+        if shutdown.is_cancelled() && ended.is_ok() {
+            return;
+        }
+        match ended {
+            Err(error) if error.is_panic() => {
+                let panic = error.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| text.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(
+                    "{name} failed ({message}); deskhook stops so that it is restarted from its checkpoints"
+                )
+            }
+            _ => tracing::error!(
+                "{name} stopped unexpectedly; deskhook stops so that it is restarted from its checkpoints"
+            ),
+        }
+        failed.cancel();
+    })
 }
 
 /// Keeps the health flag "storage writable" current, off the async workers.

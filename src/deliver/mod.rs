@@ -57,8 +57,6 @@ pub enum DeliverError {
     NewerSchema { path: String, version: i64 },
     #[error("outbox {path}: {source}")]
     Database { path: String, source: rusqlite::Error },
-    #[error("cannot commit to the outbox {path}: {message}; the requests were NOT stored (is the disk full?)")]
-    Commit { path: String, message: String },
     #[error(
         "the outbox is full ({rows} rows, helpdesk.outbox_max_rows = {max_rows}): {refused} request(s) refused; \
          see `deskhook outbox list`"
@@ -128,7 +126,8 @@ impl Delivery {
             }
             parts.push((target, sink, counts, added_rx));
         }
-        let writer = writer::spawn(outbox, books)?;
+        let commits_failing = Arc::new(AtomicBool::new(false));
+        let writer = writer::spawn(outbox, books, commits_failing.clone())?;
         let mut sinks = BTreeMap::new();
         let mut controls = Vec::with_capacity(parts.len());
         for (target, sink, counts, added) in parts {
@@ -157,7 +156,7 @@ impl Delivery {
             controls.push(control_tx);
             sinks.insert(target.name.clone(), SinkState { counts, ctx });
         }
-        Ok(DeliveryHandle { inner: Arc::new(Inner { writer, controls, sinks, reader, hooks }) })
+        Ok(DeliveryHandle { inner: Arc::new(Inner { writer, controls, sinks, reader, hooks, commits_failing }) })
     }
 }
 
@@ -282,6 +281,8 @@ struct Inner {
     sinks: BTreeMap<String, SinkState>,
     reader: Arc<Mutex<Connection>>,
     hooks: Hooks,
+    /// Set by the writer while the outbox's commits fail.
+    commits_failing: Arc<AtomicBool>,
 }
 
 /// What the handle can see of one sink's sender.
@@ -405,6 +406,11 @@ impl DeliveryHandle {
     /// Each sink's "its destination accepts requests" flag (for `/healthz`).
     pub fn sink_health(&self) -> Vec<(String, Arc<AtomicBool>)> {
         self.inner.sinks.iter().map(|(name, sink)| (name.clone(), sink.ctx.healthy.clone())).collect()
+    }
+
+    /// The flag the writer raises while the outbox's commits fail (for `/healthz`).
+    pub fn commits_failing(&self) -> Arc<AtomicBool> {
+        self.inner.commits_failing.clone()
     }
 
     /// The sinks whose last try failed (their destination is down or refusing).

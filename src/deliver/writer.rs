@@ -5,7 +5,7 @@
 //! duplicate send after a power loss).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,10 +86,22 @@ pub(crate) struct Writer {
     current: BTreeMap<String, OutboxCounts>,
     fsync_commits: bool,
     next_prune: Instant,
+    /// Set while commits fail (the disk is full or read-only): `/healthz` turns red.
+    failing: Arc<AtomicBool>,
 }
 
+/// The first wait before a failed commit is tried again, and the longest.
+const COMMIT_RETRY_FIRST: Duration = Duration::from_millis(100);
+const COMMIT_RETRY_LONGEST: Duration = Duration::from_secs(5);
+/// While commits keep failing, the error is logged again this often.
+const COMMIT_FAILURE_REMINDER: Duration = Duration::from_secs(60);
+
 /// Starts the writer thread on the outbox's connection, for the sinks in `sinks`.
-pub(crate) fn spawn(outbox: Outbox, sinks: BTreeMap<String, SinkBook>) -> Result<Sender<WriterCommand>, DeliverError> {
+pub(crate) fn spawn(
+    outbox: Outbox,
+    sinks: BTreeMap<String, SinkBook>,
+    failing: Arc<AtomicBool>,
+) -> Result<Sender<WriterCommand>, DeliverError> {
     let current = count_rows_by_sink(&outbox.conn).map_err(|source| outbox.db_error(source))?;
     let path = outbox.path.display().to_string();
     let mut writer = Writer {
@@ -100,6 +112,7 @@ pub(crate) fn spawn(outbox: Outbox, sinks: BTreeMap<String, SinkBook>) -> Result
         current,
         fsync_commits: true,
         next_prune: Instant::now(),
+        failing,
     };
     writer.publish();
     // Bounded upstream: enqueues by the engine's sink queue, finishes by each sink's
@@ -183,10 +196,7 @@ impl Writer {
             }
         }
         let recount = batch.iter().any(|command| matches!(command, WriterCommand::Recount));
-        let max_rows: BTreeMap<&str, u64> =
-            self.sinks.iter().map(|(name, book)| (name.as_str(), book.max_rows)).collect();
-        let outcome =
-            apply_batch(&mut self.conn, &max_rows, self.limits.max_rows, self.current.clone(), &batch, &self.path);
+        let effects = self.commit_until_stored(&batch);
         let replies = batch.into_iter().filter_map(|command| match command {
             WriterCommand::Enqueue { reply, .. } | WriterCommand::Finish { reply, .. } => Some(reply),
             WriterCommand::Recount
@@ -195,42 +205,69 @@ impl Writer {
             | WriterCommand::Alive { .. }
             | WriterCommand::Together(_) => None,
         });
-        match outcome {
-            Ok(effects) => {
-                if effects.refused > 0 {
-                    metrics::refused().add(effects.refused);
-                }
-                metrics::evicted().add(effects.evicted);
-                metrics::dead_lettered().add(effects.dead_lettered);
-                self.current = effects.counts;
-                // Counts first: whoever is woken by a reply must see them.
-                self.publish();
-                for (sink, rows) in effects.added {
-                    // A sender may be gone (shutdown), or the sink no longer configured: the
-                    // rows stay pending for the next start.
-                    if let Some(book) = self.sinks.get(&sink) {
-                        let _ = book.added.send(rows);
-                    }
-                }
-                for (reply, result) in replies.zip(effects.results) {
-                    let _ = reply.send(result);
-                }
+        if effects.refused > 0 {
+            metrics::refused().add(effects.refused);
+        }
+        metrics::evicted().add(effects.evicted);
+        metrics::dead_lettered().add(effects.dead_lettered);
+        self.current = effects.counts;
+        // Counts first: whoever is woken by a reply must see them.
+        self.publish();
+        for (sink, rows) in effects.added {
+            // A sender may be gone (shutdown), or the sink no longer configured: the
+            // rows stay pending for the next start.
+            if let Some(book) = self.sinks.get(&sink) {
+                let _ = book.added.send(rows);
             }
-            Err(error) => {
-                tracing::error!(
-                    path = %self.path,
-                    %error,
-                    "cannot commit to the outbox; requests are NOT stored (is the disk full or the file read-only?)"
-                );
-                metrics::write_errors().inc();
-                for reply in replies {
-                    let _ =
-                        reply.send(Err(DeliverError::Commit { path: self.path.clone(), message: error.to_string() }));
-                }
-            }
+        }
+        for (reply, result) in replies.zip(effects.results) {
+            let _ = reply.send(result);
         }
         if recount {
             self.recount();
+        }
+    }
+
+    /// Commits `batch`, trying again with backoff for as long as the commit fails (a full
+    /// disk, a read-only file): the requests stay in memory meanwhile, `/healthz` is red and
+    /// the error is logged at once and then once a minute. Nothing is reported "not stored"
+    /// for a failure that may pass.
+    fn commit_until_stored(&mut self, batch: &[WriterCommand]) -> BatchEffects {
+        let max_rows: BTreeMap<&str, u64> =
+            self.sinks.iter().map(|(name, book)| (name.as_str(), book.max_rows)).collect();
+        let mut failures = 0u32;
+        let mut reminded = Instant::now();
+        loop {
+            let outcome =
+                apply_batch(&mut self.conn, &max_rows, self.limits.max_rows, self.current.clone(), batch, &self.path);
+            match outcome {
+                Ok(effects) => {
+                    if failures > 0 {
+                        self.failing.store(false, Ordering::Relaxed);
+                        tracing::warn!(
+                            path = %self.path,
+                            "the outbox commits again after {failures} failed tries; nothing was lost"
+                        );
+                    }
+                    return effects;
+                }
+                Err(error) => {
+                    failures += 1;
+                    metrics::write_errors().inc();
+                    if failures == 1 || reminded.elapsed() >= COMMIT_FAILURE_REMINDER {
+                        reminded = Instant::now();
+                        self.failing.store(true, Ordering::Relaxed);
+                        tracing::error!(
+                            path = %self.path,
+                            %error,
+                            failures,
+                            "cannot commit to the outbox (is the disk full or the file read-only?); the requests \
+                             are held in memory and the commit is tried again until it works"
+                        );
+                    }
+                    std::thread::sleep(crate::backoff::pause(COMMIT_RETRY_FIRST, COMMIT_RETRY_LONGEST, failures));
+                }
+            }
         }
     }
 
