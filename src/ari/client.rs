@@ -282,10 +282,6 @@ impl AriClient {
         })
     }
 
-    pub fn endpoint(&self) -> &AriEndpoint {
-        &self.endpoint
-    }
-
     pub async fn asterisk_info(&self) -> Result<AsteriskInfo, AriError> {
         self.get_json("/asterisk/info").await
     }

@@ -140,39 +140,6 @@ pub struct AttendedTransfer {
     pub destination_threeway_channel: Option<Channel>,
 }
 
-impl AriEvent {
-    /// The ARI `type` name of this event.
-    pub fn kind(&self) -> &str {
-        match self {
-            AriEvent::ChannelCreated { .. } => "ChannelCreated",
-            AriEvent::ChannelDestroyed { .. } => "ChannelDestroyed",
-            AriEvent::ChannelStateChange { .. } => "ChannelStateChange",
-            AriEvent::ChannelDialplan { .. } => "ChannelDialplan",
-            AriEvent::ChannelVarset { .. } => "ChannelVarset",
-            AriEvent::ChannelHangupRequest { .. } => "ChannelHangupRequest",
-            AriEvent::ChannelCallerId { .. } => "ChannelCallerId",
-            AriEvent::ChannelConnectedLine { .. } => "ChannelConnectedLine",
-            AriEvent::Dial { .. } => "Dial",
-            AriEvent::BridgeCreated { .. } => "BridgeCreated",
-            AriEvent::BridgeDestroyed { .. } => "BridgeDestroyed",
-            AriEvent::ChannelEnteredBridge { .. } => "ChannelEnteredBridge",
-            AriEvent::ChannelLeftBridge { .. } => "ChannelLeftBridge",
-            AriEvent::BridgeBlindTransfer { .. } => "BridgeBlindTransfer",
-            AriEvent::BridgeAttendedTransfer(_) => "BridgeAttendedTransfer",
-            AriEvent::StasisStart { .. } => "StasisStart",
-            AriEvent::StasisEnd { .. } => "StasisEnd",
-            AriEvent::DeviceStateChanged { .. } => "DeviceStateChanged",
-            AriEvent::EndpointStateChange { .. } => "EndpointStateChange",
-            AriEvent::RecordingStarted { .. } => "RecordingStarted",
-            AriEvent::RecordingFinished { .. } => "RecordingFinished",
-            AriEvent::RecordingFailed { .. } => "RecordingFailed",
-            AriEvent::ApplicationReplaced { .. } => "ApplicationReplaced",
-            AriEvent::ChannelUserevent { .. } => "ChannelUserevent",
-            AriEvent::Other { kind } => kind,
-        }
-    }
-}
-
 /// Why a message could not be turned into an event.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {

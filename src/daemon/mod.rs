@@ -219,11 +219,6 @@ impl Daemon {
         self.stats.clone()
     }
 
-    /// Cancelling this token stops the daemon (then call [`Daemon::stop`] to wait for it).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
     /// Stops: closes the websocket, lets the engine finish what was already read, drains the
     /// sink. Returns false when something was still running after `grace`.
     pub async fn stop(mut self, grace: Duration) -> bool {

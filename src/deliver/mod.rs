@@ -398,11 +398,6 @@ impl DeliveryHandle {
         self.inner.sinks.get(name).map(|sink| sink.counts.snapshot())
     }
 
-    /// The sinks being delivered to, by name.
-    pub fn sink_names(&self) -> Vec<String> {
-        self.inner.sinks.keys().cloned().collect()
-    }
-
     /// Each sink's "its destination accepts requests" flag (for `/healthz`).
     pub fn sink_health(&self) -> Vec<(String, Arc<AtomicBool>)> {
         self.inner.sinks.iter().map(|(name, sink)| (name.clone(), sink.ctx.healthy.clone())).collect()

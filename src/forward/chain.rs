@@ -63,10 +63,6 @@ impl Chain {
         Self { slots, presence, skip_unavailable }
     }
 
-    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.slots.iter().map(|slot| slot.resolver.kind())
-    }
-
     pub fn uses_trunk(&self) -> bool {
         self.slots.iter().any(|slot| slot.resolver.uses_trunk())
     }

@@ -133,11 +133,6 @@ impl ForwardService {
         self.inner.budget
     }
 
-    /// The resolver kinds in the order they are asked.
-    pub fn resolver_kinds(&self) -> Vec<&'static str> {
-        self.inner.chain.kinds().collect()
-    }
-
     /// The answer for a normalised `phone`, always before the budget is spent.
     pub async fn answer(&self, phone: &str, trunk: &str, callid: &str) -> Resolved {
         let started = Instant::now();

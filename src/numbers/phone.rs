@@ -69,10 +69,6 @@ impl PhoneNormalizer {
         Self { country, trunk_prefix: trunk_prefix.into(), international_prefixes, national_len }
     }
 
-    pub fn country(&self) -> &str {
-        &self.country
-    }
-
     /// The canonical digits of `raw`, or why it is not a phone number.
     pub fn normalise(&self, raw: &str) -> Result<String, PhoneError> {
         let raw = raw.trim();

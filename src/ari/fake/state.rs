@@ -88,12 +88,6 @@ impl FakeTrace {
         (from..self.messages.len())
             .find(|&index| needles.iter().all(|needle| self.messages[index].text.contains(needle)))
     }
-
-    /// This trace repeated until it has `count` messages (for load tests).
-    pub fn repeated_to(&self, count: usize) -> FakeTrace {
-        let messages = self.messages.iter().cycle().take(if self.is_empty() { 0 } else { count }).cloned().collect();
-        FakeTrace { messages }
-    }
 }
 
 fn is_channel(value: &Value) -> bool {

@@ -10,8 +10,6 @@ use crate::crm::http::exchange;
 use crate::crm::journal::{CrmJournal, StoredTokens};
 use crate::secret::Secret;
 
-/// Bitrix24's cloud OAuth server (an on-premise portal has its own: `oauth_url`).
-pub const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
 /// A token this close to its end is renewed before use.
 const RENEW_BEFORE_MS: i64 = 60_000;
 
