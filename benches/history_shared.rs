@@ -51,7 +51,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Open loop: one lookup starts every millisecond, whatever the previous ones are doing.
-async fn lookups<F, Fut>(seconds: u64, calls: usize, lookup: F) -> Vec<Duration>
+/// Returns the latencies, sorted, and how many lookups found nobody.
+async fn lookups<F, Fut>(seconds: u64, calls: usize, lookup: F) -> (Vec<Duration>, usize)
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = bool> + Send + 'static,
@@ -70,20 +71,21 @@ where
             (started.elapsed(), found)
         });
     }
-    let mut latencies = Vec::with_capacity(total);
+    let (mut latencies, mut missed) = (Vec::with_capacity(total), 0);
     while let Some(done) = running.join_next().await {
         let (took, found) = done.expect("lookup task");
-        assert!(found, "every asked client has talked with an operator");
+        missed += usize::from(!found);
         latencies.push(took);
     }
     latencies.sort();
-    latencies
+    (latencies, missed)
 }
 
-fn report(name: &str, latencies: &[Duration]) {
+fn report(name: &str, latencies: &[Duration], missed: usize) {
     println!(
-        "{name:<28} {:>7} {:>9.3} {:>9.3} {:>9.3}",
+        "{name:<28} {:>7} {:>7} {:>9.3} {:>9.3} {:>9.3}",
         latencies.len(),
+        missed,
         percentile(latencies, 0.50),
         percentile(latencies, 0.99),
         latencies.last().map_or(0.0, |max| max.as_secs_f64() * 1000.0)
@@ -147,16 +149,22 @@ fn main() {
         for n in 0..20 {
             let _ = history.last_operator(&format!("8916{n:07}"), Duration::from_secs(86_400)).await;
         }
-        println!("{:<28} {:>7} {:>9} {:>9} {:>9}", "lookups at 1,000/s", "count", "p50 ms", "p99 ms", "max ms");
-        let both = lookups(settings.lookup_secs, settings.calls, |phone| {
+        println!(
+            "{:<28} {:>7} {:>7} {:>9} {:>9} {:>9}",
+            "lookups at 1,000/s", "count", "missed", "p50 ms", "p99 ms", "max ms"
+        );
+        let (both, missed) = lookups(settings.lookup_secs, settings.calls, |phone| {
             let history = history.clone();
             async move {
                 matches!(history.last_operator(&phone, Duration::from_secs(86_400)).await, Ok(Some(_)))
             }
         })
         .await;
-        report("resolver (shared + local)", &both);
-        let shared_only = lookups(settings.lookup_secs, settings.calls, |phone| {
+        report("resolver (shared + local)", &both, missed);
+        // Every client asked has talked with an operator, and the local copy knows them all.
+        assert_eq!(missed, 0, "the resolver found everyone");
+        // Alone, the database may time out on a loaded machine: such lookups count as missed.
+        let (shared_only, missed) = lookups(settings.lookup_secs, settings.calls, |phone| {
             let history = history.clone();
             async move {
                 let since = 0;
@@ -166,8 +174,12 @@ fn main() {
             }
         })
         .await;
-        report("shared query alone", &shared_only);
-        let p99 = percentile(&both, 0.99);
-        println!("goal: resolver p99 <= 3 ms: {}", if p99 <= 3.0 { "met" } else { "NOT met" });
+        report("shared query alone", &shared_only, missed);
+        if measuring {
+            let p99 = percentile(&both, 0.99);
+            println!("goal: resolver p99 <= 3 ms: {}", if p99 <= 3.0 { "met" } else { "NOT met" });
+        } else {
+            println!("(smoke run: a few seconds of an unoptimised build; `cargo bench` measures)");
+        }
     });
 }

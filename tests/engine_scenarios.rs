@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use deskhook::ari::events::{AriEvent, TimedEvent};
-use deskhook::ari::model::{Bridge, CallerId, Channel, DialplanCep};
+use deskhook::ari::model::{Bridge, CallerId, Channel, ChannelState, DialplanApp, DialplanCep};
 use deskhook::calls::Engine;
 use serde_json::Value;
 
@@ -42,7 +42,7 @@ impl Script {
         let channel = Channel {
             id: id.into(),
             name: name.into(),
-            state: state.into(),
+            state: ChannelState::from(state.to_string()),
             caller: CallerId { name: String::new(), number: caller.into() },
             dialplan: DialplanCep {
                 context: "from-pstn".into(),
@@ -58,10 +58,10 @@ impl Script {
 
     fn app(&mut self, id: &str, app: &str, data: &str) {
         let mut channel = self.channel(id);
-        channel.dialplan.app_name = app.into();
-        channel.dialplan.app_data = data.into();
+        channel.dialplan.app = DialplanApp::of(app, data);
         self.channels.insert(id.into(), channel.clone());
-        self.push(AriEvent::ChannelDialplan { channel, app: app.into(), app_data: data.into() });
+        let app = channel.dialplan.app.clone();
+        self.push(AriEvent::ChannelDialplan { channel, app });
     }
 
     fn dial(&mut self, caller: &str, peer: &str, status: &str, dialstring: &str) {
@@ -80,7 +80,7 @@ impl Script {
 
     fn up(&mut self, id: &str) {
         let mut channel = self.channel(id);
-        channel.state = "Up".into();
+        channel.state = ChannelState::Up;
         self.channels.insert(id.into(), channel.clone());
         self.push(AriEvent::ChannelStateChange { channel });
     }

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::model::{Bridge, Channel, DeviceState, Endpoint, LiveRecording};
+use super::model::{Bridge, Channel, DeviceState, DialplanApp, Endpoint, LiveRecording};
 
 /// Milliseconds since the Unix epoch, taken from the event's own `timestamp`.
 pub type EpochMillis = i64;
@@ -37,8 +37,7 @@ pub enum AriEvent {
     },
     ChannelDialplan {
         channel: Channel,
-        app: String,
-        app_data: String,
+        app: DialplanApp,
     },
     ChannelVarset {
         channel: Option<Channel>,
@@ -306,8 +305,10 @@ impl RawMessage {
             }
             "ChannelDialplan" => AriEvent::ChannelDialplan {
                 channel: self.channel.ok_or_else(|| missing("channel"))?,
-                app: self.dialplan_app.unwrap_or_default(),
-                app_data: self.dialplan_app_data.unwrap_or_default(),
+                app: DialplanApp::of(
+                    self.dialplan_app.as_deref().unwrap_or_default(),
+                    self.dialplan_app_data.as_deref().unwrap_or_default(),
+                ),
             },
             "ChannelVarset" => AriEvent::ChannelVarset {
                 channel: self.channel,

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ari::events::EpochMillis;
+
 /// A caller id or connected line: `{"name": "...", "number": "..."}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
@@ -16,27 +18,142 @@ pub struct CallerId {
 }
 
 /// Where a channel is in the dialplan.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, from = "RawDialplanCep")]
 pub struct DialplanCep {
     pub context: String,
     pub exten: String,
     pub priority: i64,
-    pub app_name: String,
-    pub app_data: String,
+    /// The application it runs (`app_name` with what the engine needs of `app_data`).
+    pub app: DialplanApp,
+}
+
+/// `DialplanCep` as ARI writes it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawDialplanCep {
+    context: String,
+    exten: String,
+    priority: i64,
+    app_name: String,
+    app_data: String,
+}
+
+impl From<RawDialplanCep> for DialplanCep {
+    fn from(raw: RawDialplanCep) -> Self {
+        DialplanCep {
+            context: raw.context,
+            exten: raw.exten,
+            priority: raw.priority,
+            app: DialplanApp::of(&raw.app_name, &raw.app_data),
+        }
+    }
+}
+
+/// The dialplan application a channel runs, as far as telling calls apart needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DialplanApp {
+    /// None yet (a channel just created), or not said.
+    #[default]
+    Nothing,
+    /// `Queue(name,…)`: the channel waits in queue `name` (empty when the data names none).
+    Queue { name: String },
+    /// A leg `Dial()` created (`AppDial`), or one originated onto an "(Outgoing Line)".
+    DialedLeg,
+    /// A queue member's leg, created by `Queue()` (`AppQueue`).
+    QueueMemberLeg,
+    /// Any other application, by name.
+    Other(String),
+}
+
+impl DialplanApp {
+    /// `app_name` and `app_data` as ARI gives them (names in any case).
+    pub fn of(app_name: &str, app_data: &str) -> DialplanApp {
+        if app_name.eq_ignore_ascii_case("Queue") {
+            let name = app_data.split(',').next().unwrap_or_default().trim().to_string();
+            DialplanApp::Queue { name }
+        } else if app_name.eq_ignore_ascii_case("AppQueue") {
+            DialplanApp::QueueMemberLeg
+        } else if app_name.eq_ignore_ascii_case("AppDial") || app_data == "(Outgoing Line)" {
+            DialplanApp::DialedLeg
+        } else if app_name.is_empty() {
+            DialplanApp::Nothing
+        } else {
+            DialplanApp::Other(app_name.to_string())
+        }
+    }
+
+    /// A channel created by Dial/Queue rather than by a phone or carrier calling in.
+    pub fn is_dialed_leg(&self) -> bool {
+        matches!(self, DialplanApp::DialedLeg | DialplanApp::QueueMemberLeg)
+    }
+}
+
+/// ARI's channel states (`Channel.state`); a state this version does not know is kept by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum ChannelState {
+    #[default]
+    Down,
+    Rsrvd,
+    OffHook,
+    Dialing,
+    /// An inbound channel ringing deskhook's side (a call coming in).
+    Ring,
+    /// The far end is ringing (an outbound leg).
+    Ringing,
+    Up,
+    Busy,
+    DialingOffhook,
+    PreRing,
+    Unknown,
+    Other(String),
+}
+
+impl From<String> for ChannelState {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "Down" => ChannelState::Down,
+            "Rsrvd" => ChannelState::Rsrvd,
+            "OffHook" => ChannelState::OffHook,
+            "Dialing" => ChannelState::Dialing,
+            "Ring" => ChannelState::Ring,
+            "Ringing" => ChannelState::Ringing,
+            "Up" => ChannelState::Up,
+            "Busy" => ChannelState::Busy,
+            "Dialing Offhook" => ChannelState::DialingOffhook,
+            "Pre-ring" => ChannelState::PreRing,
+            "Unknown" => ChannelState::Unknown,
+            _ => ChannelState::Other(name),
+        }
+    }
+}
+
+impl ChannelState {
+    /// A call coming in on this channel, not yet answered (`Ring`, `Pre-ring`).
+    pub fn is_inbound_ringing(&self) -> bool {
+        matches!(self, ChannelState::Ring | ChannelState::PreRing)
+    }
+}
+
+/// ARI's `creationtime` read once into epoch milliseconds (`None`: absent or unreadable).
+fn creation_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<EpochMillis>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    Ok(text.as_deref().and_then(crate::ari::events::parse_ari_timestamp))
 }
 
 /// ARI `Channel`. Its `id` is Asterisk's uniqueid.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct Channel {
     pub id: String,
     pub name: String,
-    pub state: String,
+    pub state: ChannelState,
     pub caller: CallerId,
     pub connected: CallerId,
     pub dialplan: DialplanCep,
-    pub creationtime: String,
+    #[serde(deserialize_with = "creation_time")]
+    pub creationtime: Option<EpochMillis>,
     /// Present only when ari.conf `channelvars` is set; `CHANNEL(linkedid)` is the useful one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channelvars: Option<HashMap<String, String>>,
@@ -54,7 +171,7 @@ impl Channel {
 }
 
 /// ARI `Bridge`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct Bridge {
     pub id: String,
@@ -62,7 +179,8 @@ pub struct Bridge {
     pub bridge_type: String,
     pub bridge_class: String,
     pub channels: Vec<String>,
-    pub creationtime: String,
+    #[serde(deserialize_with = "creation_time")]
+    pub creationtime: Option<EpochMillis>,
 }
 
 /// ARI `Endpoint`.

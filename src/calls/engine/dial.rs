@@ -55,10 +55,10 @@ impl Engine {
         let Some(unique_id) = self.legs.get(&caller.id).and_then(|leg| leg.call.clone()) else { return };
         // The caller's snapshot says it runs Queue() even when its ChannelDialplan event was
         // filtered out or missed during a reconnect.
-        if caller.dialplan.app_name.eq_ignore_ascii_case("Queue") && dialstatus.is_empty() {
-            self.on_dialplan(caller, &caller.dialplan.app_name, &caller.dialplan.app_data, at, out);
+        if matches!(caller.dialplan.app, DialplanApp::Queue { .. }) && dialstatus.is_empty() {
+            self.on_dialplan(caller, &caller.dialplan.app, at, out);
         }
-        let peer_is_queue_member = peer.dialplan.app_name == "AppQueue";
+        let peer_is_queue_member = peer.dialplan.app == DialplanApp::QueueMemberLeg;
         let (caller_in_queue, caller_via_queue) = match self.legs.get(&caller.id) {
             Some(leg) => (leg.in_queue.is_some(), leg.via_queue),
             None => return,

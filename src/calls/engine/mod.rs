@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::ari::events::{AriEvent, EpochMillis, TimedEvent};
-use crate::ari::model::{Bridge, Channel};
+use crate::ari::model::{Bridge, Channel, ChannelState, DialplanApp};
 
 use super::checkpoint::{CallCheckpoint, CallFacts, CheckpointDirection, LegCheckpoint, PendingQueueCheckpoint};
 use super::classify::{extension_of_interface, ChannelClass, Classifier, LocalHalf};
@@ -386,7 +386,7 @@ impl Engine {
                 self.on_destroyed(&channel.id, at, out)
             }
             AriEvent::ChannelHangupRequest { channel, soft, .. } => self.on_hangup_request(&channel.id, *soft),
-            AriEvent::ChannelDialplan { channel, app, app_data } => self.on_dialplan(channel, app, app_data, at, out),
+            AriEvent::ChannelDialplan { channel, app } => self.on_dialplan(channel, app, at, out),
             AriEvent::ChannelVarset { channel: Some(channel), variable, value } => {
                 self.on_varset(channel, variable, value)
             }
@@ -433,7 +433,7 @@ impl Engine {
                 return;
             }
         }
-        let inbound = matches!(channel.state.as_str(), "Ring" | "Pre-ring");
+        let inbound = channel.state.is_inbound_ringing();
         match class {
             ChannelClass::Trunk(_) if inbound => {
                 self.start_incoming(channel, &channel.dialplan.exten, at, out);
@@ -458,7 +458,7 @@ impl Engine {
             via_queue: false,
             in_queue: None,
             ringing: false,
-            answered: channel.state == "Up",
+            answered: channel.state == ChannelState::Up,
             caller_number: channel.caller.number.clone(),
             exten_at_creation: channel.dialplan.exten.clone(),
         };

@@ -86,17 +86,10 @@ impl Engine {
         self.advance_to(at, out);
     }
 
-    pub(super) fn on_dialplan(
-        &mut self,
-        channel: &Channel,
-        app: &str,
-        app_data: &str,
-        at: EpochMillis,
-        out: &mut Vec<Output>,
-    ) {
+    pub(super) fn on_dialplan(&mut self, channel: &Channel, app: &DialplanApp, at: EpochMillis, out: &mut Vec<Output>) {
         let Some(leg) = self.legs.get_mut(&channel.id) else { return };
-        if app.eq_ignore_ascii_case("Queue") {
-            let name = app_data.split(',').next().unwrap_or_default().trim().to_string();
+        if let DialplanApp::Queue { name } = app {
+            let name = name.clone();
             if name.is_empty() || leg.in_queue.as_deref() == Some(name.as_str()) {
                 return;
             }

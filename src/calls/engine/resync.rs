@@ -251,19 +251,14 @@ impl Engine {
         self.stats.calls_ended_by_resync += self.stats.calls_ended - ended_before;
 
         self.bridges = bridges.iter().map(|bridge| (bridge.id.clone(), bridge.channels.clone())).collect();
-        self.bridge_created = bridges
-            .iter()
-            .filter_map(|bridge| {
-                let created = crate::ari::events::parse_ari_timestamp(&bridge.creationtime)?;
-                Some((bridge.id.clone(), created))
-            })
-            .collect();
+        self.bridge_created =
+            bridges.iter().filter_map(|bridge| Some((bridge.id.clone(), bridge.creationtime?))).collect();
         // Callers (channels that run dialplan) first: they root the calls the dialed legs join.
         let mut unknown: Vec<&Channel> = channels
             .iter()
             .filter(|channel| !self.legs.contains_key(&channel.id) && !self.tombstones.contains_key(&channel.id))
             .collect();
-        unknown.sort_by_key(|channel| (is_dialed_leg(channel), channel.creationtime.clone()));
+        unknown.sort_by_key(|channel| (channel.dialplan.app.is_dialed_leg(), channel.creationtime));
         let by_id: HashMap<&str, &Channel> = channels.iter().map(|channel| (channel.id.as_str(), channel)).collect();
         let known_calls: HashSet<String> = self.calls.keys().cloned().collect();
         let restored_until = self.restored_until.take();
@@ -273,7 +268,7 @@ impl Engine {
             if self.legs.contains_key(&channel.id) {
                 continue;
             }
-            let created = crate::ari::events::parse_ari_timestamp(&channel.creationtime);
+            let created = channel.creationtime;
             let seen_by_previous_run = restored_until.zip(created).is_some_and(|(until, created)| created <= until);
             if seen_by_previous_run && !bridged.contains(channel.id.as_str()) {
                 // Not yet part of a call when the previous run stopped: followed as it was then.
@@ -327,7 +322,7 @@ impl Engine {
             return;
         }
         self.track(channel, class.clone());
-        let dialed = is_dialed_leg(channel);
+        let dialed = channel.dialplan.app.is_dialed_leg();
         if let Some(linkedid) = channel.exported_linkedid().filter(|id| *id != channel.id) {
             if self.calls.contains_key(linkedid) {
                 let linkedid = linkedid.to_string();
@@ -338,7 +333,7 @@ impl Engine {
                 return;
             }
         }
-        let started_at = crate::ari::events::parse_ari_timestamp(&channel.creationtime).unwrap_or(at);
+        let started_at = channel.creationtime.unwrap_or(at);
         match class {
             ChannelClass::Trunk(_) if !dialed => {
                 // The DID is only known at creation; FROM_DID (FreePBX) keeps it when exported.
@@ -360,7 +355,7 @@ impl Engine {
                 // An operator's own call: outgoing if it is bridged with a dialed trunk leg.
                 let peer = self.bridged_with(&channel.id).into_iter().find(|id| {
                     live.get(id.as_str()).is_some_and(|peer| {
-                        is_dialed_leg(peer)
+                        peer.dialplan.app.is_dialed_leg()
                             && matches!(self.settings.classifier.channel(&peer.name), ChannelClass::Trunk(_))
                     })
                 });
@@ -414,7 +409,10 @@ impl Engine {
                     // the helpdesk may already have.
                     let talking_since = self.talking_since(&channel.id).unwrap_or(started_at);
                     if let (Some(call), ChannelClass::Extension(extension)) = (self.calls.get_mut(&unique_id), &class) {
-                        if call.adopted && channel.state == "Up" && call.answered_legs.insert(channel.id.clone()) {
+                        if call.adopted
+                            && channel.state == ChannelState::Up
+                            && call.answered_legs.insert(channel.id.clone())
+                        {
                             call.first_answer_at.get_or_insert(talking_since);
                             call.last_operator = Some(extension.clone());
                         }
@@ -423,12 +421,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// A channel created by Dial/Queue rather than by a phone or carrier calling in.
-pub(super) fn is_dialed_leg(channel: &Channel) -> bool {
-    matches!(channel.dialplan.app_name.as_str(), "AppDial" | "AppQueue")
-        || channel.dialplan.app_data == "(Outgoing Line)"
 }
 
 /// Two checkpoints of a call that a restart would act on alike (`taken_at` moves with every
