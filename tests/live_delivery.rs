@@ -99,14 +99,19 @@ async fn a_helpdesk_down_at_first_gets_every_event_in_order_once_it_is_up() {
     let addr = reserve_addr();
     let webhook = format!("http://{addr}/webhooks/asterisk/{TOKEN}");
     let config = delivering_config(dir.path(), &fake.url(), &webhook, "");
+    let metrics = listen_for_metrics(&config);
     let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
     fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
     play_all(&fake).await;
-    // Nothing listens yet: the events wait in the outbox.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let receiver = Receiver::start_on(addr, Arc::new(|_: &Seen| Reply::ok())).await;
     let expected = expected_by_call();
     let total: usize = expected.values().map(Vec::len).sum();
+    // Nothing listens yet: every event waits in the outbox, tried and failed.
+    wait_until_async(|| async {
+        metric(metrics, "deskhook_sink_pending{sink=\"helpdesk\"}").await == total as u64
+            && metric(metrics, "deskhook_sink_failed_tries_total{sink=\"helpdesk\"}").await > 0
+    })
+    .await;
+    let receiver = Receiver::start_on(addr, Arc::new(|_: &Seen| Reply::ok())).await;
     wait_until("every event delivered", Duration::from_secs(30), || receiver.accepted_count() >= total).await;
     let (got, repeats) = accepted_by_call(&receiver.accepted());
     assert_eq!(got, expected);
@@ -123,6 +128,7 @@ async fn kill_9_mid_delivery_loses_nothing_and_repeats_at_most_what_was_in_fligh
     // A slow helpdesk: every request takes 400 ms, so the backlog is still draining at the kill.
     let receiver = Receiver::start_with(Arc::new(|_: &Seen| Reply::ok().delayed(Duration::from_millis(400)))).await;
     let config = delivering_config(dir.path(), &fake.url(), &receiver.url(), "");
+    let metrics = listen_for_metrics(&config);
     let config = config.to_str().expect("utf8").to_string();
     let mut first = Deskhook::spawn(&["run", "--config", &config]);
     fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
@@ -130,8 +136,12 @@ async fn kill_9_mid_delivery_loses_nothing_and_repeats_at_most_what_was_in_fligh
     let expected = expected_by_call();
     let total: usize = expected.values().map(Vec::len).sum();
     wait_until("some events delivered", Duration::from_secs(30), || receiver.accepted_count() >= 3).await;
-    // Every event is committed well before the slow helpdesk has them all.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every event is committed (pending or delivered) before the slow helpdesk has them all.
+    wait_until_async(|| async {
+        let pending = metric(metrics, "deskhook_sink_pending{sink=\"helpdesk\"}").await;
+        pending + metric(metrics, "deskhook_sink_delivered_total{sink=\"helpdesk\"}").await >= total as u64
+    })
+    .await;
     assert!(receiver.accepted_count() < total, "the kill must happen mid-delivery");
     first.signal("KILL");
     first.wait_exit(Duration::from_secs(5)).await.expect("killed");

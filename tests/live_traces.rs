@@ -15,6 +15,7 @@ async fn run_trace(name: &str) {
     let fake = lab_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &fake.url(), PASSWORD, "");
+    let metrics = listen_for_metrics(&config);
     let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8"), "--print-events"]);
     if fake.wait_for(PATIENCE, |status| status.ready).await.is_err() {
         panic!("deskhook never connected and resynced\n{}", deskhook.stderr_text());
@@ -24,8 +25,9 @@ async fn run_trace(name: &str) {
     assert_eq!(report.sent, trace.len(), "every message reached the daemon");
     let expected = common::expected_values(name);
     deskhook.wait_stdout_lines(expected.len()).await;
-    // Give the tail of the trace time to be handled: nothing more may be printed.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // The tail of the trace handled too (a stop drains what the engine produced): nothing
+    // more may be printed.
+    wait_messages_handled(metrics, report.sent).await;
     deskhook.stop().await;
     let got = deskhook.events();
     assert_eq!(got, expected, "{name} through `deskhook run`:\n{}", common::diff(&got, &expected));
@@ -85,6 +87,7 @@ async fn the_busy_stretch_through_the_live_daemon_obeys_its_rules() {
     let fake = lab_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &fake.url(), PASSWORD, "");
+    let metrics = listen_for_metrics(&config);
     let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8"), "--print-events"]);
     if fake.wait_for(PATIENCE, |status| status.ready).await.is_err() {
         panic!("deskhook never connected and resynced\n{}", deskhook.stderr_text());
@@ -94,7 +97,7 @@ async fn the_busy_stretch_through_the_live_daemon_obeys_its_rules() {
     assert_eq!(report.sent, trace.len());
     let ended = |d: &Deskhook| d.stdout_lines().iter().filter(|line| line.contains(" ended\"")).count();
     deskhook.wait_until("70 ended events", |d| ended(d) >= 70).await;
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    wait_messages_handled(metrics, report.sent).await;
     deskhook.stop().await;
     common::check_busy_stretch_rules(&common::trace_lines("busy-stretch"), &deskhook.events());
 }

@@ -203,3 +203,34 @@ pub fn run_to_end(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Gives the config at `path` a `/metrics` port (forward.listen on a free loopback port).
+pub fn listen_for_metrics(path: &Path) -> std::net::SocketAddr {
+    let address = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let text = std::fs::read_to_string(path).expect("config");
+    assert!(text.contains("[forward]\nlisten = \"\""), "a config from write_config");
+    std::fs::write(path, text.replace("[forward]\nlisten = \"\"", &format!("[forward]\nlisten = \"{address}\"")))
+        .expect("config");
+    address
+}
+
+/// A counter or gauge from the daemon's `/metrics` at `address` (0 while it does not answer).
+pub async fn metric(address: std::net::SocketAddr, name: &str) -> u64 {
+    let Ok(response) = reqwest::get(format!("http://{address}/metrics")).await else { return 0 };
+    let text = response.text().await.unwrap_or_default();
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or_default()
+}
+
+/// Waits until the daemon's engine has handled `count` ARI messages: everything the fake sent
+/// has been read, so whatever the daemon will print about it is on its way.
+pub async fn wait_messages_handled(address: std::net::SocketAddr, count: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let handled = metric(address, "deskhook_ari_messages_total").await;
+        if handled >= count as u64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the daemon handled {handled} of {count} ARI messages");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
