@@ -112,6 +112,7 @@ async fn chaos(seed: u64) {
     let spool = tempfile::tempdir().expect("spool");
     let (trace, recorded, answered_in_trace) = busy_stretch_recorded_in(spool.path());
     let config = config_for(dir.path(), &fake.url(), &receiver.url(), spool.path());
+    let metrics = listen_for_metrics(Path::new(&config));
 
     let mut deskhook = Deskhook::spawn(&["run", "--config", &config]);
     fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
@@ -195,8 +196,8 @@ async fn chaos(seed: u64) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Whatever is still on its way (a repeat, a stray) has time to show.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing pending: a repeat or a stray would have been sent by now.
+    wait_outbox_drained(metrics).await;
     deskhook.stop().await;
 
     let accepted = receiver.accepted();

@@ -167,6 +167,7 @@ async fn both_crms_down_then_back_and_a_kill_mid_backlog_lose_nothing_and_repeat
     let amo = AmocrmFake::start(&[AMO_CONTACT], &[5101, 5102]).await;
     let sinks = format!("{}\n{}", bitrix24_webhook_sink(&b24), amocrm_sink(&amo));
     let config = config(dir.path(), &fake.url(), spool.path(), &sinks);
+    let metrics = listen_for_metrics(Path::new(&config));
     let expected_b24 = replayed(&config, "b24", &CALLS);
     let expected_amo = replayed(&config, "amo", &CALLS);
 
@@ -198,8 +199,8 @@ async fn both_crms_down_then_back_and_a_kill_mid_backlog_lose_nothing_and_repeat
         }) && amo.calls().len() + amo.unsorted().len() == expected_amo.len()
     };
     wait_until("every call in both CRMs", Duration::from_secs(120), all_there).await;
-    // A repeat still on its way has time to show.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing pending: a repeat would have been sent by now.
+    wait_outbox_drained(metrics).await;
     deskhook.stop().await;
 
     assert!(real_refusals(&b24).is_empty(), "Bitrix24 refused: {:#?}", b24.refusals());

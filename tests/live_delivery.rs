@@ -475,3 +475,58 @@ async fn a_queued_recording_swapped_for_a_symlink_is_neither_uploaded_nor_delete
     assert_eq!(std::fs::read(&secret).expect("still there"), b"private");
     assert!(recording.is_symlink(), "the symlink was not deleted either");
 }
+
+/// A call deskhook takes over at its start (it began while deskhook was down) that hangs up
+/// before Asterisk could be asked for its channels' MIXMONITOR_FILENAME: its file, whose name
+/// carries the call's uniqueid as FreePBX names them, is still found and uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_hangs_up_before_its_recording_could_be_asked_for_is_found_by_name() {
+    use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace};
+
+    let options = FakeAriOptions { hold_events_while_disconnected: false, ..FakeAriOptions::lab("deskhook", PASSWORD) };
+    let fake = FakeAri::start(options).await.expect("fake ARI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let name = "01-in-direct-answered";
+    let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl"))).expect("trace");
+    let trace = FakeTrace::parse(&raw.replace("/var/spool/asterisk/monitor", &spool.path().display().to_string()))
+        .expect("trace");
+    let file = common::expected_values(name)
+        .iter()
+        .find(|v| v["status"] == "record")
+        .and_then(|v| v["record"].as_str().map(str::to_string))
+        .expect("a recording")
+        .replace("/var/spool/asterisk/monitor", &spool.path().display().to_string());
+    std::fs::create_dir_all(Path::new(&file).parent().expect("dir")).expect("mkdir");
+    std::fs::write(&file, b"the whole call").expect("recording");
+    // Finished long ago (MixMonitor closed it while deskhook was down): complete past `settle`.
+    let aged = std::process::Command::new("touch").args(["-d", "1 hour ago", &file]).status().expect("touch");
+    assert!(aged.success());
+
+    // The call rings and is answered while no deskhook is connected.
+    let first_bridge = trace.position(0, &[r#""type":"ChannelEnteredBridge""#]).expect("a bridge");
+    let answered = trace.position(first_bridge + 1, &[r#""type":"ChannelEnteredBridge""#]).expect("answered") + 1;
+    fake.play(&trace, 0..answered, Pace::MaxSpeed).await;
+    // deskhook starts and takes the call over from its snapshot; its question for the channels'
+    // MIXMONITOR_FILENAME is answered late — by then the call has hung up, its channels gone.
+    fake.delay_variables(Duration::from_millis(1500));
+    let config = mixmonitor_config(dir.path(), &fake.url(), &receiver.url(), spool.path());
+    let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected and resynced");
+    fake.play(&trace, answered..trace.len(), Pace::MaxSpeed).await;
+
+    let is_upload = |seen: &Seen| seen.content_type.starts_with("multipart/");
+    deskhook.wait_until("the recording uploaded", |_| receiver.accepted().iter().any(is_upload)).await;
+    deskhook.stop().await;
+    let accepted = receiver.accepted();
+    let upload = accepted.iter().find(|seen| is_upload(seen)).expect("upload");
+    let parts = deliver_support::multipart_parts(&upload.content_type, &upload.body);
+    let record = parts.iter().find(|part| part.name == "record").expect("record part");
+    assert_eq!(&record.data[..], b"the whole call");
+    let ended =
+        accepted.iter().position(|seen| form_fields(&seen.body).get("status").is_some_and(|s| s.ends_with("ended")));
+    let uploaded = accepted.iter().position(is_upload);
+    assert!(ended.is_some() && ended < uploaded, "the upload follows the call's end");
+    assert!(deskhook.stderr_text().contains("by its name"), "{}", deskhook.stderr_text());
+}

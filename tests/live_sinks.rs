@@ -172,6 +172,7 @@ async fn three_sinks_one_down_for_a_minute_then_killed_mid_backlog_lose_nothing(
     let json = JsonFake::start("golden-secret").await;
     let zammad = ZammadFake::start("golden-token").await;
     let config = config(dir.path(), &fake.url(), &helpdesk.url(), &json.url(), &zammad.url(), spool.path());
+    let metrics = listen_for_metrics(Path::new(&config));
 
     let mut deskhook = Deskhook::spawn(&["run", "--config", &config]);
     fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
@@ -218,8 +219,8 @@ async fn three_sinks_one_down_for_a_minute_then_killed_mid_backlog_lose_nothing(
     let delivered_before_kill = json.accepted().len();
     let mut deskhook = Deskhook::spawn(&["run", "--config", &config]);
     wait_until("the whole json backlog", PATIENCE, || json.accepted().len() >= total).await;
-    // Whatever is still on its way (a repeat, a stray) has time to show.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing pending: a repeat or a stray would have been sent by now.
+    wait_outbox_drained(metrics).await;
     deskhook.stop().await;
 
     assert!(json.refusals().iter().all(|why| why.starts_with("503")), "json refusals: {:?}", json.refusals());

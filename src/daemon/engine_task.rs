@@ -108,6 +108,9 @@ pub(crate) struct EngineTask {
     pub stored_since_alive: bool,
     /// The sink task is gone: nothing more can be stored.
     pub sink_gone: bool,
+    /// `[recordings] dirs` in mixmonitor mode (empty otherwise): where a call's files are
+    /// looked for by name when its channels are gone before they could be asked.
+    pub recording_dirs: Arc<Vec<std::path::PathBuf>>,
 }
 
 /// How often, while calls are open and ARI is connected, the sink hears that deskhook is watching.
@@ -464,9 +467,13 @@ impl EngineTask {
                 Output::Effect(Effect::QueueMembers { unique_id, channel_id, queue }) => {
                     self.queue_members.request(unique_id, channel_id, queue)
                 }
-                Output::Effect(Effect::RecordingNames { unique_id, channel_ids }) => {
-                    spawn_recording_names(self.client.clone(), unique_id, channel_ids, self.inbound_tx.clone())
-                }
+                Output::Effect(Effect::RecordingNames { unique_id, channel_ids }) => spawn_recording_names(
+                    self.client.clone(),
+                    unique_id,
+                    channel_ids,
+                    self.recording_dirs.clone(),
+                    self.inbound_tx.clone(),
+                ),
                 output => {
                     if matches!(output, Output::Event(_)) {
                         self.stats.events.fetch_add(1, Ordering::Relaxed);
@@ -502,23 +509,42 @@ fn spawn_recording_names(
     client: AriClient,
     unique_id: String,
     channel_ids: Vec<String>,
+    recording_dirs: Arc<Vec<std::path::PathBuf>>,
     answers: mpsc::UnboundedSender<Inbound>,
 ) {
     tokio::spawn(async move {
         let mut names = Vec::new();
-        for channel_id in channel_ids {
-            match client.channel_variable(&channel_id, "MIXMONITOR_FILENAME").await {
+        let mut gone = 0;
+        for channel_id in &channel_ids {
+            match client.channel_variable(channel_id, "MIXMONITOR_FILENAME").await {
                 Ok(name) if !name.is_empty() => {
                     tracing::info!(unique_id, "found MixMonitor recording {name} of a call in progress");
                     names.push(name);
                 }
-                Ok(_) | Err(crate::ari::AriError::NotFound { .. }) => {}
+                Ok(_) => {}
+                Err(crate::ari::AriError::NotFound { .. }) => gone += 1,
                 Err(error) => tracing::warn!(
                     unique_id,
                     "cannot read MIXMONITOR_FILENAME of a call in progress ({error}); a recording started before \
                      deskhook saw the call may not be uploaded"
                 ),
             }
+        }
+        if names.is_empty() && gone == channel_ids.len() && !recording_dirs.is_empty() {
+            // Hung up before Asterisk could be asked: the files may still carry the ids.
+            let mut ids = channel_ids;
+            ids.push(unique_id.clone());
+            let found =
+                tokio::task::spawn_blocking(move || crate::recordings::by_id::files_naming(&recording_dirs, &ids))
+                    .await
+                    .unwrap_or_default();
+            for name in &found {
+                tracing::info!(
+                    unique_id,
+                    "found MixMonitor recording {name} of a call that ended meanwhile, by its name"
+                );
+            }
+            names = found;
         }
         let _ = answers.send(Inbound::RecordingNames { unique_id, names });
     });

@@ -187,6 +187,10 @@ impl Daemon {
             last_alive_sent: None,
             stored_since_alive: false,
             sink_gone: false,
+            recording_dirs: Arc::new(match config.recordings.mode {
+                crate::config::RecordingMode::Mixmonitor => config.recordings.dirs.clone(),
+                _ => Vec::new(),
+            }),
         };
         let failed = CancellationToken::new();
         let engine =

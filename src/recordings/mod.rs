@@ -7,6 +7,7 @@
 //! `links` serves signed, expiring links to the files for CRMs that take a URL.
 
 pub mod ari;
+pub mod by_id;
 pub mod closes;
 pub mod links;
 pub mod mixmonitor;

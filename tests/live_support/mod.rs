@@ -234,3 +234,21 @@ pub async fn wait_messages_handled(address: std::net::SocketAddr, count: usize) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until no sink of the daemon has a request pending (`deskhook_sink_pending` 0 for
+/// each): nothing more will be sent, so a repeat or a stray would already have shown.
+pub async fn wait_outbox_drained(address: std::net::SocketAddr) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = match reqwest::get(format!("http://{address}/metrics")).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let pending: Vec<&str> = text.lines().filter(|line| line.starts_with("deskhook_sink_pending{")).collect();
+        if !pending.is_empty() && pending.iter().all(|line| line.ends_with(" 0")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "requests still pending: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

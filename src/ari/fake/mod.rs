@@ -178,6 +178,7 @@ pub(crate) struct Shared {
     pub longest_write_us: AtomicU64,
     /// `GET /channels` and `/bridges` answer this many milliseconds late (with what was live when asked).
     pub listing_delay_ms: AtomicU64,
+    pub variable_delay_ms: AtomicU64,
     /// Websocket messages are written this many milliseconds after they happened.
     pub event_lag_ms: AtomicU64,
     /// False while a test holds `GET /channels` and `/bridges` back.
@@ -351,6 +352,7 @@ impl FakeAri {
             messages_sent: AtomicU64::new(0),
             longest_write_us: AtomicU64::new(0),
             listing_delay_ms: AtomicU64::new(0),
+            variable_delay_ms: AtomicU64::new(0),
             event_lag_ms: AtomicU64::new(0),
             listings_open: watch::channel(true).0,
             status,
@@ -431,6 +433,12 @@ impl FakeAri {
     /// events it has already received (as on a busy PBX).
     pub fn delay_listings(&self, delay: Duration) {
         self.shared.listing_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Answers `GET /channels/{id}/variable` only after `delay`, with the state of then (a
+    /// channel that hung up meanwhile is not found), as a loaded Asterisk would.
+    pub fn delay_variables(&self, delay: Duration) {
+        self.shared.variable_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Holds `GET /channels` and `GET /bridges` until [`FakeAri::release_listings`]: a client

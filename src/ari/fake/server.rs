@@ -138,6 +138,10 @@ async fn channel_variable(
     let Some(variable) = params.get("variable").filter(|name| !name.is_empty()) else {
         return ari_error(StatusCode::BAD_REQUEST, "Variable name is required");
     };
+    let delay = shared.variable_delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let pbx = lock(&shared.pbx);
     if pbx.channel(&id).is_none() {
         return ari_error(StatusCode::NOT_FOUND, "Channel not found");
