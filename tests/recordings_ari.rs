@@ -110,24 +110,26 @@ async fn an_answered_call_uploads_what_asterisk_recorded_after_its_end_and_an_un
     let deleted_too_early = Arc::new(AtomicBool::new(false));
     let receiver = Receiver::start_with(watching_receiver(&fake, &deleted_too_early)).await;
     let config = ari_config(dir.path(), &fake.url(), &receiver.url());
+    let metrics = listen_for_metrics(&config);
     let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8"), "--print-events"]);
     fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
 
     let answered = trace(ANSWERED);
     let cut = after_answer(&answered);
-    fake.play(&answered, 0..cut, Pace::Recorded { speedup: SPEEDUP }).await;
+    let mut sent = fake.play(&answered, 0..cut, Pace::Recorded { speedup: SPEEDUP }).await.sent;
     let name = format!("deskhook-{ANSWERED_ID}-1");
     wait_live_recording(&fake, &name, &deskhook).await;
     assert_eq!(fake.snoop_channels(), vec![format!("deskhook-snoop-{ANSWERED_ID}-1")]);
-    fake.play(&answered, cut..answered.len(), Pace::Recorded { speedup: SPEEDUP }).await;
+    sent += fake.play(&answered, cut..answered.len(), Pace::Recorded { speedup: SPEEDUP }).await.sent;
     let unanswered = trace(UNANSWERED);
-    fake.play(&unanswered, 0..unanswered.len(), Pace::Recorded { speedup: SPEEDUP }).await;
+    sent += fake.play(&unanswered, 0..unanswered.len(), Pace::Recorded { speedup: SPEEDUP }).await.sent;
 
     let requests = expected_events(ANSWERED).len() + expected_events(UNANSWERED).len() + 1;
     wait_until("the events and one upload", PATIENCE, || receiver.accepted_count() >= requests).await;
     wait_until("the stored recording deleted on Asterisk", PATIENCE, || fake.stored_recordings().is_empty()).await;
-    // Give a stray second upload or snoop the chance to show up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every message handled and nothing pending: a stray second upload or snoop would show.
+    wait_messages_handled(metrics, sent).await;
+    wait_outbox_drained(metrics).await;
     deskhook.stop().await;
 
     let accepted = receiver.accepted();
