@@ -9,6 +9,7 @@ use common::*;
 use deskhook::ari::events::{EventParser, TimedEvent};
 use deskhook::calls::{Effect, Engine, Output};
 use deskhook::sinks::omnidesk;
+use proptest::prelude::*;
 use serde_json::Value;
 
 #[test]
@@ -322,88 +323,105 @@ fn an_asterisk_restart_mid_call_ends_the_call_once() {
     assert!(got[3]["call_duration"].as_i64().is_some_and(|s| (1..=4).contains(&s)), "{}", got[3]);
 }
 
-/// Whatever Asterisk (or a broken network) does to the event order — events lost, repeated,
-/// swapped — the engine never panics and never sends a call's start or end twice.
-#[test]
-fn shuffled_and_lossy_streams_never_break_the_invariants() {
-    let config = config("busy-stretch.toml");
-    let mut seed: u64 = 0x5eed_dec0de;
-    let mut next = move || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        seed >> 33
-    };
-    let mut names = scenarios();
-    names.push("probe-d-restart-midcall".into());
-    for name in names {
-        let events = parse_all(&trace_lines(&name));
-        for _round in 0..20 {
-            let mut damaged: Vec<TimedEvent> = Vec::new();
-            for event in &events {
-                match next() % 20 {
-                    0 => {}                                              // lost
-                    1 => damaged.extend([event.clone(), event.clone()]), // repeated
-                    2 if !damaged.is_empty() => {
-                        let last = damaged.len() - 1; // swapped with the previous
-                        damaged.insert(last, event.clone());
-                    }
-                    _ => damaged.push(event.clone()),
-                }
-            }
-            let got = replay_values(&config, &damaged);
-            let mut counts: HashMap<(String, String), usize> = HashMap::new();
-            for value in &got {
-                let status = value["status"].as_str().unwrap_or("").to_string();
-                if status.contains("start") || status.contains("ended") {
-                    *counts.entry((value["unique_id"].as_str().unwrap_or("").to_string(), status)).or_default() += 1;
-                }
-            }
-            assert!(counts.values().all(|&n| n == 1), "{name}: {counts:?}");
-        }
-    }
+/// The traces the damaged-stream properties draw from, parsed once.
+fn damage_material() -> &'static Vec<(String, Vec<TimedEvent>)> {
+    static TRACES: std::sync::OnceLock<Vec<(String, Vec<TimedEvent>)>> = std::sync::OnceLock::new();
+    TRACES.get_or_init(|| {
+        let mut names = scenarios();
+        names.push("probe-d-restart-midcall".into());
+        names.into_iter().map(|name| (name.clone(), parse_all(&trace_lines(&name)))).collect()
+    })
 }
 
-/// Mangled input from the network never panics the parser or the engine: every line of a real
-/// trace cut at random points and with random bytes overwritten.
-#[test]
-fn mangled_messages_are_errors_or_events_never_panics() {
-    let config = config("lab.toml");
-    let mut seed: u64 = 0xdead_beef_cafe;
-    let mut next = move |bound: usize| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((seed >> 33) as usize) % bound.max(1)
-    };
-    let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
-    let mut parser = EventParser::new();
-    let mut out = Vec::new();
-    let (mut parsed, mut refused) = (0, 0);
-    for name in ["04-in-queue-answered-by-102", "12-in-attended-transfer-101-to-102-refer-replaces"] {
-        for line in trace_lines(name) {
-            for _ in 0..4 {
-                let mut bytes = line.clone().into_bytes();
-                match next(3) {
-                    0 => bytes.truncate(next(bytes.len())),
-                    1 => {
-                        for _ in 0..3 {
-                            let at = next(bytes.len());
-                            bytes[at] = b"{}[]\",:0aZ\\"[next(11)];
-                        }
-                    }
-                    _ => {
-                        let at = next(bytes.len());
-                        bytes.insert(at, 0xff);
-                    }
+/// What a broken network or a busy Asterisk can do to one event on its way.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Kept,
+    Lost,
+    Repeated,
+    SwappedWithPrevious,
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        17 => Just(Damage::Kept),
+        1 => Just(Damage::Lost),
+        1 => Just(Damage::Repeated),
+        1 => Just(Damage::SwappedWithPrevious),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever Asterisk (or a broken network) does to the event order — events lost, repeated,
+    /// swapped — the engine never panics and never sends a call's start or end twice.
+    #[test]
+    fn shuffled_and_lossy_streams_never_break_the_invariants(
+        which in any::<prop::sample::Index>(),
+        damages in prop::collection::vec(damage(), 4000),
+    ) {
+        let config = config("busy-stretch.toml");
+        let (name, events) = which.get(damage_material());
+        let mut damaged: Vec<TimedEvent> = Vec::new();
+        for (event, damage) in events.iter().zip(damages.iter().cycle()) {
+            match damage {
+                Damage::Lost => {}
+                Damage::Repeated => damaged.extend([event.clone(), event.clone()]),
+                Damage::SwappedWithPrevious if !damaged.is_empty() => {
+                    let last = damaged.len() - 1;
+                    damaged.insert(last, event.clone());
                 }
-                let text = String::from_utf8_lossy(&bytes);
-                match parser.parse(&text) {
-                    Ok(event) => {
-                        parsed += 1;
-                        engine.handle(&event, &mut out);
-                    }
-                    Err(_) => refused += 1,
-                }
+                _ => damaged.push(event.clone()),
             }
         }
+        let got = replay_values(&config, &damaged);
+        let mut counts: HashMap<(String, String), usize> = HashMap::new();
+        for value in &got {
+            let status = value["status"].as_str().unwrap_or("").to_string();
+            if status.contains("start") || status.contains("ended") {
+                *counts.entry((value["unique_id"].as_str().unwrap_or("").to_string(), status)).or_default() += 1;
+            }
+        }
+        prop_assert!(counts.values().all(|&n| n == 1), "{}: {:?}", name, counts);
     }
-    assert!(parsed > 0 && refused > 0, "parsed {parsed}, refused {refused}");
-    assert_eq!(parser.stats.malformed, refused as u64);
+
+    /// Mangled input from the network never panics the parser or the engine: a line of a real
+    /// trace cut short, with bytes overwritten, or with a byte that is not UTF-8 put in.
+    #[test]
+    fn mangled_messages_are_errors_or_events_never_panics(
+        line in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+        overwrites in prop::collection::vec((any::<prop::sample::Index>(), prop::sample::select(b"{}[]\",:0aZ\\".to_vec())), 0..4),
+        inserted in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        static LINES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let lines = LINES.get_or_init(|| {
+            ["04-in-queue-answered-by-102", "12-in-attended-transfer-101-to-102-refer-replaces"]
+                .iter()
+                .flat_map(|name| trace_lines(name))
+                .collect()
+        });
+        let mut bytes = line.get(lines).clone().into_bytes();
+        bytes.truncate(cut.index(bytes.len() + 1));
+        for (at, byte) in &overwrites {
+            if !bytes.is_empty() {
+                let at = at.index(bytes.len());
+                bytes[at] = *byte;
+            }
+        }
+        if let Some(at) = inserted {
+            let at = at.index(bytes.len() + 1);
+            bytes.insert(at, 0xff);
+        }
+        let config = config("lab.toml");
+        let mut engine = Engine::new(deskhook::daemon::engine_settings(&config, false).expect("settings"));
+        let mut parser = EventParser::new();
+        let mut out = Vec::new();
+        let text = String::from_utf8_lossy(&bytes);
+        match parser.parse(&text) {
+            Ok(event) => engine.handle(&event, &mut out),
+            Err(_) => prop_assert_eq!(parser.stats.malformed, 1),
+        }
+    }
 }
