@@ -20,12 +20,22 @@ fn after_answer(trace: &FakeTrace) -> usize {
 }
 
 async fn connected_daemon(fake: &FakeAri, dir: &std::path::Path, ari_extra: &str) -> Deskhook {
+    connected_daemon_with_metrics(fake, dir, ari_extra).await.0
+}
+
+/// [`connected_daemon`], with the address of its `/metrics`.
+async fn connected_daemon_with_metrics(
+    fake: &FakeAri,
+    dir: &std::path::Path,
+    ari_extra: &str,
+) -> (Deskhook, std::net::SocketAddr) {
     let config = write_config(dir, &fake.url(), PASSWORD, ari_extra);
+    let metrics = listen_for_metrics(&config);
     let deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8"), "--print-events"]);
     if fake.wait_for(PATIENCE, |status| status.ready).await.is_err() {
         panic!("deskhook never connected\n{}", deskhook.stderr_text());
     }
-    deskhook
+    (deskhook, metrics)
 }
 
 async fn drop_mid_call_with_channels_kept(name: &str) {
@@ -75,7 +85,7 @@ async fn a_drop_during_a_queue_call_loses_and_duplicates_nothing() {
 async fn a_restart_that_took_the_call_away_still_ends_it_once_and_later_calls_work() {
     let fake = lab_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let (mut deskhook, metrics) = connected_daemon_with_metrics(&fake, dir.path(), "").await;
     let name = "01-in-direct-answered";
     let trace = trace(name);
     let cut = after_answer(&trace);
@@ -92,10 +102,12 @@ async fn a_restart_that_took_the_call_away_still_ends_it_once_and_later_calls_wo
     let next = "02-in-direct-noanswer-callercancel";
     let next_trace = live_support::trace(next);
     let before_next = deskhook.stdout_lines().len();
-    fake.play(&next_trace, 0..next_trace.len(), Pace::Recorded { speedup: SPEEDUP }).await;
+    let handled_before = metric(metrics, "deskhook_ari_messages_total").await as usize;
+    let sent = fake.play(&next_trace, 0..next_trace.len(), Pace::Recorded { speedup: SPEEDUP }).await.sent;
     let next_expected = common::expected_values(next);
     deskhook.wait_stdout_lines(before_next + next_expected.len()).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The second call's tail handled too: nothing more may be printed.
+    wait_messages_handled(metrics, handled_before + sent).await;
     deskhook.stop().await;
 
     let got = deskhook.events();
@@ -162,13 +174,13 @@ async fn events_that_arrive_before_a_slow_snapshot_are_not_undone_by_it() {
     // the bridges answer lands about 300 ms into the call, which lasts about 1.1 s at this pace.)
     fake.delay_listings(Duration::from_millis(300));
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let (mut deskhook, metrics) = connected_daemon_with_metrics(&fake, dir.path(), "").await;
     let name = "01-in-direct-answered";
     let trace = trace(name);
-    fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: SPEEDUP / 2.0 }).await;
+    let sent = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: SPEEDUP / 2.0 }).await.sent;
     let expected = common::expected_values(name);
     deskhook.wait_stdout_lines(expected.len()).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_messages_handled(metrics, sent).await;
     deskhook.stop().await;
     let got = deskhook.events();
     assert_eq!(got, expected, "{}", common::diff(&got, &expected));

@@ -29,6 +29,7 @@ use crate::numbers::is_valid_extension;
 use crate::numbers::PhoneNormalizer;
 use crate::wallclock::now_ms as now_millis;
 
+use local::LocalStore;
 pub use local::HISTORY_FILE;
 pub use shared::{SharedError, SharedStore};
 
@@ -133,8 +134,6 @@ struct Inner {
     copier: Arc<Notify>,
     phones: PhoneNormalizer,
 }
-
-use local::LocalStore;
 
 impl History {
     /// Opens (creating when absent) `dir/history.sqlite3` and starts its writer; with
