@@ -97,7 +97,8 @@ async fn files_outside_the_dirs_and_escaping_symlinks_are_refused() {
         .await;
     // The genuine file, submitted last, arrives; nothing before it does.
     wait_until("the genuine upload", Duration::from_secs(15), || receiver.accepted_count() == 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Uploads go in submission order and nothing is pending: nothing else will be sent.
+    wait_until("nothing pending", Duration::from_secs(15), || delivery.counts().pending == 0).await;
     let accepted = receiver.accepted();
     assert_eq!(accepted.len(), 1);
     let parts = multipart_parts(&accepted[0].content_type, &accepted[0].body);
