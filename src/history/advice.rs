@@ -21,7 +21,7 @@ pub fn advice(error: &SharedError, target: &PgTarget) -> Option<String> {
                 "{host} did not answer in time: is it overloaded, or does a firewall drop the packets?"
             ))
         }
-        SharedError::Pool(_) | SharedError::SchemaNewer { .. } => return None,
+        SharedError::Pool(_) | SharedError::Local(_) | SharedError::SchemaNewer { .. } => return None,
     };
     if let Some(db) = error.as_db_error() {
         let message = db.message();

@@ -34,9 +34,13 @@ pub(super) async fn run(
             Err(error) => error,
         };
         failures = failures.saturating_add(1);
-        let advice =
-            super::advice::advice(&error, shared.target()).map(|advice| format!("; {advice}")).unwrap_or_default();
-        shared.mark_down(&format!("calls are not copied ({error}){advice}; retrying"));
+        if let SharedError::Local(_) = error {
+            tracing::error!("call history: the calls to copy cannot be read ({error}); retrying");
+        } else {
+            let advice =
+                super::advice::advice(&error, shared.target()).map(|advice| format!("; {advice}")).unwrap_or_default();
+            shared.mark_down(&format!("calls are not copied ({error}){advice}; retrying"));
+        }
         tokio::time::sleep(crate::backoff::pause(FIRST_RETRY, LONGEST_RETRY, failures)).await;
     }
 }
@@ -63,8 +67,8 @@ async fn connected(
         let store = local.clone();
         let (rows, up_to) = tokio::task::spawn_blocking(move || store.pending(BATCH))
             .await
-            .map_err(|error| SharedError::Pool(format!("the local history stopped: {error}")))?
-            .map_err(|error| SharedError::Pool(error.to_string()))?;
+            .map_err(|error| SharedError::Local(format!("the local history stopped: {error}")))?
+            .map_err(|error| SharedError::Local(error.to_string()))?;
         let Some(up_to) = up_to else {
             pending().set(0);
             tokio::select! {
@@ -82,9 +86,9 @@ async fn connected(
             store.pending_count()
         })
         .await
-        .map_err(|error| SharedError::Pool(format!("the local history stopped: {error}")))?
+        .map_err(|error| SharedError::Local(format!("the local history stopped: {error}")))?
         .map(|left| pending().set(i64::try_from(left).unwrap_or(i64::MAX)))
-        .map_err(|error| SharedError::Pool(error.to_string()))?;
+        .map_err(|error| SharedError::Local(error.to_string()))?;
         crate::metrics::counter("deskhook_history_shared_copied_total", "Calls copied to the shared call history.")
             .add(rows.len() as u64);
     }

@@ -38,6 +38,9 @@ pub enum SharedError {
     TimedOut(Duration),
     #[error("{0}")]
     Pool(String),
+    /// The local history (the copy queue) failed, not the database.
+    #[error("{0}")]
+    Local(String),
     #[error("the database's schema is version {found}, newer than this deskhook knows ({SCHEMA_VERSION}); upgrade deskhook on this PBX")]
     SchemaNewer { found: i32 },
 }
