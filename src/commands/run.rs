@@ -167,7 +167,11 @@ async fn serve(config: &Config, print_events: bool) -> i32 {
     // The calls the last events ended are committed before the process goes; copying them to
     // the shared history resumes after the next start.
     if let Some(history) = pipeline.history.clone() {
-        let _ = tokio::task::spawn_blocking(move || history.flush()).await;
+        let flushed =
+            tokio::time::timeout(Duration::from_secs(2), tokio::task::spawn_blocking(move || history.flush()));
+        if flushed.await.is_err() {
+            tracing::warn!("the call history did not commit its last calls within 2 s; they are not remembered");
+        }
     }
     tracing::info!("stopped after {:.1} s of service", started.elapsed().as_secs_f64());
     i32::from(failed)
