@@ -89,30 +89,12 @@ impl Pbx {
 
     /// A counter from `/metrics`.
     async fn metric(&self, name: &str) -> u64 {
-        let text = match reqwest::get(format!("http://{}/metrics", self.forward)).await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => return 0,
-        };
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_default()
+        metric(self.forward, name).await
     }
 
     async fn play(&self, name: &str) {
         let trace = trace(name);
         self.fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 20.0 }).await;
-    }
-}
-
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -268,8 +250,4 @@ async fn check_names_the_fix_for_the_usual_postgres_mistakes() {
     postgres.sql("deskhook", "INSERT INTO deskhook_schema (version) VALUES (99)");
     let newer = check_history(dir.path(), &fake, &postgres.url(&verified)).await;
     assert!(newer.starts_with("PROBLEM") && newer.contains("version 99"), "{newer}");
-}
-
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }

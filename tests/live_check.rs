@@ -41,12 +41,6 @@ async fn check(config: &str) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
-/// A loopback port with nothing listening on it.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 /// A TLS server on loopback that answers every request with 401, like Asterisk's TLS port.
 async fn tls_port() -> SocketAddr {
     use rustls_pki_types::pem::PemObject;

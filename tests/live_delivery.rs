@@ -106,7 +106,7 @@ async fn a_helpdesk_down_at_first_gets_every_event_in_order_once_it_is_up() {
     let expected = expected_by_call();
     let total: usize = expected.values().map(Vec::len).sum();
     // Nothing listens yet: every event waits in the outbox, tried and failed.
-    wait_until_async(|| async {
+    wait_for("every event waiting in the outbox", || async {
         metric(metrics, "deskhook_sink_pending{sink=\"helpdesk\"}").await == total as u64
             && metric(metrics, "deskhook_sink_failed_tries_total{sink=\"helpdesk\"}").await > 0
     })
@@ -137,7 +137,7 @@ async fn kill_9_mid_delivery_loses_nothing_and_repeats_at_most_what_was_in_fligh
     let total: usize = expected.values().map(Vec::len).sum();
     wait_until("some events delivered", Duration::from_secs(30), || receiver.accepted_count() >= 3).await;
     // Every event is committed (pending or delivered) before the slow helpdesk has them all.
-    wait_until_async(|| async {
+    wait_for("every event committed", || async {
         let pending = metric(metrics, "deskhook_sink_pending{sink=\"helpdesk\"}").await;
         pending + metric(metrics, "deskhook_sink_delivered_total{sink=\"helpdesk\"}").await >= total as u64
     })
@@ -188,29 +188,17 @@ async fn forward_answers_from_the_history_of_calls_deskhook_saw() {
             }
         }
     };
-    wait_until_async(|| async { ask("89161234567").await != "(not listening)" }).await;
+    wait_for("/forward listening", || async { ask("89161234567").await != "(not listening)" }).await;
     assert_eq!(ask("89161234567").await, "", "nobody has talked to this client yet");
     // Trace 01: +79161234567 talks to 101; afterwards any spelling of the number routes to 101.
     let trace = trace("01-in-direct-answered");
     fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 20.0 }).await;
-    wait_until_async(|| async { ask("89161234567").await == "name=&number=101" }).await;
+    wait_for("the caller routed to 101", || async { ask("89161234567").await == "name=&number=101" }).await;
     assert_eq!(ask("%2B7%20916%20123-45-67").await, "name=&number=101");
     let metrics =
         client.get(format!("http://{forward}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("deskhook_"), "{metrics}");
     deskhook.stop().await;
-}
-
-async fn wait_until_async<F, Fut>(mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(std::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// recordings.mode = "mixmonitor" through the real binary: the blind-transfer call names two
