@@ -176,12 +176,12 @@ impl SharedStore {
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::info!(database = self.target.describe(), "shared call history reachable again");
         }
-        crate::metrics::gauge("deskhook_history_shared_up", "1 while the shared call history answers, else 0.").set(1);
+        shared_up().set(1);
     }
 
     /// The database failed: said once until it works again.
     pub fn mark_down(&self, what: &str) {
-        crate::metrics::gauge("deskhook_history_shared_up", "1 while the shared call history answers, else 0.").set(0);
+        shared_up().set(0);
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(database = self.target.describe(), "shared call history: {what}");
         } else {
@@ -249,6 +249,10 @@ pub async fn upsert(client: &Client, pbx: &str, rows: &[HistoryRow]) -> Result<(
 /// Deletes calls (of every PBX) that ended before `before`; returns how many.
 pub async fn prune(client: &Client, before: EpochMillis) -> Result<u64, SharedError> {
     Ok(client.execute("DELETE FROM deskhook_calls WHERE ended_at < $1", &[&to_time(before)]).await?)
+}
+
+fn shared_up() -> &'static crate::metrics::Gauge {
+    crate::metrics::gauge("deskhook_history_shared_up", "1 while the shared call history answers, else 0.")
 }
 
 fn with_statement_timeout(config: &mut tokio_postgres::Config, timeout: Duration) {
