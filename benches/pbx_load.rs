@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::header::CONTENT_TYPE;
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use regex::Regex;
 
 const CALLS_PER_SECOND: u64 = 10;

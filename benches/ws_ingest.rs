@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use deskhook::calls::Output;
 use deskhook::config::Config;
 use deskhook::daemon::{Daemon, DaemonLinks, Sink, SinkFuture};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 
 const BURST: usize = 50_000;
 const ROUNDS: usize = 3;

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 
 #[tokio::main]
 async fn main() -> Result<(), String> {

@@ -16,7 +16,9 @@
 //! always within a time budget. `daemon` is the live shell around the engine: the ARI reader
 //! thread, the engine task, resyncs after reconnects, and the sinks that hand the engine's
 //! output to `deliver`, `history` and `recordings`; `presence` (endpoint states) and `health`
-//! are what it shares with `/forward`. `commands` holds one function per CLI subcommand.
+//! are what it shares with `/forward`. `commands` holds one function per CLI subcommand. The
+//! simulated Asterisk that `demo`, the tests and the benches run against is a crate of its
+//! own (`crates/fake-ari`), which knows nothing of deskhook.
 //!
 //! ```text
 //! Asterisk ──websocket──▶ ari ──typed events──▶ calls::Engine ──▶ daemon ─sinks─┬─▶ deliver ──▶ helpdesk

@@ -97,3 +97,22 @@ fn each_layer_knows_only_what_is_upstream_of_it() {
         assert!(!graph["forward"].contains(other), "forward imports {other}: {:?}", graph["forward"]);
     }
 }
+
+#[test]
+fn the_simulator_is_a_crate_of_its_own_that_the_daemon_uses_only_for_the_demo() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("crates/fake-ari/Cargo.toml")).expect("simulator manifest");
+    let dependencies = manifest.split("[dependencies]").nth(1).expect("a [dependencies] table");
+    assert!(
+        !dependencies.lines().any(|line| line.trim_start().starts_with("deskhook")),
+        "the simulator must not depend on deskhook: it is what deskhook is tested against"
+    );
+    let mut files = Vec::new();
+    collect_rust_files(&root.join("src"), &mut files);
+    let users: Vec<String> = files
+        .iter()
+        .filter(|file| std::fs::read_to_string(file).expect("source file").contains("fake_ari"))
+        .map(|file| file.strip_prefix(root).unwrap_or(file).display().to_string())
+        .collect();
+    assert_eq!(users, vec!["src/commands/demo.rs".to_string()], "only `deskhook demo` runs the simulator");
+}

@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use deskhook::ari::fake::{FakeTrace, PbxState};
 use deskhook::ari::{Bridge, Channel};
 use deskhook::calls::{CallCheckpoint, Effect, Engine, Output};
+use fake_ari::{FakeTrace, PbxState};
 
 /// What the outbox's `open_calls` table would hold after these outputs.
 fn apply_checkpoints(stored: &mut BTreeMap<String, CallCheckpoint>, out: &[Output]) {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use deliver_support::receiver::reserve_addr;
-use deskhook::ari::fake::{FakeAri, Pace};
+use fake_ari::{FakeAri, Pace};
 use live_support::*;
 use pg_support::{PgSetup, Postgres, PG_PASSWORD};
 

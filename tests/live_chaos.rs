@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use deliver_support::receiver::{Receiver, Reply, Seen};
 use deliver_support::{form_fields, multipart_parts};
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use live_support::*;
 
 /// A small deterministic generator (xorshift64*), so a failing seed can be run again.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use deskhook::ari::fake::{FakeAri, FakeAriOptions};
+use fake_ari::{FakeAri, FakeAriOptions};
 use live_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -10,7 +10,7 @@ mod live_support;
 
 use std::time::Duration;
 
-use deskhook::ari::fake::{FakeAri, FakeTrace, Pace};
+use fake_ari::{FakeAri, FakeTrace, Pace};
 use live_support::*;
 
 /// Traces where the caller's channel moves on to another extension (a queue) early in the call.

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use deliver_support::wait_until;
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use live_support::*;
 use serde_json::Value;
 use sinks_support::amocrm::{self, AmocrmFake};

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deskhook::ari::fake::{FakeTrace, Pace};
 use deskhook::calls::{CallEvent, Happened, Output};
 use deskhook::config::Config;
 use deskhook::daemon::{Daemon, DaemonLinks, Sink, SinkFuture};
+use fake_ari::{FakeTrace, Pace};
 use live_support::*;
 
 /// Keeps every output, for assertions.
@@ -138,9 +138,9 @@ impl Sink for Gate {
 /// was announced still ends exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sink_overflows_the_bounded_intake_into_a_resync_and_loses_no_end() {
-    let mut options = deskhook::ari::fake::FakeAriOptions::lab("deskhook", PASSWORD);
+    let mut options = fake_ari::FakeAriOptions::lab("deskhook", PASSWORD);
     options.hold_events_while_disconnected = false;
-    let fake = deskhook::ari::fake::FakeAri::start(options).await.expect("fake");
+    let fake = fake_ari::FakeAri::start(options).await.expect("fake");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::load(&write_config(dir.path(), &fake.url(), PASSWORD, "max_backlog = 50\n")).expect("config");
     let (open, gate) = tokio::sync::watch::channel(false);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use deliver_support::receiver::{reserve_addr, Receiver, Reply, Seen, TOKEN};
 use deliver_support::{form_fields, wait_until};
-use deskhook::ari::fake::Pace;
+use fake_ari::Pace;
 use live_support::*;
 
 const CALLS: [&str; 4] =
@@ -84,7 +84,7 @@ fn accepted_by_call(accepted: &[Seen]) -> (BTreeMap<String, Vec<(String, String)
     (calls, repeats)
 }
 
-async fn play_all(fake: &deskhook::ari::fake::FakeAri) {
+async fn play_all(fake: &fake_ari::FakeAri) {
     for name in CALLS {
         let trace = trace(name);
         let report = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 20.0 }).await;
@@ -217,10 +217,9 @@ async fn mixmonitor_files_are_uploaded_after_the_ended_event_with_their_exact_by
     let config = mixmonitor_config(dir.path(), &fake.url(), &receiver.url(), spool.path());
     let name = "10-in-blind-transfer-101-to-102";
     let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl"))).expect("trace");
-    let trace = deskhook::ari::fake::FakeTrace::parse(
-        &raw.replace("/var/spool/asterisk/monitor", &spool.path().display().to_string()),
-    )
-    .expect("trace");
+    let trace =
+        fake_ari::FakeTrace::parse(&raw.replace("/var/spool/asterisk/monitor", &spool.path().display().to_string()))
+            .expect("trace");
     let files: Vec<PathBuf> = common::expected_values(name)
         .iter()
         .filter(|v| v["status"] == "record")
@@ -326,11 +325,11 @@ async fn a_call_that_ends_while_deskhook_is_killed_ends_once_with_its_recording_
     use std::io::Write;
 
     // Events nobody receives are lost, as with a real Asterisk.
-    let options = deskhook::ari::fake::FakeAriOptions {
+    let options = fake_ari::FakeAriOptions {
         hold_events_while_disconnected: false,
-        ..deskhook::ari::fake::FakeAriOptions::lab("deskhook", PASSWORD)
+        ..fake_ari::FakeAriOptions::lab("deskhook", PASSWORD)
     };
-    let fake = deskhook::ari::fake::FakeAri::start(options).await.expect("fake ARI");
+    let fake = fake_ari::FakeAri::start(options).await.expect("fake ARI");
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = tempfile::tempdir().expect("tempdir");
     let receiver = Receiver::start().await;
@@ -339,8 +338,7 @@ async fn a_call_that_ends_while_deskhook_is_killed_ends_once_with_its_recording_
     let name = "01-in-direct-answered";
     let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl"))).expect("trace");
     let spool_dir = spool.path().display().to_string();
-    let trace =
-        deskhook::ari::fake::FakeTrace::parse(&raw.replace("/var/spool/asterisk/monitor", &spool_dir)).expect("trace");
+    let trace = fake_ari::FakeTrace::parse(&raw.replace("/var/spool/asterisk/monitor", &spool_dir)).expect("trace");
     let expected = common::expected_values(name);
     let record = expected.iter().find(|v| v["status"] == "record").expect("a recording");
     let file =
@@ -430,7 +428,7 @@ async fn a_queued_recording_swapped_for_a_symlink_is_neither_uploaded_nor_delete
     let raw = std::fs::read_to_string(fixtures().join(format!("{name}.jsonl")))
         .expect("trace")
         .replace("/var/spool/asterisk/monitor", &spool.path().display().to_string());
-    let trace = deskhook::ari::fake::FakeTrace::parse(&raw).expect("trace");
+    let trace = fake_ari::FakeTrace::parse(&raw).expect("trace");
     let recording = common::expected_values(name)
         .iter()
         .find(|v| v["status"] == "record")
@@ -469,7 +467,7 @@ async fn a_queued_recording_swapped_for_a_symlink_is_neither_uploaded_nor_delete
 /// carries the call's uniqueid as FreePBX names them, is still found and uploaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_hangs_up_before_its_recording_could_be_asked_for_is_found_by_name() {
-    use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace};
+    use fake_ari::{FakeAri, FakeAriOptions, FakeTrace};
 
     let options = FakeAriOptions { hold_events_while_disconnected: false, ..FakeAriOptions::lab("deskhook", PASSWORD) };
     let fake = FakeAri::start(options).await.expect("fake ARI");

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
-use deskhook::ari::fake::bundled::BUNDLED_CALLS;
+use fake_ari::bundled::BUNDLED_CALLS;
 use live_support::*;
 use serde_json::Value;
 

@@ -7,9 +7,9 @@ mod live_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use deskhook::ari::{AriClient, AriError};
 use deskhook::config::AriConfig;
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use live_support::*;
 use serde_json::Value;
 

@@ -7,7 +7,7 @@ mod live_support;
 
 use std::time::{Duration, Instant};
 
-use deskhook::ari::fake::{FakeAri, FakeTrace, Pace};
+use fake_ari::{FakeAri, FakeTrace, Pace};
 use live_support::*;
 use serde_json::Value;
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use deliver_support::receiver::{Receiver, Seen};
 use deliver_support::{form_fields, multipart_parts, wait_until};
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use live_support::*;
 use serde_json::Value;
 use sinks_support::{JsonFake, ZammadFake};

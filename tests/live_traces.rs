@@ -6,7 +6,7 @@
 mod common;
 mod live_support;
 
-use deskhook::ari::fake::Pace;
+use fake_ari::Pace;
 use live_support::*;
 
 const SPEEDUP: f64 = 10.0;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use deliver_support::receiver::{Receiver, Reply, Seen};
 use deliver_support::{form_fields, multipart_parts, wait_until};
-use deskhook::ari::fake::{FakeAri, FakeTrace, Pace, LAB_SNOOP_RECORDING};
+use fake_ari::{FakeAri, FakeTrace, Pace, LAB_SNOOP_RECORDING};
 use live_support::*;
 use sha2::{Digest, Sha256};
 

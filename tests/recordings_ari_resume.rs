@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use deliver_support::receiver::Receiver;
 use deliver_support::{fast_config, multipart_parts, wait_until};
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, Pace, LAB_SNOOP_RECORDING};
 use deskhook::ari::AriClient;
 use deskhook::calls::{Effect, Output};
 use deskhook::config::AriConfig;
 use deskhook::daemon::Sink;
 use deskhook::deliver::{Delivery, DeliveryHandle, Outbox};
 use deskhook::recordings::{AriRecorder, AriRecorderSettings};
+use fake_ari::{FakeAri, FakeAriOptions, Pace, LAB_SNOOP_RECORDING};
 use live_support::{trace, PASSWORD, PATIENCE};
 
 const CALL_ID: &str = "1795237096.10";

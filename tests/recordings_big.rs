@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::Router;
 use deliver_support::{form_fields, wait_until};
-use deskhook::ari::fake::{generated_audio, FakeTrace, Pace, RecordingAudio};
+use fake_ari::{generated_audio, FakeTrace, Pace, RecordingAudio};
 use futures_util::StreamExt;
 use live_support::*;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use deliver_support::receiver::{reserve_addr, Receiver, TOKEN};
 use deliver_support::wait_until;
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, Pace};
+use fake_ari::{FakeAri, FakeAriOptions, Pace};
 use live_support::*;
 use sinks_support::amocrm::{self, AmocrmFake};
 use sinks_support::bitrix24::{self, Bitrix24Fake};

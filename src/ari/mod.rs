@@ -1,11 +1,10 @@
 //! Everything that talks to Asterisk or reads what Asterisk said: ARI models and typed events,
-//! the REST client, the event websocket, and a simulated ARI for the demo and the tests.
+//! the REST client and the event websocket (the simulated ARI is the `fake-ari` crate).
 //!
 //! Nothing outside this module parses ARI JSON.
 
 pub mod client;
 pub mod events;
-pub mod fake;
 pub mod model;
 pub mod tls;
 pub mod websocket;

@@ -9,11 +9,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::ari::fake::bundled::{BUNDLED_CALLS, LAB_CONFIG};
-use crate::ari::fake::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 use crate::config::{redacted_url, Config, RecordingMode};
 use crate::daemon::delivery_sink::DeliveryPipeline;
 use crate::daemon::{logging, Daemon, DaemonLinks, JsonLinesSink, LiveStats, MappedLinesSink, Sink, Tee};
+use fake_ari::bundled::{BUNDLED_CALLS, LAB_CONFIG};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 
 /// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
 pub const DEMO_SPEEDUP: f64 = 5.0;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deskhook::ari::fake::{FakeAri, FakeAriOptions, FakeTrace};
+use fake_ari::{FakeAri, FakeAriOptions, FakeTrace};
 
 /// Generous: the suite runs on a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(30);

@@ -13,8 +13,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::ari::events::EpochMillis;
-use crate::ari::websocket::MessageText;
+use crate::{EpochMillis, MessageText};
 
 /// The lab's snoop recording (`probe-b-snoop-recording.wav`, 85 804 bytes of 8 kHz WAV): what
 /// stored recordings serve unless told otherwise.

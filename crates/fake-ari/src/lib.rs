@@ -1,6 +1,6 @@
 //! A simulated Asterisk ARI on loopback: HTTP REST + the event websocket, speaking ARI's real
-//! protocol and replaying recorded traces. `deskhook demo` runs it; the tests and benches
-//! drive it through the controls on [`FakeAri`] (drop the socket without a close frame,
+//! protocol and replaying recorded traces. deskhook's `demo` command runs it; deskhook's tests
+//! and benches drive it through the controls on [`FakeAri`] (drop the socket without a close frame,
 //! restart with every channel gone, freeze, take the application over, replay at full speed).
 //!
 //! Live channels and bridges are derived from the events replayed so far, so `GET /channels`
@@ -25,7 +25,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::ari::websocket::MessageText;
+/// The text of one ARI message (cheap to clone: reference-counted bytes).
+pub type MessageText = tokio_tungstenite::tungstenite::Utf8Bytes;
+/// Milliseconds since the Unix epoch, as ARI's timestamps are read.
+pub type EpochMillis = i64;
 
 pub use recording::{generated_audio, RecordingAudio, LAB_SNOOP_RECORDING};
 pub use state::{FakeMessage, FakeTrace, PbxState};
@@ -167,7 +170,7 @@ pub(crate) struct Shared {
     /// Snoops, live and stored recordings. Lock order: `recordings` before `pbx`.
     pub recordings: Mutex<recording::Recordings>,
     /// The newest replayed timestamp and when it was replayed: the fake's "now" in trace time.
-    pub clock: Mutex<Option<(crate::ari::events::EpochMillis, Instant)>>,
+    pub clock: Mutex<Option<(EpochMillis, Instant)>>,
     pub sessions: Mutex<Vec<SessionSlot>>,
     /// False while "restarting": every request gets 503.
     pub up: AtomicBool,
@@ -237,9 +240,9 @@ impl Shared {
 
     /// Event time now: the newest replayed timestamp plus the wall time since (the wall clock
     /// before anything was replayed), so generated events fit into the replayed timeline.
-    pub fn now_ms(&self) -> crate::ari::events::EpochMillis {
+    pub fn now_ms(&self) -> EpochMillis {
         match *lock(&self.clock) {
-            Some((at, seen)) => at + seen.elapsed().as_millis() as crate::ari::events::EpochMillis,
+            Some((at, seen)) => at + seen.elapsed().as_millis() as EpochMillis,
             None => jiff::Timestamp::now().as_millisecond(),
         }
     }
@@ -414,7 +417,7 @@ impl FakeAri {
     }
 
     /// The fake's "now" in trace time (the newest replayed timestamp plus the wall time since).
-    pub fn now_ms(&self) -> crate::ari::events::EpochMillis {
+    pub fn now_ms(&self) -> EpochMillis {
         self.shared.now_ms()
     }
 

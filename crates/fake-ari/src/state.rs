@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::ari::events::{parse_ari_timestamp, EpochMillis};
-use crate::ari::model::split_channel_name;
-use crate::ari::websocket::MessageText;
+use crate::{EpochMillis, MessageText};
 
 /// How one message changes the live state.
 #[derive(Debug, Clone)]
@@ -61,7 +59,7 @@ impl FakeTrace {
                 continue;
             }
             let value: Value = serde_json::from_str(line).map_err(|err| format!("line {}: {err}", index + 1))?;
-            let at = value.get("timestamp").and_then(Value::as_str).and_then(parse_ari_timestamp);
+            let at = value.get("timestamp").and_then(Value::as_str).and_then(timestamp_ms);
             let kind = value.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
             let changes = changes_of(&value);
             messages.push(FakeMessage { text: MessageText::from(line.to_string()), at, kind, changes });
@@ -261,7 +259,7 @@ impl PbxState {
                 let ids: Vec<Value> = live
                     .iter()
                     .filter(|(_, _, name)| {
-                        split_channel_name(name)
+                        endpoint_of(name)
                             .is_some_and(|(tech, res)| tech.eq_ignore_ascii_case(&technology) && res == resource)
                     })
                     .map(|(_, id, _)| Value::String((*id).to_string()))
@@ -280,6 +278,31 @@ fn listing(objects: &HashMap<String, Live>) -> Vec<Value> {
     let mut live: Vec<&Live> = objects.values().collect();
     live.sort_by_key(|live| live.order);
     live.into_iter().map(|live| (*live.object).clone()).collect()
+}
+
+/// An ARI timestamp (`2026-11-21T04:58:16.310+0000`) as epoch milliseconds.
+fn timestamp_ms(text: &str) -> Option<EpochMillis> {
+    jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f%z", text)
+        .and_then(|parsed| parsed.to_timestamp())
+        .or_else(|_| text.parse::<jiff::Timestamp>())
+        .ok()
+        .map(|at| at.as_millisecond())
+}
+
+/// The endpoint (technology, resource) a channel name belongs to: `PJSIP/101-0000001a` is
+/// PJSIP/101; a Local channel keeps its whole name.
+fn endpoint_of(channel_name: &str) -> Option<(&str, &str)> {
+    let (technology, rest) = channel_name.split_once('/')?;
+    if technology.eq_ignore_ascii_case("Local") {
+        return Some((technology, rest));
+    }
+    let resource = rest
+        .rsplit_once('-')
+        .filter(|(base, suffix)| {
+            !base.is_empty() && !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .map_or(rest, |(base, _)| base);
+    Some((technology, resource))
 }
 
 #[cfg(test)]
