@@ -170,9 +170,9 @@ struct RawMessage {
     #[serde(rename = "type")]
     kind: Option<String>,
     timestamp: Option<String>,
-    channel: Option<Channel>,
-    caller: Option<Channel>,
-    peer: Option<Channel>,
+    channel: Option<Box<Channel>>,
+    caller: Option<Box<Channel>>,
+    peer: Option<Box<Channel>>,
     bridge: Option<Bridge>,
     variable: Option<String>,
     value: Option<String>,
@@ -184,19 +184,19 @@ struct RawMessage {
     cause: Option<i64>,
     cause_txt: Option<String>,
     soft: Option<bool>,
-    transferee: Option<Channel>,
-    replace_channel: Option<Channel>,
+    transferee: Option<Box<Channel>>,
+    replace_channel: Option<Box<Channel>>,
     exten: Option<String>,
     context: Option<String>,
     result: Option<String>,
-    transferer_first_leg: Option<Channel>,
-    transferer_second_leg: Option<Channel>,
-    transfer_target: Option<Channel>,
+    transferer_first_leg: Option<Box<Channel>>,
+    transferer_second_leg: Option<Box<Channel>>,
+    transfer_target: Option<Box<Channel>>,
     destination_type: Option<String>,
     destination_bridge: Option<String>,
-    destination_link_first_leg: Option<Channel>,
-    destination_link_second_leg: Option<Channel>,
-    destination_threeway_channel: Option<Channel>,
+    destination_link_first_leg: Option<Box<Channel>>,
+    destination_link_second_leg: Option<Box<Channel>>,
+    destination_threeway_channel: Option<Box<Channel>>,
     args: Option<Vec<String>>,
     device_state: Option<DeviceState>,
     endpoint: Option<Endpoint>,
@@ -294,39 +294,43 @@ impl RawMessage {
     fn typed(self, kind: String) -> Result<AriEvent, ParseError> {
         let missing = |field: &'static str| ParseError::MissingField { kind: kind.clone(), field };
         let event = match kind.as_str() {
-            "ChannelCreated" => AriEvent::ChannelCreated { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "ChannelCreated" => {
+                AriEvent::ChannelCreated { channel: unbox(self.channel).ok_or_else(|| missing("channel"))? }
+            }
             "ChannelDestroyed" => AriEvent::ChannelDestroyed {
-                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                channel: unbox(self.channel).ok_or_else(|| missing("channel"))?,
                 cause: self.cause.unwrap_or(0),
                 cause_txt: self.cause_txt.unwrap_or_default(),
             },
             "ChannelStateChange" => {
-                AriEvent::ChannelStateChange { channel: self.channel.ok_or_else(|| missing("channel"))? }
+                AriEvent::ChannelStateChange { channel: unbox(self.channel).ok_or_else(|| missing("channel"))? }
             }
             "ChannelDialplan" => AriEvent::ChannelDialplan {
-                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                channel: unbox(self.channel).ok_or_else(|| missing("channel"))?,
                 app: DialplanApp::of(
                     self.dialplan_app.as_deref().unwrap_or_default(),
                     self.dialplan_app_data.as_deref().unwrap_or_default(),
                 ),
             },
             "ChannelVarset" => AriEvent::ChannelVarset {
-                channel: self.channel,
+                channel: unbox(self.channel),
                 variable: self.variable.ok_or_else(|| missing("variable"))?,
                 value: self.value.unwrap_or_default(),
             },
             "ChannelHangupRequest" => AriEvent::ChannelHangupRequest {
-                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                channel: unbox(self.channel).ok_or_else(|| missing("channel"))?,
                 cause: self.cause,
                 soft: self.soft.unwrap_or(false),
             },
-            "ChannelCallerId" => AriEvent::ChannelCallerId { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "ChannelCallerId" => {
+                AriEvent::ChannelCallerId { channel: unbox(self.channel).ok_or_else(|| missing("channel"))? }
+            }
             "ChannelConnectedLine" => {
-                AriEvent::ChannelConnectedLine { channel: self.channel.ok_or_else(|| missing("channel"))? }
+                AriEvent::ChannelConnectedLine { channel: unbox(self.channel).ok_or_else(|| missing("channel"))? }
             }
             "Dial" => AriEvent::Dial {
-                caller: self.caller,
-                peer: self.peer.ok_or_else(|| missing("peer"))?,
+                caller: unbox(self.caller),
+                peer: unbox(self.peer).ok_or_else(|| missing("peer"))?,
                 dialstring: self.dialstring.unwrap_or_default(),
                 dialstatus: self.dialstatus.unwrap_or_default(),
                 forward: self.forward.unwrap_or_default(),
@@ -335,40 +339,42 @@ impl RawMessage {
             "BridgeDestroyed" => AriEvent::BridgeDestroyed { bridge: self.bridge.ok_or_else(|| missing("bridge"))? },
             "ChannelEnteredBridge" => AriEvent::ChannelEnteredBridge {
                 bridge: self.bridge.ok_or_else(|| missing("bridge"))?,
-                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                channel: unbox(self.channel).ok_or_else(|| missing("channel"))?,
             },
             "ChannelLeftBridge" => AriEvent::ChannelLeftBridge {
                 bridge: self.bridge.ok_or_else(|| missing("bridge"))?,
-                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                channel: unbox(self.channel).ok_or_else(|| missing("channel"))?,
             },
             "BridgeBlindTransfer" => AriEvent::BridgeBlindTransfer {
-                channel: self.channel.ok_or_else(|| missing("channel"))?,
-                transferee: self.transferee,
-                replace_channel: self.replace_channel,
+                channel: unbox(self.channel).ok_or_else(|| missing("channel"))?,
+                transferee: unbox(self.transferee),
+                replace_channel: unbox(self.replace_channel),
                 bridge: self.bridge,
                 exten: self.exten.unwrap_or_default(),
                 context: self.context.unwrap_or_default(),
                 result: self.result.unwrap_or_default(),
             },
             "BridgeAttendedTransfer" => AriEvent::BridgeAttendedTransfer(Box::new(AttendedTransfer {
-                transferer_first_leg: self.transferer_first_leg.ok_or_else(|| missing("transferer_first_leg"))?,
-                transferer_second_leg: self.transferer_second_leg.ok_or_else(|| missing("transferer_second_leg"))?,
-                replace_channel: self.replace_channel,
-                transferee: self.transferee,
-                transfer_target: self.transfer_target,
+                transferer_first_leg: unbox(self.transferer_first_leg)
+                    .ok_or_else(|| missing("transferer_first_leg"))?,
+                transferer_second_leg: unbox(self.transferer_second_leg)
+                    .ok_or_else(|| missing("transferer_second_leg"))?,
+                replace_channel: unbox(self.replace_channel),
+                transferee: unbox(self.transferee),
+                transfer_target: unbox(self.transfer_target),
                 result: self.result.unwrap_or_default(),
                 destination_type: self.destination_type.unwrap_or_default(),
                 destination_bridge: self.destination_bridge.unwrap_or_default(),
-                destination_link_first_leg: self.destination_link_first_leg,
-                destination_link_second_leg: self.destination_link_second_leg,
-                destination_threeway_channel: self.destination_threeway_channel,
+                destination_link_first_leg: unbox(self.destination_link_first_leg),
+                destination_link_second_leg: unbox(self.destination_link_second_leg),
+                destination_threeway_channel: unbox(self.destination_threeway_channel),
             })),
             "StasisStart" => AriEvent::StasisStart {
-                channel: self.channel.ok_or_else(|| missing("channel"))?,
+                channel: unbox(self.channel).ok_or_else(|| missing("channel"))?,
                 args: self.args.unwrap_or_default(),
-                replace_channel: self.replace_channel,
+                replace_channel: unbox(self.replace_channel),
             },
-            "StasisEnd" => AriEvent::StasisEnd { channel: self.channel.ok_or_else(|| missing("channel"))? },
+            "StasisEnd" => AriEvent::StasisEnd { channel: unbox(self.channel).ok_or_else(|| missing("channel"))? },
             "DeviceStateChanged" => {
                 AriEvent::DeviceStateChanged { device_state: self.device_state.ok_or_else(|| missing("device_state"))? }
             }
@@ -395,6 +401,12 @@ impl RawMessage {
         };
         Ok(event)
     }
+}
+
+/// The message keeps its channels boxed, so the message itself stays small while serde fills
+/// and moves it: most messages carry one channel of the eleven it may hold.
+fn unbox(channel: Option<Box<Channel>>) -> Option<Channel> {
+    channel.map(|channel| *channel)
 }
 
 /// Reads Asterisk's `2026-11-21T04:58:16.310+0000` (and RFC 3339 variants) as epoch milliseconds.

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use super::metrics;
@@ -23,6 +23,8 @@ use super::DeliverError;
 const MAX_BATCH: usize = 1024;
 /// How often delivered rows older than `keep_delivered` are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How long a checkpoint or heartbeat waits for a commit to share (see `Writer::run`).
+const LAZY_WINDOW: Duration = Duration::from_millis(50);
 /// Rows deleted per pruning transaction, so pruning never holds the write lock for long.
 const PRUNE_CHUNK: i64 = 5000;
 
@@ -43,6 +45,20 @@ pub(crate) enum WriterCommand {
     Together(Vec<WriterCommand>),
     /// Commit what is queued before this, then stop.
     Stop(oneshot::Sender<()>),
+}
+
+impl WriterCommand {
+    /// Whether nobody waits for this command's commit.
+    fn is_lazy(&self) -> bool {
+        match self {
+            WriterCommand::OpenCall { .. } | WriterCommand::Alive { .. } => true,
+            WriterCommand::Together(commands) => commands.iter().all(WriterCommand::is_lazy),
+            WriterCommand::Enqueue { .. }
+            | WriterCommand::Finish { .. }
+            | WriterCommand::Recount
+            | WriterCommand::Stop(_) => false,
+        }
+    }
 }
 
 /// One sink's row counts by state, kept by the writer for `/metrics`, `/healthz` and the size cap.
@@ -151,13 +167,29 @@ impl Writer {
             };
             let mut batch = vec![first];
             let mut stop = None;
+            // Checkpoints and heartbeats wait on nothing: they ride on the next commit anyone
+            // waits for (a call's next event or outcome), at most LAZY_WINDOW later, so a busy PBX
+            // pays one transaction where it would pay several. A kill meanwhile only leaves an
+            // older checkpoint, as a kill a moment earlier would.
+            let lazy_until = batch.iter().all(WriterCommand::is_lazy).then(|| Instant::now() + LAZY_WINDOW);
             while batch.len() < MAX_BATCH {
-                match batch.last() {
-                    Some(WriterCommand::Stop(_)) => break,
-                    _ => match commands.try_recv() {
-                        Ok(command) => batch.push(command),
-                        Err(_) => break,
-                    },
+                if let Some(WriterCommand::Stop(_)) = batch.last() {
+                    break;
+                }
+                let next = match lazy_until {
+                    Some(until) if batch.iter().all(WriterCommand::is_lazy) => {
+                        match commands.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                            Ok(command) => Some(command),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            // Commit what is here; the outer loop then sees the disconnect.
+                            Err(RecvTimeoutError::Disconnected) => None,
+                        }
+                    }
+                    _ => commands.try_recv().ok(),
+                };
+                match next {
+                    Some(command) => batch.push(command),
+                    None => break,
                 }
             }
             if let Some(WriterCommand::Stop(_)) = batch.last() {
@@ -341,29 +373,31 @@ fn apply_batch(
 ) -> rusqlite::Result<BatchEffects> {
     let now = now_ms();
     let mut effects = BatchEffects { counts, ..BatchEffects::default() };
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = Scope::transaction(conn)?;
     for command in batch {
         match command {
             WriterCommand::Enqueue { requests, .. } => {
-                let result = enqueue(&mut tx, max_rows, default_max_rows, requests, now, &mut effects, path)?;
+                let result = enqueue(tx.conn, max_rows, default_max_rows, requests, now, &mut effects, path)?;
                 effects.results.push(result);
             }
             WriterCommand::Finish { id, sink, tries, verdict, .. } => {
-                finish(&tx, *id, sink, *tries, verdict, now, &mut effects)?;
+                finish(tx.conn, *id, sink, *tries, verdict, now, &mut effects)?;
                 effects.results.push(Ok(()));
             }
             WriterCommand::OpenCall { unique_id, checkpoint: Some(checkpoint) } => {
-                tx.prepare_cached(
+                tx.conn
+                    .prepare_cached(
                     "INSERT INTO open_calls (unique_id, checkpoint, saved_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (unique_id) DO UPDATE SET checkpoint = excluded.checkpoint, saved_at = excluded.saved_at",
                 )?
                 .execute(params![unique_id, checkpoint, now])?;
             }
             WriterCommand::OpenCall { unique_id, checkpoint: None } => {
-                tx.prepare_cached("DELETE FROM open_calls WHERE unique_id = ?1")?.execute([unique_id])?;
+                tx.conn.prepare_cached("DELETE FROM open_calls WHERE unique_id = ?1")?.execute([unique_id])?;
             }
             WriterCommand::Alive { at_ms } => {
-                tx.prepare_cached("INSERT OR REPLACE INTO outbox_meta (key, value) VALUES ('last_alive_ms', ?1)")?
+                tx.conn
+                    .prepare_cached("INSERT OR REPLACE INTO outbox_meta (key, value) VALUES ('last_alive_ms', ?1)")?
                     .execute([at_ms])?;
             }
             WriterCommand::Recount | WriterCommand::Stop(_) | WriterCommand::Together(_) => {}
@@ -373,10 +407,65 @@ fn apply_batch(
     Ok(effects)
 }
 
+/// A transaction or savepoint begun and ended through cached statements: the writer runs
+/// hundreds a second, and parsing `BEGIN`, `SAVEPOINT` and `COMMIT` each time showed in
+/// profiles. Dropped without [`Scope::commit`], it rolls back.
+struct Scope<'c> {
+    conn: &'c Connection,
+    kind: ScopeKind,
+    open: bool,
+}
+
+#[derive(Clone, Copy)]
+enum ScopeKind {
+    Transaction,
+    /// The savepoint of one enqueue call, inside the batch's transaction.
+    Enqueue,
+}
+
+impl<'c> Scope<'c> {
+    fn transaction(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Scope { conn, kind: ScopeKind::Transaction, open: true })
+    }
+
+    fn enqueue(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("SAVEPOINT enqueue")?.execute([])?;
+        Ok(Scope { conn, kind: ScopeKind::Enqueue, open: true })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        let statement = match self.kind {
+            ScopeKind::Transaction => "COMMIT",
+            ScopeKind::Enqueue => "RELEASE enqueue",
+        };
+        self.conn.prepare_cached(statement)?.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let rollback = match self.kind {
+            // A failed COMMIT may have ended the transaction already.
+            ScopeKind::Transaction if self.conn.is_autocommit() => return,
+            ScopeKind::Transaction => "ROLLBACK",
+            ScopeKind::Enqueue => "ROLLBACK TO enqueue; RELEASE enqueue",
+        };
+        if let Err(error) = self.conn.execute_batch(rollback) {
+            tracing::warn!(%error, "cannot roll back an outbox write");
+        }
+    }
+}
+
 /// Stores one enqueue call's requests, all or none: `Err` inside `Ok` is a refusal (a sink's
 /// share of the outbox is full).
 fn enqueue(
-    tx: &mut rusqlite::Transaction<'_>,
+    tx: &Connection,
     max_rows: &BTreeMap<&str, u64>,
     default_max_rows: u64,
     requests: &[Request],
@@ -384,10 +473,10 @@ fn enqueue(
     effects: &mut BatchEffects,
     path: &str,
 ) -> rusqlite::Result<Result<(), DeliverError>> {
-    let savepoint = tx.savepoint()?;
+    let savepoint = Scope::enqueue(tx)?;
     let mut inserted: BTreeMap<String, Vec<PendingRow>> = BTreeMap::new();
     for request in requests {
-        if let Some(id) = insert_request(&savepoint, request, now)? {
+        if let Some(id) = insert_request(savepoint.conn, request, now)? {
             let fresh = Some(Box::new(request.clone()));
             let row = PendingRow { id, unique_id: request.unique_id.clone(), due_ms: now, fresh };
             inserted.entry(request.sink.clone()).or_default().push(row);
@@ -402,7 +491,7 @@ fn enqueue(
             continue;
         }
         let excess = i64::try_from(rows_after - cap).unwrap_or(i64::MAX);
-        let dropped = savepoint.execute(
+        let dropped = savepoint.conn.execute(
             "DELETE FROM outbox WHERE id IN
              (SELECT id FROM outbox WHERE sink = ?1 AND state = 'delivered' ORDER BY id LIMIT ?2)",
             params![sink, excess],
@@ -441,7 +530,7 @@ fn enqueue(
 }
 
 fn finish(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     id: i64,
     sink: &str,
     tries: u32,
