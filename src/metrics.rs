@@ -1,7 +1,9 @@
 //! Process-wide counters and gauges, rendered in Prometheus text format for `/metrics`.
 //!
-//! Each subsystem registers its own metrics by name on first use; there is no central list
-//! to edit. Values are plain atomics, so updating one on a hot path costs one instruction.
+//! One way to name a metric: [`counter!`] and [`gauge!`] where it is counted (registered on
+//! first use, then cached at that call site), [`SinkMeters`] for the series labelled by sink
+//! (made once per sink). There is no central list to edit. Values are plain atomics, so
+//! updating one on a hot path costs one instruction and never a lookup.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -56,25 +58,74 @@ fn registry() -> &'static Mutex<Vec<Entry>> {
     REGISTRY.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// The counter called `name`, registered on first use. Cache the returned reference.
-pub fn counter(name: &'static str, help: &'static str) -> &'static Counter {
-    counter_of(name, help, "")
+/// The counter `$name` (with `$help`), registered on first use and cached at the call site.
+macro_rules! counter {
+    ($name:literal, $help:literal $(,)?) => {{
+        static CELL: std::sync::OnceLock<&'static $crate::metrics::Counter> = std::sync::OnceLock::new();
+        *CELL.get_or_init(|| $crate::metrics::register_counter($name, $help, ""))
+    }};
+}
+pub(crate) use counter;
+
+/// The gauge `$name` (with `$help`), registered on first use and cached at the call site.
+macro_rules! gauge {
+    ($name:literal, $help:literal $(,)?) => {{
+        static CELL: std::sync::OnceLock<&'static $crate::metrics::Gauge> = std::sync::OnceLock::new();
+        *CELL.get_or_init(|| $crate::metrics::register_gauge($name, $help, ""))
+    }};
+}
+pub(crate) use gauge;
+
+/// The series of one sink (label `sink`): made once when the sink starts, kept by whoever
+/// counts for it.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkMeters {
+    pub delivered: &'static Counter,
+    pub failed_tries: &'static Counter,
+    pub dead_lettered: &'static Counter,
+    pub not_stored: &'static Counter,
+    pub in_flight: &'static Gauge,
+    pub pending: &'static Gauge,
+    pub dead: &'static Gauge,
 }
 
-/// The gauge called `name`, registered on first use. Cache the returned reference.
-pub fn gauge(name: &'static str, help: &'static str) -> &'static Gauge {
-    gauge_of(name, help, "")
+impl SinkMeters {
+    /// The series of sink `sink`, registered the first time it is asked for.
+    pub fn of(sink: &str) -> SinkMeters {
+        let label = sink_label(sink);
+        let counter = |name, help| register_counter(name, help, &label);
+        let gauge = |name, help| register_gauge(name, help, &label);
+        SinkMeters {
+            delivered: counter("deskhook_sink_delivered_total", "Requests accepted, by sink."),
+            failed_tries: counter("deskhook_sink_failed_tries_total", "Failed tries of requests, by sink."),
+            dead_lettered: counter("deskhook_sink_dead_lettered_total", "Requests given up on, by sink."),
+            not_stored: counter(
+                "deskhook_events_not_stored_total",
+                "Call events the outbox refused (a sink's share full, disk error, stopped), by sink.",
+            ),
+            in_flight: gauge("deskhook_sink_in_flight", "Requests being sent right now, by sink."),
+            pending: gauge("deskhook_sink_pending", "Requests waiting to be delivered, by sink."),
+            dead: gauge("deskhook_sink_dead", "Dead-lettered requests in the outbox, by sink."),
+        }
+    }
 }
 
-/// The series of counter `name` for one sink (label `sink`). Sinks are few and fixed at start,
-/// so each series is registered once and kept for the process's life.
-pub fn sink_counter(name: &'static str, help: &'static str, sink: &str) -> &'static Counter {
-    counter_of(name, help, &sink_label(sink))
+impl SinkMeters {
+    /// A series only some kinds of sink have (labelled `sink` too): registered once, when the
+    /// sink starts, and kept by it.
+    pub fn extra_counter(sink: &str, name: &'static str, help: &'static str) -> &'static Counter {
+        register_counter(name, help, &sink_label(sink))
+    }
 }
 
-/// The series of gauge `name` for one sink (label `sink`).
-pub fn sink_gauge(name: &'static str, help: &'static str, sink: &str) -> &'static Gauge {
-    gauge_of(name, help, &sink_label(sink))
+/// The current value of the unlabelled metric `name`, if it is registered (for tests and
+/// tools reading what `/metrics` would show).
+pub fn value_of(name: &str) -> Option<i64> {
+    let entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    entries.iter().find(|entry| entry.name == name && entry.labels.is_empty()).map(|entry| match entry.metric {
+        Metric::Counter(counter) => i64::try_from(counter.get()).unwrap_or(i64::MAX),
+        Metric::Gauge(gauge) => gauge.get(),
+    })
 }
 
 fn sink_label(sink: &str) -> String {
@@ -82,7 +133,10 @@ fn sink_label(sink: &str) -> String {
     format!("sink=\"{escaped}\"")
 }
 
-fn counter_of(name: &'static str, help: &'static str, labels: &str) -> &'static Counter {
+/// Registers (once) and returns the series `labels` of counter `name`; use [`counter!`] or
+/// [`SinkMeters`] rather than calling this where something is counted.
+#[doc(hidden)]
+pub fn register_counter(name: &'static str, help: &'static str, labels: &str) -> &'static Counter {
     let mut entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for entry in entries.iter() {
         if entry.name == name && entry.labels == labels {
@@ -97,7 +151,9 @@ fn counter_of(name: &'static str, help: &'static str, labels: &str) -> &'static 
     counter
 }
 
-fn gauge_of(name: &'static str, help: &'static str, labels: &str) -> &'static Gauge {
+/// Registers (once) and returns the series `labels` of gauge `name`; see [`register_counter`].
+#[doc(hidden)]
+pub fn register_gauge(name: &'static str, help: &'static str, labels: &str) -> &'static Gauge {
     let mut entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for entry in entries.iter() {
         if entry.name == name && entry.labels == labels {
@@ -157,10 +213,11 @@ mod tests {
 
     #[test]
     fn registered_metrics_render_in_text_format() {
-        let requests = counter("deskhook_test_requests_total", "Requests seen by this test.");
+        let requests = counter!("deskhook_test_requests_total", "Requests seen by this test.");
         requests.add(3);
-        assert!(std::ptr::eq(requests, counter("deskhook_test_requests_total", "again")));
-        gauge("deskhook_test_depth", "Depth.").set(-2);
+        assert!(std::ptr::eq(requests, register_counter("deskhook_test_requests_total", "again", "")));
+        gauge!("deskhook_test_depth", "Depth.").set(-2);
+        assert_eq!(value_of("deskhook_test_depth"), Some(-2));
         let text = render();
         assert!(
             text.contains("# TYPE deskhook_test_requests_total counter\ndeskhook_test_requests_total 3\n"),
@@ -171,20 +228,19 @@ mod tests {
 
     #[test]
     fn a_labelled_metric_has_one_help_and_a_series_per_sink() {
-        sink_counter("deskhook_test_sent_total", "Sent.", "json").add(2);
-        sink_counter("deskhook_test_sent_total", "Sent.", "zam\"mad").inc();
-        assert!(std::ptr::eq(
-            sink_counter("deskhook_test_sent_total", "Sent.", "json"),
-            sink_counter("deskhook_test_sent_total", "again", "json")
-        ));
+        SinkMeters::of("test-json").delivered.add(2);
+        SinkMeters::of("test-zam\"mad").delivered.inc();
+        assert!(std::ptr::eq(SinkMeters::of("test-json").delivered, SinkMeters::of("test-json").delivered));
         let text = render();
-        assert_eq!(text.matches("# HELP deskhook_test_sent_total").count(), 1, "{text}");
-        assert!(
-            text.contains(
-                "# TYPE deskhook_test_sent_total counter\ndeskhook_test_sent_total{sink=\"json\"} 2\n\
-                 deskhook_test_sent_total{sink=\"zam\\\"mad\"} 1\n"
-            ),
-            "{text}"
-        );
+        assert_eq!(text.matches("# HELP deskhook_sink_delivered_total").count(), 1, "{text}");
+        assert!(text.contains("\ndeskhook_sink_delivered_total{sink=\"test-json\"} 2\n"), "{text}");
+        assert!(text.contains("\ndeskhook_sink_delivered_total{sink=\"test-zam\\\"mad\"} 1\n"), "{text}");
+        let series = text.lines().filter(|line| line.starts_with("deskhook_sink_delivered_total")).count();
+        let block = text
+            .split("# HELP deskhook_sink_delivered_total")
+            .nth(1)
+            .and_then(|rest| rest.split("# HELP").next())
+            .unwrap_or_default();
+        assert_eq!(block.lines().filter(|line| line.starts_with("deskhook_sink_delivered_total")).count(), series);
     }
 }

@@ -449,7 +449,7 @@ async fn read_until_closed(
 /// backlog down to half the limit. False on shutdown.
 async fn wait_for_catch_up(settings: &EventStreamSettings, stats: &ReaderStats, shutdown: &CancellationToken) -> bool {
     stats.overflows.fetch_add(1, Ordering::Relaxed);
-    crate::metrics::counter(
+    crate::metrics::counter!(
         "deskhook_ari_intake_overflows_total",
         "Times deskhook fell [ari] max_backlog messages behind ARI and closed the websocket to resync.",
     )

@@ -33,6 +33,7 @@ pub struct AmocrmDelivery {
     http: reqwest::Client,
     limiter: Arc<RateLimiter>,
     journal: CrmJournal,
+    calls_without_card: &'static crate::metrics::Counter,
 }
 
 impl AmocrmDelivery {
@@ -49,6 +50,11 @@ impl AmocrmDelivery {
             pipeline_id: config.pipeline_id,
             http,
             journal,
+            calls_without_card: crate::metrics::SinkMeters::extra_counter(
+                sink,
+                "deskhook_crm_calls_without_card_total",
+                "Calls a CRM kept no record of because no card has the number.",
+            ),
         })
     }
 
@@ -123,12 +129,7 @@ impl AmocrmDelivery {
                 "amoCRM has no contact or company with the caller's number, so it keeps no record of the call; \
                  set unsorted = true on the sink to make such calls new leads in Unsorted"
             );
-            crate::metrics::sink_counter(
-                "deskhook_crm_calls_without_card_total",
-                "Calls a CRM kept no record of because no card has the number.",
-                &self.sink,
-            )
-            .inc();
+            self.calls_without_card.inc();
             return Ok(());
         }
         let journal_error =

@@ -141,12 +141,7 @@ impl DeliverySink {
         for (stored, Named { sink, unique_id, status }) in outcomes.into_iter().zip(names) {
             self.storing.spawn(async move {
                 if let Err(error) = stored.await {
-                    metrics::sink_counter(
-                        "deskhook_events_not_stored_total",
-                        "Call events the outbox refused (a sink's share full, disk error, stopped), by sink.",
-                        &sink,
-                    )
-                    .inc();
+                    metrics::SinkMeters::of(&sink).not_stored.inc();
                     tracing::error!(sink, unique_id, status, "call event NOT stored for sink {sink:?}: {error}");
                 }
             });

@@ -564,13 +564,13 @@ pub(crate) struct Meters {
 impl Meters {
     pub fn register() -> Self {
         Self {
-            messages: metrics::counter("deskhook_ari_messages_total", "ARI websocket messages handled by the engine."),
-            batches: metrics::counter("deskhook_engine_batches_total", "Wake-ups of the engine task with ARI input."),
-            malformed: metrics::counter("deskhook_ari_malformed_total", "ARI messages that could not be read."),
-            events: metrics::counter("deskhook_call_events_total", "Helpdesk call events produced."),
-            reconnects: metrics::counter("deskhook_ari_reconnects_total", "ARI websocket reconnects after an outage."),
-            connected: metrics::gauge("deskhook_ari_connected", "1 while the ARI event websocket is connected."),
-            open_calls: metrics::gauge("deskhook_open_calls", "Calls the engine holds open."),
+            messages: metrics::counter!("deskhook_ari_messages_total", "ARI websocket messages handled by the engine."),
+            batches: metrics::counter!("deskhook_engine_batches_total", "Wake-ups of the engine task with ARI input."),
+            malformed: metrics::counter!("deskhook_ari_malformed_total", "ARI messages that could not be read."),
+            events: metrics::counter!("deskhook_call_events_total", "Helpdesk call events produced."),
+            reconnects: metrics::counter!("deskhook_ari_reconnects_total", "ARI websocket reconnects after an outage."),
+            connected: metrics::gauge!("deskhook_ari_connected", "1 while the ARI event websocket is connected."),
+            open_calls: metrics::gauge!("deskhook_open_calls", "Calls the engine holds open."),
         }
     }
 }

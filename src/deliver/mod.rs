@@ -108,7 +108,12 @@ impl Delivery {
             let (added_tx, added_rx) = tokio::sync::mpsc::unbounded_channel();
             books.insert(
                 target.name.clone(),
-                SinkBook { max_rows: target.cfg.outbox_max_rows.max(1), counts: counts.clone(), added: added_tx },
+                SinkBook {
+                    max_rows: target.cfg.outbox_max_rows.max(1),
+                    counts: counts.clone(),
+                    added: added_tx,
+                    meters: crate::metrics::SinkMeters::of(&target.name),
+                },
             );
             match &sink {
                 Sink::Http { host, .. } => {
@@ -136,6 +141,7 @@ impl Delivery {
             let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
             let ctx = Arc::new(SenderContext {
                 name: target.name.clone(),
+                meters: crate::metrics::SinkMeters::of(&target.name),
                 sink,
                 policy: RetryPolicy::from_config(&target.cfg),
                 writer: writer.clone(),

@@ -88,6 +88,7 @@ impl Wire {
 pub(crate) struct SenderContext {
     /// The sink's configured name (logs, metrics, its rows in the outbox).
     pub name: String,
+    pub meters: crate::metrics::SinkMeters,
     pub sink: Sink,
     pub policy: RetryPolicy,
     pub writer: Sender<WriterCommand>,
@@ -162,7 +163,7 @@ impl Dispatcher {
                 let fresh = fresh.remove(&id);
                 workers.spawn(deliver_one(self.ctx.clone(), unique_id, id, fresh));
             }
-            metrics::sink_in_flight(&self.ctx.name).set(scheduler.in_flight() as i64);
+            self.ctx.meters.in_flight.set(scheduler.in_flight() as i64);
             let wake_at = if scheduler.in_flight() < self.max_parallel { scheduler.next_due() } else { None };
             let wake = async move {
                 match wake_at {
@@ -249,7 +250,7 @@ impl Dispatcher {
             );
             workers.shutdown().await;
         }
-        metrics::sink_in_flight(&self.ctx.name).set(0);
+        self.ctx.meters.in_flight.set(0);
     }
 
     async fn load(&self, after: Option<i64>) -> Result<PendingSnapshot, String> {
@@ -399,7 +400,7 @@ impl SenderContext {
         match verdict {
             Verdict::Delivered => {
                 metrics::delivered().inc();
-                metrics::sink_delivered(sink).inc();
+                self.meters.delivered.inc();
                 tracing::debug!(sink, unique_id = request.unique_id(), status = request.status(), tries, "delivered");
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!(sink, host, "sink {sink:?} accepts requests again; sending the backlog");
@@ -408,7 +409,7 @@ impl SenderContext {
             }
             Verdict::RetryAt { at_ms, error } => {
                 metrics::failed_tries().inc();
-                metrics::sink_failed_tries(sink).inc();
+                self.meters.failed_tries.inc();
                 let wait = humanize(Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0)));
                 if self.healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
@@ -423,8 +424,8 @@ impl SenderContext {
             }
             Verdict::Dead { error } => {
                 metrics::failed_tries().inc();
-                metrics::sink_failed_tries(sink).inc();
-                metrics::sink_dead_lettered(sink).inc();
+                self.meters.failed_tries.inc();
+                self.meters.dead_lettered.inc();
                 tracing::error!(
                     sink,
                     host,

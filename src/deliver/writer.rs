@@ -18,6 +18,7 @@ use super::outbox::{count_rows_by_sink, insert_request, now_ms, Limits, Outbox, 
 use super::policy::Verdict;
 use super::request::Request;
 use super::DeliverError;
+use crate::metrics::SinkMeters;
 
 /// Commands are taken in batches of at most this many per transaction.
 const MAX_BATCH: usize = 1024;
@@ -76,6 +77,7 @@ pub(crate) struct SinkBook {
     pub counts: Arc<SharedCounts>,
     /// Where the sink's newly stored rows are announced (its dispatcher).
     pub added: UnboundedSender<Vec<PendingRow>>,
+    pub meters: SinkMeters,
 }
 
 impl SharedCounts {
@@ -100,6 +102,8 @@ pub(crate) struct Writer {
     limits: Limits,
     sinks: BTreeMap<String, SinkBook>,
     current: BTreeMap<String, OutboxCounts>,
+    /// The series of sinks that have rows but are no longer configured.
+    unconfigured: BTreeMap<String, SinkMeters>,
     fsync_commits: bool,
     next_prune: Instant,
     /// Set while commits fail (the disk is full or read-only): `/healthz` turns red.
@@ -126,6 +130,7 @@ pub(crate) fn spawn(
         limits: outbox.limits,
         sinks,
         current,
+        unconfigured: BTreeMap::new(),
         fsync_commits: true,
         next_prune: Instant::now(),
         failing,
@@ -314,19 +319,26 @@ impl Writer {
     }
 
     /// Hands the counts to the sinks' shared counters and to `/metrics`.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let mut total = OutboxCounts::default();
         for (name, counts) in &self.current {
             total = total.plus(counts);
-            if let Some(book) = self.sinks.get(name) {
-                book.counts.store(*counts);
+            match self.sinks.get(name) {
+                Some(book) => {
+                    book.counts.store(*counts);
+                    metrics::publish_sink_counts(&book.meters, *counts);
+                }
+                // Rows of a sink no longer configured still show, under its name.
+                None => {
+                    let meters = self.unconfigured.entry(name.clone()).or_insert_with(|| SinkMeters::of(name));
+                    metrics::publish_sink_counts(meters, *counts);
+                }
             }
-            metrics::publish_sink_counts(name, *counts);
         }
         for (name, book) in &self.sinks {
             if !self.current.contains_key(name) {
                 book.counts.store(OutboxCounts::default());
-                metrics::publish_sink_counts(name, OutboxCounts::default());
+                metrics::publish_sink_counts(&book.meters, OutboxCounts::default());
             }
         }
         metrics::publish_counts(total);

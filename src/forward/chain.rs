@@ -162,7 +162,7 @@ impl Chain {
         match tokio::time::timeout_at(deadline, slot.resolver.resolve(&query)).await {
             Ok(Ok(Some(answer))) if self.is_available(&answer.number) => Outcome::Found(answer),
             Ok(Ok(Some(answer))) => {
-                crate::metrics::counter(
+                crate::metrics::counter!(
                     "deskhook_forward_unavailable_skipped_total",
                     "Extensions found but skipped because ARI reports their endpoint offline.",
                 )
@@ -171,13 +171,16 @@ impl Chain {
             }
             Ok(Ok(None)) => Outcome::Nobody,
             Ok(Err(error)) => {
-                crate::metrics::counter("deskhook_forward_resolver_errors_total", "Resolver lookups that failed.")
+                crate::metrics::counter!("deskhook_forward_resolver_errors_total", "Resolver lookups that failed.")
                     .inc();
                 Outcome::Failed(error)
             }
             Err(_) => {
-                crate::metrics::counter("deskhook_forward_resolver_timeouts_total", "Resolver lookups that timed out.")
-                    .inc();
+                crate::metrics::counter!(
+                    "deskhook_forward_resolver_timeouts_total",
+                    "Resolver lookups that timed out."
+                )
+                .inc();
                 Outcome::TimedOut
             }
         }
@@ -185,7 +188,7 @@ impl Chain {
 }
 
 fn budget_exhausted() -> &'static crate::metrics::Counter {
-    crate::metrics::counter(
+    crate::metrics::counter!(
         "deskhook_forward_budget_exhausted_total",
         "Lookups whose budget ran out before a resolver named an extension.",
     )

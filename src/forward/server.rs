@@ -67,7 +67,7 @@ async fn only_allowed(
     if allow.allows(peer.ip()) {
         return next.run(request).await;
     }
-    crate::metrics::counter("deskhook_forward_refused_clients_total", "Requests from addresses forward.allow lacks.")
+    crate::metrics::counter!("deskhook_forward_refused_clients_total", "Requests from addresses forward.allow lacks.")
         .inc();
     tracing::debug!(%peer, "a client outside forward.allow was refused");
     (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, TEXT_PLAIN)], "not allowed: this address is not in forward.allow\n")
@@ -120,7 +120,8 @@ async fn forward(State(service): State<ForwardService>, RawQuery(raw_query): Raw
     let (phone, params) = match checked {
         Ok(checked) => checked,
         Err(reason) => {
-            crate::metrics::counter("deskhook_forward_bad_requests_total", "/forward requests refused with 400.").inc();
+            crate::metrics::counter!("deskhook_forward_bad_requests_total", "/forward requests refused with 400.")
+                .inc();
             return plain(StatusCode::BAD_REQUEST, Bytes::from(reason.to_string()));
         }
     };

@@ -67,10 +67,10 @@ struct Stats {
 fn stats() -> &'static Stats {
     static STATS: OnceLock<Stats> = OnceLock::new();
     STATS.get_or_init(|| Stats {
-        requests: metrics::counter("deskhook_forward_lookups_total", "Valid /forward lookups."),
-        cache_hits: metrics::counter("deskhook_forward_cache_hits_total", "/forward lookups answered from the cache."),
-        found: metrics::counter("deskhook_forward_found_total", "/forward lookups that named an extension."),
-        late: metrics::counter(
+        requests: metrics::counter!("deskhook_forward_lookups_total", "Valid /forward lookups."),
+        cache_hits: metrics::counter!("deskhook_forward_cache_hits_total", "/forward lookups answered from the cache."),
+        found: metrics::counter!("deskhook_forward_found_total", "/forward lookups that named an extension."),
+        late: metrics::counter!(
             "deskhook_forward_answered_empty_at_deadline_total",
             "/forward lookups answered empty because the resolvers were still busy at the budget's end.",
         ),

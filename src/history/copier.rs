@@ -89,13 +89,13 @@ async fn connected(
         .map_err(|error| SharedError::Local(format!("the local history stopped: {error}")))?
         .map(|left| pending().set(i64::try_from(left).unwrap_or(i64::MAX)))
         .map_err(|error| SharedError::Local(error.to_string()))?;
-        crate::metrics::counter("deskhook_history_shared_copied_total", "Calls copied to the shared call history.")
+        crate::metrics::counter!("deskhook_history_shared_copied_total", "Calls copied to the shared call history.")
             .add(rows.len() as u64);
     }
 }
 
 fn pending() -> &'static crate::metrics::Gauge {
-    crate::metrics::gauge(
+    crate::metrics::gauge!(
         "deskhook_history_shared_pending",
         "Calls in the local history waiting to be copied to the shared one.",
     )

@@ -126,7 +126,7 @@ impl SharedStore {
                     *self.skip_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
                         Some(Instant::now() + PAUSE_AFTER_FAILURE);
                 }
-                crate::metrics::counter(
+                crate::metrics::counter!(
                     "deskhook_history_shared_failures_total",
                     "Shared-history lookups that failed or timed out (the local copy answered).",
                 )
@@ -252,7 +252,7 @@ pub async fn prune(client: &Client, before: EpochMillis) -> Result<u64, SharedEr
 }
 
 fn shared_up() -> &'static crate::metrics::Gauge {
-    crate::metrics::gauge("deskhook_history_shared_up", "1 while the shared call history answers, else 0.")
+    crate::metrics::gauge!("deskhook_history_shared_up", "1 while the shared call history answers, else 0.")
 }
 
 fn with_statement_timeout(config: &mut tokio_postgres::Config, timeout: Duration) {

@@ -93,7 +93,7 @@ fn write(local: &LocalStore, share: bool, copier: &Notify, cutoff: fn() -> Epoch
             match local.insert(&rows, share) {
                 Ok(()) => {
                     let count = rows.len() as u64;
-                    crate::metrics::counter(
+                    crate::metrics::counter!(
                         "deskhook_history_records_total",
                         "Answered calls committed to the call history.",
                     )
@@ -127,5 +127,5 @@ fn prune(local: &LocalStore, cutoff: fn() -> EpochMillis) {
 }
 
 fn dropped() -> &'static crate::metrics::Counter {
-    crate::metrics::counter("deskhook_history_dropped_total", "Answered calls the call history could not keep.")
+    crate::metrics::counter!("deskhook_history_dropped_total", "Answered calls the call history could not keep.")
 }

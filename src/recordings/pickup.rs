@@ -256,7 +256,7 @@ impl Worker {
                         .collect();
                     match self.delivery.enqueue(uploads).await {
                         Ok(()) => {
-                            metrics::counter("deskhook_recordings_queued_total", "Recordings handed to the outbox.")
+                            metrics::counter!("deskhook_recordings_queued_total", "Recordings handed to the outbox.")
                                 .inc();
                             tracing::info!(unique_id, file = %ready.path.display(), bytes = ready.size, "recording queued for upload");
                         }
@@ -279,12 +279,15 @@ impl Worker {
 fn report(unique_id: &str, problem: &PickupError) {
     match problem {
         PickupError::NotAbsolute(_) | PickupError::OutsideDirs { .. } => {
-            metrics::counter("deskhook_recordings_refused_total", "Recording paths refused (outside recordings.dirs).")
-                .inc();
+            metrics::counter!(
+                "deskhook_recordings_refused_total",
+                "Recording paths refused (outside recordings.dirs)."
+            )
+            .inc();
             tracing::error!(unique_id, %problem, "recording not uploaded; add its directory to recordings.dirs if it is genuine");
         }
         _ => {
-            metrics::counter("deskhook_recordings_missing_total", "Recordings missing, empty or never completed.")
+            metrics::counter!("deskhook_recordings_missing_total", "Recordings missing, empty or never completed.")
                 .inc();
             tracing::warn!(unique_id, %problem, "recording not uploaded");
         }

@@ -67,7 +67,7 @@ impl CrmClient {
     pub async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Reply, ResolveError> {
         self.limiter.acquire(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        crate::metrics::counter("deskhook_forward_crm_requests_total", "Requests sent to CRMs and lookup services.")
+        crate::metrics::counter!("deskhook_forward_crm_requests_total", "Requests sent to CRMs and lookup services.")
             .inc();
         let result = self.exchange(request.timeout(remaining.max(Duration::from_millis(1)))).await;
         self.note_outcome(&result);
@@ -91,7 +91,7 @@ impl CrmClient {
                 .unwrap_or(DEFAULT_REST)
                 .min(MAX_REST);
             self.limiter.cool_down(rest);
-            crate::metrics::counter(
+            crate::metrics::counter!(
                 "deskhook_forward_crm_rate_limited_total",
                 "CRM answers 429/503 (too many requests).",
             )

@@ -92,7 +92,7 @@ impl Shared {
         match parse_table(&text, &self.phones) {
             // Nothing good in it at all (a wrong separator, a wrong file): the previous table stays.
             Ok(ParsedTable { entries, skipped }) if entries.is_empty() && !skipped.is_empty() => {
-                crate::metrics::counter(
+                crate::metrics::counter!(
                     "deskhook_forward_table_rejected_total",
                     "Forward table files rejected as broken (the previous table stays).",
                 )
@@ -114,11 +114,11 @@ impl Shared {
                 let count = entries.len();
                 *self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(entries);
                 self.cache.clear();
-                crate::metrics::counter("deskhook_forward_table_loads_total", "Forward table files loaded.").inc();
+                crate::metrics::counter!("deskhook_forward_table_loads_total", "Forward table files loaded.").inc();
                 tracing::info!("forward table {shown}: loaded {count} phones");
             }
             Err(error) => {
-                crate::metrics::counter(
+                crate::metrics::counter!(
                     "deskhook_forward_table_rejected_total",
                     "Forward table files rejected as broken (the previous table stays).",
                 )

@@ -104,20 +104,20 @@ struct Meters {
 impl Meters {
     fn register() -> Self {
         Self {
-            started: metrics::counter(
+            started: metrics::counter!(
                 "deskhook_ari_recordings_started_total",
                 "Recording parts started through ARI snoop channels.",
             ),
-            failed: metrics::counter(
+            failed: metrics::counter!(
                 "deskhook_ari_recordings_failed_total",
                 "Recording parts that could not be started (snoop or record refused).",
             ),
-            queued: metrics::counter("deskhook_recordings_queued_total", "Recordings handed to the outbox."),
-            missing: metrics::counter(
+            queued: metrics::counter!("deskhook_recordings_queued_total", "Recordings handed to the outbox."),
+            missing: metrics::counter!(
                 "deskhook_recordings_missing_total",
                 "Recordings missing, empty or never completed.",
             ),
-            deleted: metrics::counter(
+            deleted: metrics::counter!(
                 "deskhook_ari_recordings_deleted_total",
                 "Stored recordings deleted on Asterisk after the helpdesk accepted them.",
             ),
