@@ -7,7 +7,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 /// The pause before retry number `retry` (1 for the first): doubling from `first`, with jitter
 /// of up to the pause again, never above `cap`.
-pub fn pause(first: Duration, cap: Duration, retry: u32) -> Duration {
+pub(crate) fn pause(first: Duration, cap: Duration, retry: u32) -> Duration {
     // Jitter doubles at most, so growth stops at half the cap and the jittered wait stays in [cap/2, cap].
     let ceiling = (cap / 2).max(first);
     let builder =

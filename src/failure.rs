@@ -4,7 +4,7 @@
 
 /// The kind of a failed HTTP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     Timeout,
     Connect,
     /// The answer started and broke off, or could not be read.
@@ -14,7 +14,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn of(error: &reqwest::Error) -> Failure {
+    pub(crate) fn of(error: &reqwest::Error) -> Failure {
         // A connection that never came up is told as such, even when it timed out.
         if error.is_connect() {
             Failure::Connect
@@ -30,7 +30,7 @@ impl Failure {
     }
 
     /// The failure in a few words, to be followed by the host: "cannot connect to" …
-    pub fn words_before_host(self) -> &'static str {
+    pub(crate) fn words_before_host(self) -> &'static str {
         match self {
             Failure::Timeout => "no answer in time from",
             Failure::Connect => "cannot connect to",
@@ -41,7 +41,7 @@ impl Failure {
     }
 
     /// The failure in a few words on its own: "timed out", "cannot connect" …
-    pub fn words(self) -> &'static str {
+    pub(crate) fn words(self) -> &'static str {
         match self {
             Failure::Timeout => "timed out",
             Failure::Connect => "cannot connect",
@@ -53,7 +53,7 @@ impl Failure {
 }
 
 /// The error's causes, outermost first, without the error's own message and without repeats.
-pub fn causes(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+pub(crate) fn causes(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut causes: Vec<String> = Vec::new();
     let mut source = error.source();
     while let Some(current) = source {

@@ -26,27 +26,29 @@
 //!                                                                                └─▶ history ──▶ forward ◀── dialplan
 //! ```
 
+#![warn(unreachable_pub)]
+
 pub mod ari;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod calls;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod crm;
+pub(crate) mod crm;
 pub mod daemon;
 pub mod deliver;
-pub mod failure;
+pub(crate) mod failure;
 pub mod forward;
 pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod numbers;
-pub mod postgres;
+pub(crate) mod postgres;
 pub mod presence;
 pub mod recordings;
-pub mod secret;
+pub(crate) mod secret;
 pub mod sinks;
-pub mod sqlite;
-pub mod tls;
+pub(crate) mod sqlite;
+pub(crate) mod tls;
 pub mod trace;
-pub mod wallclock;
+pub(crate) mod wallclock;

@@ -54,7 +54,7 @@ const MIN_SCRUBBED: usize = 4;
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Remembers `value` (and its URL-encoded spelling) as a secret to blank out of every log line.
-pub fn register(value: &str) {
+pub(crate) fn register(value: &str) {
     let value = value.trim();
     if value.len() < MIN_SCRUBBED {
         return;
@@ -71,13 +71,13 @@ pub fn register(value: &str) {
 }
 
 /// Registers what HTTP Basic authentication with `username`/`password` puts on the wire.
-pub fn register_basic_auth(username: &str, password: &str) {
+pub(crate) fn register_basic_auth(username: &str, password: &str) {
     register(password);
     register(&base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")));
 }
 
 /// Registers the secret parts of a URL: its path (a webhook's token) and its query.
-pub fn register_url(url: &str) {
+pub(crate) fn register_url(url: &str) {
     if let Ok(parsed) = url::Url::parse(url) {
         let path = parsed.path().trim_matches('/');
         if !path.is_empty() {
@@ -96,7 +96,7 @@ pub fn register_url(url: &str) {
 }
 
 /// `text` with every registered secret replaced by `<redacted>`.
-pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut text = std::borrow::Cow::Borrowed(text);
     for secret in secrets.iter() {

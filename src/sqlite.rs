@@ -14,13 +14,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens (creating if needed) a durable store; returns it with the journal mode SQLite
 /// actually chose (`wal` unless the file system cannot do it).
-pub fn open_durable(path: &Path) -> rusqlite::Result<(Connection, String)> {
+pub(crate) fn open_durable(path: &Path) -> rusqlite::Result<(Connection, String)> {
     open(path, Commits::Durable, BUSY_TIMEOUT)
 }
 
 /// How far a commit must have reached when it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commits {
+pub(crate) enum Commits {
     /// On disk (fsynced): promises to deliver, journals of pickups.
     Durable,
     /// In the WAL, fsynced at checkpoints: survives a crash of deskhook, maybe not a power
@@ -30,7 +30,7 @@ pub enum Commits {
 
 /// Opens (creating if needed, private) a state file in WAL mode with `commits` and
 /// `busy_timeout`; returns it with the journal mode SQLite actually chose.
-pub fn open(path: &Path, commits: Commits, busy_timeout: Duration) -> rusqlite::Result<(Connection, String)> {
+pub(crate) fn open(path: &Path, commits: Commits, busy_timeout: Duration) -> rusqlite::Result<(Connection, String)> {
     private_file(path)
         .map_err(|error| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(14), Some(error.to_string())))?;
     let conn = Connection::open(path)?;
@@ -45,7 +45,7 @@ pub fn open(path: &Path, commits: Commits, busy_timeout: Duration) -> rusqlite::
 }
 
 /// A second connection to a file already opened with [`open`], for reads beside its writer.
-pub fn open_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
     Ok(conn)
@@ -54,7 +54,7 @@ pub fn open_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Conn
 /// Makes `path` (a state file) readable by its owner and group only, whatever the umask:
 /// created 0640 when absent, others' access taken away when present (files of older
 /// versions). SQLite gives its `-wal` and `-shm` files the database's mode.
-pub fn private_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path) {
         Ok(_) => Ok(()),

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 /// Unix milliseconds now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
 /// `Retry-After` as seconds or an HTTP date (relative to `now_ms`); a date in the past means now.
-pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -23,7 +23,7 @@ use crate::sinks::amocrm::SOURCE;
 const DEFAULT_REST: Duration = Duration::from_secs(2);
 
 /// The sink's sender side.
-pub struct AmocrmDelivery {
+pub(crate) struct AmocrmDelivery {
     sink: String,
     base: String,
     host: String,
@@ -37,7 +37,7 @@ pub struct AmocrmDelivery {
 }
 
 impl AmocrmDelivery {
-    pub fn new(sink: &str, config: &AmocrmSink, http: reqwest::Client, journal: CrmJournal) -> Arc<Self> {
+    pub(crate) fn new(sink: &str, config: &AmocrmSink, http: reqwest::Client, journal: CrmJournal) -> Arc<Self> {
         let host = redacted_url(&config.base_url);
         let (_, burst) = crate::config::AMOCRM_RATE;
         Arc::new(AmocrmDelivery {
@@ -249,7 +249,7 @@ fn no_card(answer: &Answer) -> bool {
 }
 
 /// An incoming call as an Unsorted lead of category `sip`.
-pub fn unsorted_body(call: &Value, unique_id: &str, pipeline_id: Option<u64>) -> Value {
+pub(crate) fn unsorted_body(call: &Value, unique_id: &str, pipeline_id: Option<u64>) -> Value {
     let phone = call["phone"].as_str().unwrap_or_default();
     let called_at = call["created_at"].as_i64().unwrap_or_else(|| crate::wallclock::now_ms() / 1000);
     let mut unsorted = json!({

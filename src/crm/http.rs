@@ -14,7 +14,7 @@ const QUOTE_CHARS: usize = 200;
 
 /// A CRM's answer.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub retry_after: Option<Duration>,
     /// The body as JSON (`Null` when empty or not JSON: see [`Answer::text`]).
@@ -24,14 +24,14 @@ pub struct Answer {
 
 impl Answer {
     /// The start of the body, on one line, for error messages.
-    pub fn quote(&self) -> String {
+    pub(crate) fn quote(&self) -> String {
         self.text.trim().chars().take(QUOTE_CHARS).collect::<String>().replace(['\r', '\n'], " ")
     }
 }
 
 /// Sends `request` and reads the answer; a transport failure is a [`TryResult::Transient`]
 /// naming `host` only.
-pub async fn exchange(request: reqwest::RequestBuilder, host: &str) -> Result<Answer, TryResult> {
+pub(crate) async fn exchange(request: reqwest::RequestBuilder, host: &str) -> Result<Answer, TryResult> {
     let transport = |error: reqwest::Error| TryResult::Transient {
         error: format!("{} {host}", crate::failure::Failure::of(&error).words_before_host()),
         retry_after: None,
@@ -59,7 +59,7 @@ pub async fn exchange(request: reqwest::RequestBuilder, host: &str) -> Result<An
 }
 
 /// A client for CRM APIs: no redirects followed (a POST would lose its body), deskhook's agent.
-pub fn client(connect_timeout: Duration, request_timeout: Duration) -> Result<reqwest::Client, String> {
+pub(crate) fn client(connect_timeout: Duration, request_timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .timeout(request_timeout)

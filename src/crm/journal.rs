@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension};
 
 /// The journal's file under `storage.dir`.
-pub const JOURNAL_FILE: &str = "crm.sqlite";
+pub(crate) const JOURNAL_FILE: &str = "crm.sqlite";
 /// Calls are forgotten this long after their last step (the outbox gives up on requests sooner).
 const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -45,14 +45,14 @@ CREATE TABLE IF NOT EXISTS crm_tokens (
 /// Why the journal cannot be used; phrased for the admin.
 #[derive(Debug, thiserror::Error)]
 #[error("the CRM journal {path}: {source}; check that storage.dir is writable by the deskhook user")]
-pub struct JournalError {
+pub(crate) struct JournalError {
     path: String,
     source: rusqlite::Error,
 }
 
 /// A local application's tokens.
 #[derive(Clone, PartialEq, Eq)]
-pub struct StoredTokens {
+pub(crate) struct StoredTokens {
     pub configured: String,
     pub refresh_token: String,
     pub access_token: String,
@@ -68,14 +68,14 @@ impl std::fmt::Debug for StoredTokens {
 
 /// The journal; cheap to clone, its calls run on tokio's blocking pool.
 #[derive(Clone)]
-pub struct CrmJournal {
+pub(crate) struct CrmJournal {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
 impl CrmJournal {
     /// Opens (creating) `dir/crm.sqlite` and forgets calls older than a month.
-    pub fn open(dir: &Path) -> Result<CrmJournal, JournalError> {
+    pub(crate) fn open(dir: &Path) -> Result<CrmJournal, JournalError> {
         let path = dir.join(JOURNAL_FILE);
         let error = |source| JournalError { path: path.display().to_string(), source };
         let (conn, _) = crate::sqlite::open_durable(&path).map_err(error)?;
@@ -102,7 +102,7 @@ impl CrmJournal {
     }
 
     /// The CRM's id of call `unique_id` at sink `sink`, once known.
-    pub async fn call_id(&self, sink: &str, unique_id: &str) -> Result<Option<String>, JournalError> {
+    pub(crate) async fn call_id(&self, sink: &str, unique_id: &str) -> Result<Option<String>, JournalError> {
         let (sink, unique_id) = (sink.to_string(), unique_id.to_string());
         self.run(move |conn| {
             conn.prepare_cached("SELECT call_id FROM crm_calls WHERE sink = ?1 AND unique_id = ?2")?
@@ -112,7 +112,7 @@ impl CrmJournal {
         .await
     }
 
-    pub async fn set_call_id(&self, sink: &str, unique_id: &str, call_id: &str) -> Result<(), JournalError> {
+    pub(crate) async fn set_call_id(&self, sink: &str, unique_id: &str, call_id: &str) -> Result<(), JournalError> {
         let (sink, unique_id, call_id) = (sink.to_string(), unique_id.to_string(), call_id.to_string());
         self.run(move |conn| {
             conn.prepare_cached(
@@ -126,7 +126,7 @@ impl CrmJournal {
     }
 
     /// Whether `step` of call `unique_id` was confirmed by the CRM.
-    pub async fn is_done(&self, sink: &str, unique_id: &str, step: &str) -> Result<bool, JournalError> {
+    pub(crate) async fn is_done(&self, sink: &str, unique_id: &str, step: &str) -> Result<bool, JournalError> {
         let (sink, unique_id, step) = (sink.to_string(), unique_id.to_string(), step.to_string());
         self.run(move |conn| {
             conn.prepare_cached("SELECT 1 FROM crm_steps WHERE sink = ?1 AND unique_id = ?2 AND step = ?3")?
@@ -138,7 +138,7 @@ impl CrmJournal {
     }
 
     /// When `step` of call `unique_id` was marked (unix milliseconds), if it was.
-    pub async fn done_at(&self, sink: &str, unique_id: &str, step: &str) -> Result<Option<i64>, JournalError> {
+    pub(crate) async fn done_at(&self, sink: &str, unique_id: &str, step: &str) -> Result<Option<i64>, JournalError> {
         let (sink, unique_id, step) = (sink.to_string(), unique_id.to_string(), step.to_string());
         self.run(move |conn| {
             conn.prepare_cached("SELECT done_at FROM crm_steps WHERE sink = ?1 AND unique_id = ?2 AND step = ?3")?
@@ -148,7 +148,7 @@ impl CrmJournal {
         .await
     }
 
-    pub async fn mark_done(&self, sink: &str, unique_id: &str, step: &str) -> Result<(), JournalError> {
+    pub(crate) async fn mark_done(&self, sink: &str, unique_id: &str, step: &str) -> Result<(), JournalError> {
         let (sink, unique_id, step) = (sink.to_string(), unique_id.to_string(), step.to_string());
         self.run(move |conn| {
             conn.prepare_cached(
@@ -161,7 +161,7 @@ impl CrmJournal {
     }
 
     /// Forgets `step` of call `unique_id` (a request known not to have been taken).
-    pub async fn clear(&self, sink: &str, unique_id: &str, step: &str) -> Result<(), JournalError> {
+    pub(crate) async fn clear(&self, sink: &str, unique_id: &str, step: &str) -> Result<(), JournalError> {
         let (sink, unique_id, step) = (sink.to_string(), unique_id.to_string(), step.to_string());
         self.run(move |conn| {
             conn.prepare_cached("DELETE FROM crm_steps WHERE sink = ?1 AND unique_id = ?2 AND step = ?3")?
@@ -171,7 +171,7 @@ impl CrmJournal {
         .await
     }
 
-    pub async fn tokens(&self, sink: &str) -> Result<Option<StoredTokens>, JournalError> {
+    pub(crate) async fn tokens(&self, sink: &str) -> Result<Option<StoredTokens>, JournalError> {
         let sink = sink.to_string();
         self.run(move |conn| {
             conn.prepare_cached(
@@ -191,7 +191,7 @@ impl CrmJournal {
         .await
     }
 
-    pub async fn save_tokens(&self, sink: &str, tokens: StoredTokens) -> Result<(), JournalError> {
+    pub(crate) async fn save_tokens(&self, sink: &str, tokens: StoredTokens) -> Result<(), JournalError> {
         let sink = sink.to_string();
         self.run(move |conn| {
             conn.prepare_cached(

@@ -116,7 +116,7 @@ impl RateLimiter {
 
 /// The limiter of the CRM account at `host` (`scheme://host[:port]`): the first caller's rate
 /// and burst make it, every later caller shares it.
-pub fn shared(host: &str, rate_per_sec: f64, burst: u32) -> Arc<RateLimiter> {
+pub(crate) fn shared(host: &str, rate_per_sec: f64, burst: u32) -> Arc<RateLimiter> {
     static LIMITERS: OnceLock<Mutex<HashMap<String, Arc<RateLimiter>>>> = OnceLock::new();
     let mut limiters = LIMITERS.get_or_init(Mutex::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     limiters.entry(host.to_ascii_lowercase()).or_insert_with(|| Arc::new(RateLimiter::new(rate_per_sec, burst))).clone()

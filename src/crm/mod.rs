@@ -3,12 +3,12 @@
 //! they must remember between a call's requests (a CRM's id of the call, the steps it
 //! confirmed, OAuth tokens) in the [`journal`].
 
-pub mod amocrm;
-pub mod bitrix24;
-pub mod http;
-pub mod journal;
-pub mod limiter;
-pub mod probe;
+pub(crate) mod amocrm;
+pub(crate) mod bitrix24;
+pub(crate) mod http;
+pub(crate) mod journal;
+pub(crate) mod limiter;
+pub(crate) mod probe;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::config::{Destination, SinkConfig};
 use crate::deliver::Protocol;
 
 /// The sender of a CRM sink (`None` for the kinds that are plain HTTP POSTs).
-pub fn protocol(sink: &SinkConfig, storage_dir: &Path) -> Result<Option<Arc<dyn Protocol>>, String> {
+pub(crate) fn protocol(sink: &SinkConfig, storage_dir: &Path) -> Result<Option<Arc<dyn Protocol>>, String> {
     let http = || http::client(sink.delivery.connect_timeout.get(), sink.delivery.request_timeout.get());
     let journal = || journal::CrmJournal::open(storage_dir).map_err(|error| error.to_string());
     match &sink.destination {

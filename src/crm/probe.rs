@@ -12,7 +12,7 @@ use crate::config::{redacted_url, AmocrmSink, Bitrix24Auth, Bitrix24Sink, Record
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
+pub(crate) enum Finding {
     Ok(String),
     Warning { text: String, fix: String },
     Problem { text: String, fix: String },
@@ -31,7 +31,7 @@ fn client() -> Result<reqwest::Client, Finding> {
 }
 
 /// Checks a `bitrix24` sink.
-pub async fn bitrix24(name: &str, config: &Bitrix24Sink, recordings: &RecordingsConfig) -> Vec<Finding> {
+pub(crate) async fn bitrix24(name: &str, config: &Bitrix24Sink, recordings: &RecordingsConfig) -> Vec<Finding> {
     let mut findings = recording_formats(recordings, "Bitrix24");
     let http = match client() {
         Ok(http) => http,
@@ -95,7 +95,7 @@ pub async fn bitrix24(name: &str, config: &Bitrix24Sink, recordings: &Recordings
 }
 
 /// Checks an `amocrm` sink.
-pub async fn amocrm(name: &str, config: &AmocrmSink) -> Vec<Finding> {
+pub(crate) async fn amocrm(name: &str, config: &AmocrmSink) -> Vec<Finding> {
     let http = match client() {
         Ok(http) => http,
         Err(finding) => return vec![finding],

@@ -134,7 +134,7 @@ pub(crate) fn resume(engine: &mut Engine, resume: crate::deliver::OpenCalls) -> 
 }
 
 impl EngineTask {
-    pub async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: CancellationToken) {
+    pub(super) async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
         while !self.sink_gone {
             // A sink that fell behind holds ARI input back here; the reader's bound does the rest.
@@ -562,7 +562,7 @@ pub(crate) struct Meters {
 }
 
 impl Meters {
-    pub fn register() -> Self {
+    pub(super) fn register() -> Self {
         Self {
             messages: metrics::counter!("deskhook_ari_messages_total", "ARI websocket messages handled by the engine."),
             batches: metrics::counter!("deskhook_engine_batches_total", "Wake-ups of the engine task with ARI input."),

@@ -29,12 +29,12 @@ pub(crate) struct QueueMemberLookup {
 }
 
 impl QueueMemberLookup {
-    pub fn new(client: AriClient, answers: mpsc::UnboundedSender<Inbound>) -> Self {
+    pub(super) fn new(client: AriClient, answers: mpsc::UnboundedSender<Inbound>) -> Self {
         Self { client, answers, memory: Arc::default() }
     }
 
     /// Starts a lookup; the answer arrives later as [`Inbound::QueueMembers`].
-    pub fn request(&self, unique_id: String, channel_id: String, queue: String) {
+    pub(super) fn request(&self, unique_id: String, channel_id: String, queue: String) {
         if let Some(members) = self.cached(&queue) {
             let _ = self.answers.send(Inbound::QueueMembers { unique_id, queue, members: Some(members) });
             return;

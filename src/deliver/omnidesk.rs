@@ -9,7 +9,7 @@ use reqwest::multipart::{Form, Part};
 /// The `Content-Type` of an event POST.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// The `Content-Type` of a JSON POST (and of a summary part).
-pub const JSON_CONTENT_TYPE: &str = "application/json";
+pub(super) const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Size of the chunks a recording is read and sent in.
 const UPLOAD_CHUNK_BYTES: usize = 64 * 1024;
@@ -25,7 +25,7 @@ pub fn form_body(fields: &[(&str, String)]) -> String {
 
 /// Why a recording cannot be sent at all (as opposed to a failed try).
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(super) enum UploadError {
     #[error("recording file {path} is missing ({source}); it cannot be uploaded")]
     Missing { path: String, source: std::io::Error },
     #[error("recording file {path} is empty; it cannot be uploaded")]
@@ -36,7 +36,7 @@ pub enum UploadError {
 
 /// The upload form: parts `status=record`, `unique_id`, and `record` = the file, whose bytes
 /// are read from disk while the request is sent (never held in memory whole).
-pub async fn upload_form(unique_id: &str, path: &Path) -> Result<Form, UploadError> {
+pub(super) async fn upload_form(unique_id: &str, path: &Path) -> Result<Form, UploadError> {
     let record = record_part(path).await?;
     Ok(Form::new()
         .text("status", super::request::UPLOAD_STATUS)
@@ -66,7 +66,7 @@ async fn record_part(path: &Path) -> Result<Part, UploadError> {
 
 /// The `json` sink's upload form: part `summary` (the call summary, JSON) and part `record`
 /// (the file, streamed from disk).
-pub async fn summary_upload_form(summary: &str, path: &Path) -> Result<Form, UploadError> {
+pub(super) async fn summary_upload_form(summary: &str, path: &Path) -> Result<Form, UploadError> {
     let record = record_part(path).await?;
     let summary = Part::text(summary.to_string())
         .mime_str(JSON_CONTENT_TYPE)

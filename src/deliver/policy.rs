@@ -21,7 +21,7 @@ pub enum TryResult {
 
 /// What becomes of the row after a try.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     Delivered,
     RetryAt { at_ms: i64, error: String },
     Dead { error: String },
@@ -29,7 +29,7 @@ pub enum Verdict {
 
 /// The retry settings of `[helpdesk]`.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(super) struct RetryPolicy {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub retention: Duration,
@@ -37,7 +37,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn from_config(cfg: &HelpdeskConfig) -> Self {
+    pub(super) fn from_config(cfg: &HelpdeskConfig) -> Self {
         Self {
             min_backoff: cfg.min_backoff.get(),
             max_backoff: cfg.max_backoff.get().max(cfg.min_backoff.get()),
@@ -48,12 +48,12 @@ impl RetryPolicy {
 
     /// The wait after the `tries`-th failed try (1 = the first): exponential from `min_backoff`,
     /// jittered up to +100%, never above `max_backoff`.
-    pub fn backoff(&self, tries: u32) -> Duration {
+    pub(super) fn backoff(&self, tries: u32) -> Duration {
         crate::backoff::pause(self.min_backoff, self.max_backoff, tries)
     }
 
     /// Applies the policy to a try of a row enqueued at `enqueued_ms` that has now been tried `tries` times.
-    pub fn verdict(&self, result: TryResult, tries: u32, enqueued_ms: i64, now_ms: i64) -> Verdict {
+    pub(super) fn verdict(&self, result: TryResult, tries: u32, enqueued_ms: i64, now_ms: i64) -> Verdict {
         match result {
             TryResult::Accepted => Verdict::Delivered,
             TryResult::Unsendable { error } => Verdict::Dead { error },
@@ -80,7 +80,7 @@ impl RetryPolicy {
 }
 
 /// Sorts an HTTP status into the retry classes.
-pub fn classify_status(status: u16) -> StatusClass {
+pub(super) fn classify_status(status: u16) -> StatusClass {
     match status {
         200..=299 => StatusClass::Accepted,
         408 | 429 | 500..=599 => StatusClass::Transient,
@@ -89,16 +89,16 @@ pub fn classify_status(status: u16) -> StatusClass {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
+pub(super) enum StatusClass {
     Accepted,
     Transient,
     Rejected,
 }
 
-pub use crate::wallclock::parse_retry_after;
+pub(super) use crate::wallclock::parse_retry_after;
 
 /// Replaces the webhook URL (whose path is a secret token) by its host wherever it appears.
-pub fn scrub(text: &str, webhook_url: &str) -> String {
+pub(super) fn scrub(text: &str, webhook_url: &str) -> String {
     if webhook_url.is_empty() {
         return text.to_string();
     }

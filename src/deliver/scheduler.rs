@@ -32,7 +32,7 @@ struct Queued {
 
 impl Scheduler {
     /// Adds pending rows; ids already known are ignored, so overlapping loads are harmless.
-    pub fn add(&mut self, row: PendingRow) {
+    pub(super) fn add(&mut self, row: PendingRow) {
         if !self.known.insert(row.id) {
             return;
         }
@@ -50,7 +50,7 @@ impl Scheduler {
 
     /// Adds a row an admin re-queued (`deskhook outbox retry`). Unlike a duplicate load, a row
     /// still in flight here was just dead-lettered by its worker: it goes again once that settles.
-    pub fn add_requeued(&mut self, row: PendingRow) {
+    pub(super) fn add_requeued(&mut self, row: PendingRow) {
         let in_flight = self.known.contains(&row.id)
             && !self.calls.get(&row.unique_id).is_some_and(|queue| queue.rows.iter().any(|q| q.id == row.id));
         if in_flight {
@@ -61,7 +61,7 @@ impl Scheduler {
     }
 
     /// The next row to send if one is due at `now_ms`; its call is busy until `finished`/`retry_later`.
-    pub fn next_ready(&mut self, now_ms: i64) -> Option<(String, i64)> {
+    pub(super) fn next_ready(&mut self, now_ms: i64) -> Option<(String, i64)> {
         let (due_ms, _, _) = self.due.first()?;
         if *due_ms > now_ms {
             return None;
@@ -78,12 +78,12 @@ impl Scheduler {
     }
 
     /// When the earliest idle call becomes due.
-    pub fn next_due(&self) -> Option<i64> {
+    pub(super) fn next_due(&self) -> Option<i64> {
         self.due.first().map(|(due, _, _)| *due)
     }
 
     /// Row `id` of `unique_id` is done (delivered or dead): the call's next row may go.
-    pub fn finished(&mut self, unique_id: &str, id: i64) {
+    pub(super) fn finished(&mut self, unique_id: &str, id: i64) {
         self.known.remove(&id);
         self.release(unique_id);
         if let Some(row) = self.readded.remove(&id) {
@@ -92,7 +92,7 @@ impl Scheduler {
     }
 
     /// Row `id` failed and is tried again at `due_ms`, still ahead of the call's later rows.
-    pub fn retry_later(&mut self, unique_id: &str, id: i64, due_ms: i64) {
+    pub(super) fn retry_later(&mut self, unique_id: &str, id: i64, due_ms: i64) {
         self.readded.remove(&id);
         if let Some(queue) = self.calls.get_mut(unique_id) {
             let at = queue.rows.partition_point(|q| q.id < id);
@@ -103,7 +103,7 @@ impl Scheduler {
 
     /// Makes every waiting call due at `now_ms` (the helpdesk is back; backoffs no longer apply),
     /// keeping their relative order.
-    pub fn expedite(&mut self, now_ms: i64) {
+    pub(super) fn expedite(&mut self, now_ms: i64) {
         let waiting: Vec<(i64, i64, String)> = self.due.iter().filter(|(due, _, _)| *due > now_ms).cloned().collect();
         for (due, id, unique_id) in waiting {
             self.due.remove(&(due, id, unique_id.clone()));
@@ -117,13 +117,13 @@ impl Scheduler {
         }
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.in_flight
     }
 
     /// Rows waiting in memory (not in flight).
     #[cfg(test)]
-    pub fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.calls.values().map(|queue| queue.rows.len()).sum()
     }
 

@@ -131,7 +131,7 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         let mut scheduler = Scheduler::default();
         let mut workers = JoinSet::new();
         // Rows up to this id were in the first load; their `added` notices may still be queued

@@ -81,7 +81,7 @@ pub(crate) struct SinkBook {
 }
 
 impl SharedCounts {
-    pub fn snapshot(&self) -> OutboxCounts {
+    pub(super) fn snapshot(&self) -> OutboxCounts {
         OutboxCounts {
             pending: self.pending.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),

@@ -8,6 +8,8 @@
 //! recordings are simulated in `recording.rs` (what ARI recording mode uses). Routes live in
 //! `server.rs`; add new ARI resources there.
 
+#![warn(unreachable_pub)]
+
 pub mod bundled;
 mod recording;
 mod server;
@@ -197,7 +199,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// Recomputes the session-derived parts of the status and wakes waiters.
-    pub fn refresh_sessions(&self) {
+    pub(crate) fn refresh_sessions(&self) {
         let (live, ready) = {
             let sessions = lock(&self.sessions);
             (sessions.len(), sessions.iter().any(SessionSlot::ready))
@@ -208,7 +210,7 @@ impl Shared {
         });
     }
 
-    pub fn count_request(&self, key: String) {
+    pub(crate) fn count_request(&self, key: String) {
         self.status.send_modify(|status| *status.requests.entry(key).or_insert(0) += 1);
     }
 
@@ -240,7 +242,7 @@ impl Shared {
 
     /// Event time now: the newest replayed timestamp plus the wall time since (the wall clock
     /// before anything was replayed), so generated events fit into the replayed timeline.
-    pub fn now_ms(&self) -> EpochMillis {
+    pub(crate) fn now_ms(&self) -> EpochMillis {
         match *lock(&self.clock) {
             Some((at, seen)) => at + seen.elapsed().as_millis() as EpochMillis,
             None => jiff::Timestamp::now().as_millisecond(),

@@ -180,30 +180,35 @@ fn with_dialplan_app(channel: &Value, app_name: &str, app_data: &str) -> Value {
 }
 
 impl Recordings {
-    pub fn set_audio(&mut self, audio: RecordingAudio) {
+    pub(crate) fn set_audio(&mut self, audio: RecordingAudio) {
         self.audio = audio;
     }
 
-    pub fn stored_names(&self) -> Vec<String> {
+    pub(crate) fn stored_names(&self) -> Vec<String> {
         self.stored.keys().cloned().collect()
     }
 
-    pub fn live_names(&self) -> Vec<String> {
+    pub(crate) fn live_names(&self) -> Vec<String> {
         self.live.keys().cloned().collect()
     }
 
-    pub fn snoop_ids(&self) -> Vec<String> {
+    pub(crate) fn snoop_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.snoops.keys().cloned().collect();
         ids.sort();
         ids
     }
 
-    pub fn is_snoop(&self, id: &str) -> bool {
+    pub(crate) fn is_snoop(&self, id: &str) -> bool {
         self.snoops.contains_key(id)
     }
 
     /// `POST /channels/{spied}/snoop`; `spied` is the live trace channel (`None` if unknown).
-    pub fn snoop(&mut self, spied: Option<&Value>, params: &HashMap<String, String>, at: EpochMillis) -> Outcome {
+    pub(crate) fn snoop(
+        &mut self,
+        spied: Option<&Value>,
+        params: &HashMap<String, String>,
+        at: EpochMillis,
+    ) -> Outcome {
         let Some(spied) = spied else { return Outcome::answer(error(404, "Channel not found")) };
         let Some(app) = params.get("app").filter(|app| !app.is_empty()).cloned() else {
             return Outcome::answer(error(400, "Missing parameter app"));
@@ -256,7 +261,13 @@ impl Recordings {
     }
 
     /// `POST /channels/{id}/record`; `exists` says whether a trace channel of that id is live.
-    pub fn record(&mut self, id: &str, exists: bool, params: &HashMap<String, String>, at: EpochMillis) -> Outcome {
+    pub(crate) fn record(
+        &mut self,
+        id: &str,
+        exists: bool,
+        params: &HashMap<String, String>,
+        at: EpochMillis,
+    ) -> Outcome {
         let Some(snoop) = self.snoops.get(id) else {
             return Outcome::answer(if exists {
                 error(409, "Channel not in Stasis application")
@@ -326,7 +337,7 @@ impl Recordings {
     }
 
     /// `POST /recordings/live/{name}/stop`.
-    pub fn stop(&mut self, name: &str, at: EpochMillis) -> Outcome {
+    pub(crate) fn stop(&mut self, name: &str, at: EpochMillis) -> Outcome {
         if !self.live.contains_key(name) {
             return Outcome::answer(error(404, "Recording not found"));
         }
@@ -336,7 +347,7 @@ impl Recordings {
     }
 
     /// `GET /recordings/live/{name}`.
-    pub fn live(&self, name: &str) -> Answer {
+    pub(crate) fn live(&self, name: &str) -> Answer {
         match self.live.get(name) {
             Some(live) => (
                 200,
@@ -353,7 +364,7 @@ impl Recordings {
 
     /// `DELETE /channels/{id}` of a snoop: it leaves Stasis at once (its recording ends) and is
     /// destroyed only with the channel it spies on, as observed.
-    pub fn hang_up_snoop(&mut self, id: &str, at: EpochMillis) -> Outcome {
+    pub(crate) fn hang_up_snoop(&mut self, id: &str, at: EpochMillis) -> Outcome {
         let mut events = Vec::new();
         self.finish_recordings_of(id, at, &mut events);
         let Some(snoop) = self.snoops.get_mut(id) else { return Outcome::answer(error(404, "Channel not found")) };
@@ -395,18 +406,18 @@ impl Recordings {
     }
 
     /// The spied channel was destroyed: its snoops go with it.
-    pub fn spied_channel_gone(&mut self, spied: &str, at: EpochMillis) -> Outcome {
+    pub(crate) fn spied_channel_gone(&mut self, spied: &str, at: EpochMillis) -> Outcome {
         self.end_snoops(at, |snoop| snoop.spied == spied)
     }
 
     /// Application `app` has no websocket any more: its Stasis snoops end.
-    pub fn application_gone(&mut self, app: &str, at: EpochMillis) -> Outcome {
+    pub(crate) fn application_gone(&mut self, app: &str, at: EpochMillis) -> Outcome {
         self.end_snoops(at, |snoop| snoop.app == app && snoop.in_stasis)
     }
 
     /// Asterisk restarts: channels vanish without events, recordings in progress are closed
     /// as files (so they are stored), stored files stay.
-    pub fn restart(&mut self, at: EpochMillis) {
+    pub(crate) fn restart(&mut self, at: EpochMillis) {
         let names: Vec<String> = self.live.keys().cloned().collect();
         let mut ignored = Vec::new();
         for name in names {
@@ -416,14 +427,14 @@ impl Recordings {
     }
 
     /// `GET /recordings/stored`.
-    pub fn stored_list(&self) -> Value {
+    pub(crate) fn stored_list(&self) -> Value {
         Value::Array(
             self.stored.iter().map(|(name, stored)| json!({ "name": name, "format": stored.format })).collect(),
         )
     }
 
     /// `GET /recordings/stored/{name}`.
-    pub fn stored(&self, name: &str) -> Answer {
+    pub(crate) fn stored(&self, name: &str) -> Answer {
         match self.stored.get(name) {
             Some(stored) => (200, Some(json!({ "name": name, "format": stored.format }))),
             None => error(404, "Recording not found"),
@@ -431,12 +442,12 @@ impl Recordings {
     }
 
     /// The file of stored recording `name`: its format and audio.
-    pub fn stored_file(&self, name: &str) -> Option<(String, RecordingAudio)> {
+    pub(crate) fn stored_file(&self, name: &str) -> Option<(String, RecordingAudio)> {
         self.stored.get(name).map(|stored| (stored.format.clone(), stored.audio.clone()))
     }
 
     /// `DELETE /recordings/stored/{name}`.
-    pub fn delete_stored(&mut self, name: &str) -> Answer {
+    pub(crate) fn delete_stored(&mut self, name: &str) -> Answer {
         match self.stored.remove(name) {
             Some(_) => (204, None),
             None => error(404, "Recording not found"),

@@ -20,15 +20,15 @@ use crate::deliver::{Protocol, Request, TryFuture, TryResult};
 use crate::sinks::bitrix24::{ATTACH_RECORD, CALL_ID, FINISH, HIDE, REGISTER, SHOW};
 
 /// Recordings up to this size go inline as base64; larger ones are streamed to `uploadUrl`.
-pub const INLINE_MAX_BYTES: u64 = 2 << 20;
+pub(crate) const INLINE_MAX_BYTES: u64 = 2 << 20;
 /// The form field of the file in the upload to `uploadUrl`, unless the answer names another
 /// (`fieldName`).
-pub const UPLOAD_FIELD: &str = "file";
+pub(crate) const UPLOAD_FIELD: &str = "file";
 /// The formats Bitrix24 plays and keeps.
 const FORMATS: [&str; 2] = ["wav", "mp3"];
 
 /// The sink's sender side.
-pub struct Bitrix24Delivery {
+pub(crate) struct Bitrix24Delivery {
     sink: String,
     portal: Portal,
     users: Arc<Directory>,
@@ -38,7 +38,7 @@ pub struct Bitrix24Delivery {
 }
 
 impl Bitrix24Delivery {
-    pub fn new(sink: &str, portal: Portal, journal: CrmJournal, default_user: Option<String>) -> Arc<Self> {
+    pub(crate) fn new(sink: &str, portal: Portal, journal: CrmJournal, default_user: Option<String>) -> Arc<Self> {
         // Shared with the portal's /forward resolver, which reads users' numbers from it.
         let users = super::users::shared(portal.host());
         Arc::new(Bitrix24Delivery { sink: sink.to_string(), portal, users, journal, default_user })

@@ -6,9 +6,9 @@
 //! - [`users`]: which Bitrix24 user an extension is (`user.get`, `UF_PHONE_INNER`);
 //! - [`delivery`]: the sink's requests sent as Bitrix24 means them (CALL_IDs, cards, records).
 
-pub mod delivery;
-pub mod oauth;
-pub mod users;
+pub(crate) mod delivery;
+pub(crate) mod oauth;
+pub(crate) mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +71,7 @@ enum SignIn {
 }
 
 /// One Bitrix24 portal, signed in.
-pub struct Portal {
+pub(crate) struct Portal {
     http: reqwest::Client,
     host: String,
     sign_in: SignIn,
@@ -80,7 +80,7 @@ pub struct Portal {
 
 impl Portal {
     /// The portal of sink `sink` (its name keys its stored OAuth tokens).
-    pub fn new(
+    pub(crate) fn new(
         sink: &str,
         config: &Bitrix24Sink,
         http: reqwest::Client,
@@ -114,7 +114,7 @@ impl Portal {
     }
 
     /// `scheme://host[:port]`: what logs may show of the portal.
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         &self.host
     }
 
@@ -128,13 +128,13 @@ impl Portal {
     }
 
     /// Calls `method` with `params`; its `result` on success.
-    pub async fn call(&self, method: &str, params: &Value) -> Result<Value, CallError> {
+    pub(crate) async fn call(&self, method: &str, params: &Value) -> Result<Value, CallError> {
         let mut answer = self.call_answer(method, params).await?;
         Ok(answer.get_mut("result").map(Value::take).unwrap_or(Value::Null))
     }
 
     /// Calls a listing method: its `result` and the `start` of the next page, if any.
-    pub async fn call_paged(&self, method: &str, params: &Value) -> Result<(Value, Option<u64>), CallError> {
+    pub(crate) async fn call_paged(&self, method: &str, params: &Value) -> Result<(Value, Option<u64>), CallError> {
         let mut answer = self.call_answer(method, params).await?;
         let next = answer.get("next").and_then(Value::as_u64);
         Ok((answer.get_mut("result").map(Value::take).unwrap_or(Value::Null), next))

@@ -15,7 +15,7 @@ const RENEW_BEFORE_MS: i64 = 60_000;
 
 /// What the config says about the application.
 #[derive(Clone)]
-pub struct AppKeys {
+pub(crate) struct AppKeys {
     pub portal_url: String,
     pub token_url: String,
     pub client_id: String,
@@ -24,7 +24,7 @@ pub struct AppKeys {
 }
 
 /// The application's tokens of one sink.
-pub struct AppSession {
+pub(crate) struct AppSession {
     sink: String,
     keys: AppKeys,
     journal: CrmJournal,
@@ -32,13 +32,13 @@ pub struct AppSession {
 }
 
 impl AppSession {
-    pub fn new(sink: &str, keys: AppKeys, journal: CrmJournal) -> AppSession {
+    pub(crate) fn new(sink: &str, keys: AppKeys, journal: CrmJournal) -> AppSession {
         AppSession { sink: sink.to_string(), keys, journal, tokens: tokio::sync::Mutex::new(None) }
     }
 
     /// The REST endpoint and a live access token; renewed first when it is about to run out,
     /// or when `renew` (the portal said it expired).
-    pub async fn access(&self, http: &reqwest::Client, renew: bool) -> Result<(String, String), CallError> {
+    pub(crate) async fn access(&self, http: &reqwest::Client, renew: bool) -> Result<(String, String), CallError> {
         let mut tokens = self.tokens.lock().await;
         if tokens.is_none() {
             let stored = self

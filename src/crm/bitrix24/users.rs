@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::{CallError, Portal};
 
 /// How long the list is trusted.
-pub const REFRESH: Duration = Duration::from_secs(600);
+pub(crate) const REFRESH: Duration = Duration::from_secs(600);
 /// The soonest the list is read again for an unknown extension.
 const RETRY: Duration = Duration::from_secs(60);
 /// `user.get` pages have 50 users; a portal with more than this many pages is cut short.
@@ -31,12 +31,12 @@ struct Known {
 
 /// The portal's users by internal number.
 #[derive(Default)]
-pub struct Directory {
+pub(crate) struct Directory {
     known: tokio::sync::Mutex<Known>,
 }
 
 /// The directory of the portal at `host` (`scheme://host[:port]`), shared in the process.
-pub fn shared(host: &str) -> Arc<Directory> {
+pub(crate) fn shared(host: &str) -> Arc<Directory> {
     static DIRECTORIES: OnceLock<Mutex<HashMap<String, Arc<Directory>>>> = OnceLock::new();
     let mut directories =
         DIRECTORIES.get_or_init(Mutex::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -46,7 +46,7 @@ pub fn shared(host: &str) -> Arc<Directory> {
 impl Directory {
     /// The internal number of user `user_id`, if the list is fresh and not being read right
     /// now (a lookup never waits behind the sink's `user.get`).
-    pub fn inner_phone_of(&self, user_id: &str) -> Option<String> {
+    pub(crate) fn inner_phone_of(&self, user_id: &str) -> Option<String> {
         let known = self.known.try_lock().ok()?;
         if known.fetched.is_none_or(|fetched| fetched.elapsed() >= REFRESH) {
             return None;
@@ -57,7 +57,7 @@ impl Directory {
 
     /// The user id of `extension`; `None` when no user has it (or the portal does not say).
     /// `Err` only when the list could never be read for a reason worth retrying.
-    pub async fn user_of(&self, portal: &Portal, extension: &str) -> Result<Option<u64>, CallError> {
+    pub(crate) async fn user_of(&self, portal: &Portal, extension: &str) -> Result<Option<u64>, CallError> {
         let mut known = self.known.lock().await;
         if known.refused {
             return Ok(None);

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS ari_parts (
 
 /// How far a part got. Parts that are over (deleted on Asterisk, failed, missing) leave the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartState {
+pub(super) enum PartState {
     /// Its name is taken; the snoop or the recording may not exist yet.
     Starting,
     /// Asterisk is (or was, until the snoop ended) recording it.
@@ -73,7 +73,7 @@ impl PartState {
 
 /// One part of a call's recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
+pub(super) struct Part {
     pub unique_id: String,
     pub number: u32,
     pub name: String,
@@ -84,7 +84,7 @@ pub struct Part {
 
 /// How a call ended, as journaled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed {
+pub(super) struct Closed {
     pub answered: bool,
     /// Unix milliseconds.
     pub at_ms: i64,
@@ -92,7 +92,7 @@ pub struct Closed {
 
 /// A call with unfinished parts, as a previous run left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnfinishedCall {
+pub(super) struct UnfinishedCall {
     pub unique_id: String,
     pub closed: Option<Closed>,
     /// In part order.
@@ -114,19 +114,19 @@ pub fn snoop_id(unique_id: &str, number: u32) -> String {
     format!("deskhook-snoop-{}-{number}", safe(unique_id))
 }
 
-pub struct Journal {
+pub(super) struct Journal {
     conn: Mutex<Connection>,
     path: PathBuf,
 }
 
 impl Journal {
-    pub fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
+    pub(super) fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
         let (conn, _mode) = crate::sqlite::open_durable(path)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Journal { conn: Mutex::new(conn), path: path.to_path_buf() })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -136,7 +136,7 @@ impl Journal {
 
     /// Takes the call's next part number and commits the part as starting; the call counts
     /// as open again if it had closed.
-    pub fn new_part(&self, unique_id: &str) -> Result<Part, rusqlite::Error> {
+    pub(super) fn new_part(&self, unique_id: &str) -> Result<Part, rusqlite::Error> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
@@ -163,7 +163,7 @@ impl Journal {
         Ok(part)
     }
 
-    pub fn set_state(&self, name: &str, state: PartState, file: Option<&Path>) -> Result<(), rusqlite::Error> {
+    pub(super) fn set_state(&self, name: &str, state: PartState, file: Option<&Path>) -> Result<(), rusqlite::Error> {
         let file = file.map(|file| file.as_os_str().as_bytes().to_vec());
         self.lock().execute(
             "UPDATE ari_parts SET state = ?2, file = COALESCE(?3, file) WHERE name = ?1",
@@ -174,7 +174,7 @@ impl Journal {
 
     /// The part is over (uploaded and deleted on Asterisk, or given up): forget it, and its
     /// call once that has closed and has no parts left.
-    pub fn finish_part(&self, name: &str) -> Result<(), rusqlite::Error> {
+    pub(super) fn finish_part(&self, name: &str) -> Result<(), rusqlite::Error> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let unique_id: Option<String> =
@@ -186,7 +186,7 @@ impl Journal {
         tx.commit()
     }
 
-    pub fn close_call(&self, unique_id: &str, answered: bool, at_ms: i64) -> Result<(), rusqlite::Error> {
+    pub(super) fn close_call(&self, unique_id: &str, answered: bool, at_ms: i64) -> Result<(), rusqlite::Error> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
@@ -198,7 +198,7 @@ impl Journal {
     }
 
     /// Every call with parts or not yet closed, with its parts in order.
-    pub fn unfinished(&self) -> Result<Vec<UnfinishedCall>, rusqlite::Error> {
+    pub(super) fn unfinished(&self) -> Result<Vec<UnfinishedCall>, rusqlite::Error> {
         let conn = self.lock();
         let mut calls_statement =
             conn.prepare("SELECT unique_id, closed, answered, closed_at FROM ari_calls ORDER BY rowid")?;
