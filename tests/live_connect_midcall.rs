@@ -44,6 +44,7 @@ async fn connect_mid_call(name: &str, order: Order) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &fake.url(), PASSWORD, "");
+    let metrics = listen_for_metrics(&config);
     let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8"), "--print-events"]);
     wait_for_listing_request(&fake, &deskhook).await;
 
@@ -61,7 +62,8 @@ async fn connect_mid_call(name: &str, order: Order) {
 
     let expected = common::expected_values(name);
     deskhook.wait_stdout_lines(expected.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The whole call and the resync marker are handled: nothing more can be printed.
+    wait_everything_handled(&fake, metrics, trace.len() + 1).await;
     deskhook.stop().await;
     let got = deskhook.events();
     assert_eq!(got, expected, "{name}, {order:?}:\n{}\n{}", common::diff(&got, &expected), deskhook.stderr_text());

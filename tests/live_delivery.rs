@@ -241,12 +241,16 @@ async fn mixmonitor_files_are_uploaded_after_the_ended_event_with_their_exact_by
         writers.push(file);
     }
 
+    let metrics = listen_for_metrics(&config);
     let mut deskhook = Deskhook::spawn(&["run", "--config", config.to_str().expect("utf8")]);
     fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
     fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: 20.0 }).await;
     let events = common::expected_values(name).iter().filter(|v| v["status"] != "record").count();
     wait_until("the call's events", Duration::from_secs(30), || receiver.accepted_count() >= events).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("both recordings waiting for MixMonitor", || async {
+        metric(metrics, "deskhook_recordings_waiting").await == 2
+    })
+    .await;
     assert_eq!(receiver.accepted_count(), events, "nothing is uploaded while the files are still open");
     drop(writers);
     wait_until("both uploads", Duration::from_secs(30), || receiver.accepted_count() >= events + 2).await;
@@ -287,6 +291,7 @@ async fn a_restart_mid_call_sends_start_and_end_once() {
     first.signal("KILL");
     first.wait_exit(Duration::from_secs(5)).await.expect("killed");
 
+    let metrics = listen_for_metrics(Path::new(&config));
     let mut second = Deskhook::spawn(&["run", "--config", &config]);
     fake.wait_for(PATIENCE, |status| status.ready && status.connections >= 2).await.expect("reconnected");
     fake.play(&trace, talking..trace.len(), Pace::MaxSpeed).await;
@@ -297,7 +302,7 @@ async fn a_restart_mid_call_sends_start_and_end_once() {
             .any(|seen| form_fields(&seen.body).get("status").is_some_and(|s| s.ends_with("ended")))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(metrics).await;
     let statuses: Vec<String> = receiver
         .accepted()
         .iter()
@@ -359,11 +364,12 @@ async fn a_call_that_ends_while_deskhook_is_killed_ends_once_with_its_recording_
     let report = fake.play(&trace, talking..trace.len(), Pace::MaxSpeed).await;
     assert_eq!(report.lost, trace.len() - talking, "the hangup happened while deskhook was down");
 
+    let metrics = listen_for_metrics(Path::new(&config));
     let mut second = Deskhook::spawn(&["run", "--config", &config]);
     wait_until("the ended event", Duration::from_secs(30), || receiver.accepted_count() >= 4).await;
     drop(writer);
     wait_until("the recording", Duration::from_secs(30), || receiver.accepted_count() >= 5).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(metrics).await;
     let accepted = receiver.accepted();
     let statuses: Vec<String> = accepted
         .iter()
@@ -515,4 +521,11 @@ async fn a_call_that_hangs_up_before_its_recording_could_be_asked_for_is_found_b
     let uploaded = accepted.iter().position(is_upload);
     assert!(ended.is_some() && ended < uploaded, "the upload follows the call's end");
     assert!(deskhook.stderr_text().contains("by its name"), "{}", deskhook.stderr_text());
+}
+
+/// Waits until the daemon holds no call open and has nothing pending: no call of it can
+/// produce another request, and nothing stored is still to be sent.
+async fn settled(metrics: std::net::SocketAddr) {
+    wait_for("no call left open", || async { metric(metrics, "deskhook_open_calls").await == 0 }).await;
+    wait_outbox_drained(metrics).await;
 }

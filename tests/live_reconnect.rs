@@ -41,7 +41,7 @@ async fn connected_daemon_with_metrics(
 async fn drop_mid_call_with_channels_kept(name: &str) {
     let fake = lab_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut deskhook = connected_daemon(&fake, dir.path(), "").await;
+    let (mut deskhook, metrics) = connected_daemon_with_metrics(&fake, dir.path(), "").await;
     let trace = trace(name);
     let cut = after_answer(&trace);
     fake.play(&trace, 0..cut, Pace::Recorded { speedup: SPEEDUP }).await;
@@ -52,7 +52,9 @@ async fn drop_mid_call_with_channels_kept(name: &str) {
     assert!(fake.status().connections >= 2, "the daemon reconnected");
     let expected = common::expected_values(name);
     deskhook.wait_stdout_lines(expected.len()).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Everything Asterisk wrote, on either connection (and the reconnect's resync marker), is
+    // handled: nothing more can be printed.
+    wait_everything_handled(&fake, metrics, trace.len() + 1).await;
     deskhook.stop().await;
     let got = deskhook.events();
     assert_eq!(got, expected, "{name} across a reconnect:\n{}", common::diff(&got, &expected));

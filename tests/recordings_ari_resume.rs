@@ -110,7 +110,9 @@ async fn a_format_asterisk_cannot_record_is_reported_and_nothing_is_left_behind(
     fake.wait_for(PATIENCE, |status| status.requests_of(&hangup) == 1).await.expect("snoop hung up");
     recorder.accept(&Output::Effect(Effect::CallClosed { unique_id: CALL_ID.into(), answered: true })).await;
     fake.play(&trace, answered..trace.len(), Pace::MaxSpeed).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The recorder is done with a call once its journal forgets it: it never asks again after that.
+    let journal = storage.path().join(deskhook::recordings::ari::JOURNAL_FILE);
+    wait_until("the call forgotten by the journal", PATIENCE, || journal_calls(&journal) == 0).await;
     assert_eq!(fake.status().requests_of(&record), 1, "a 422 is not retried");
     assert!(fake.live_recordings().is_empty() && fake.stored_recordings().is_empty());
     assert_eq!(receiver.accepted_count(), 0);
@@ -151,4 +153,12 @@ async fn the_outbox_announces_accepted_tagged_uploads_and_remembers_their_tags_a
     let states = reopened.tag_states(vec!["t:1".into()]).await.expect("states");
     assert_eq!(states, vec![("t:1".to_string(), Some(RowState::Delivered))]);
     reopened.shutdown().await;
+}
+
+/// Calls the recorder's journal still holds (read beside the recorder, as `deskhook` tools do).
+fn journal_calls(path: &Path) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return -1;
+    };
+    conn.query_row("SELECT COUNT(*) FROM ari_calls", [], |row| row.get(0)).unwrap_or(-1)
 }

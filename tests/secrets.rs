@@ -8,7 +8,6 @@ mod deliver_support;
 mod live_support;
 mod sinks_support;
 
-use std::time::Duration;
 
 use base64::Engine as _;
 use deliver_support::receiver::{reserve_addr, Receiver, TOKEN};
@@ -140,7 +139,6 @@ async fn a_full_run_at_trace_level_writes_no_secret() {
     assert!(answer.status().is_success());
     // The local application's portal does not exist: its failures are logged too.
     deskhook.wait_until("the app sink failing", |d| d.stderr_text().contains("app-portal.invalid")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     deskhook.stop().await;
     let logs = deskhook.stderr_text();
     assert!(logs.contains("TRACE"), "the run logged at trace level");

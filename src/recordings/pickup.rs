@@ -236,6 +236,11 @@ impl Worker {
     async fn pick_up(&self, unique_id: &str, files: Vec<PendingFile>) {
         // Watch every file of the call at once (a close is only seen by a watcher that is
         // already there), but hand them over in the order the recordings were started.
+        let waiting = metrics::gauge!(
+            "deskhook_recordings_waiting",
+            "Recordings of ended calls waiting for their recorder to finish the file."
+        );
+        waiting.add(files.len() as i64);
         let mut waits: FuturesOrdered<_> = files
             .iter()
             .map(|pending| async move {
@@ -246,6 +251,7 @@ impl Worker {
             })
             .collect();
         while let Some((PendingFile { file, routes }, outcome)) = waits.next().await {
+            waiting.add(-1);
             match outcome {
                 Ok(ready) => {
                     // A file several sinks read is kept: none of them can tell when all are done.

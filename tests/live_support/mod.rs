@@ -235,6 +235,25 @@ pub async fn wait_messages_handled(address: std::net::SocketAddr, count: usize) 
     }
 }
 
+/// Waits until the fake has written at least `at_least` messages and the daemon has handled
+/// every message the fake wrote (on any connection, resync markers included): whatever the
+/// daemon will print about them is on its way.
+pub async fn wait_everything_handled(fake: &FakeAri, address: std::net::SocketAddr, at_least: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let written = fake.status().messages_sent;
+        let handled = metric(address, "deskhook_ari_messages_total").await;
+        if written >= at_least as u64 && handled >= written {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fake wrote {written} messages (at least {at_least} due), the daemon handled {handled}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until no sink of the daemon has a request pending (`deskhook_sink_pending` 0 for
 /// each): nothing more will be sent, so a repeat or a stray would already have shown.
 pub async fn wait_outbox_drained(address: std::net::SocketAddr) {
