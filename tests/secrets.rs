@@ -8,7 +8,6 @@ mod deliver_support;
 mod live_support;
 mod sinks_support;
 
-
 use base64::Engine as _;
 use deliver_support::receiver::{reserve_addr, Receiver, TOKEN};
 use deliver_support::wait_until;
