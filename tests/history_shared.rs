@@ -125,8 +125,14 @@ async fn two_pbxes_share_one_history_through_an_outage_and_a_kill() {
     msk.play(FIRST_CALL).await;
     wait_for("the msk call in PostgreSQL", || async { !shared_rows(&postgres).is_empty() }).await;
     assert_eq!(shared_rows(&postgres), ["msk 1795237096.10 79161234567 101 in 3"]);
-    assert_eq!(spb.ask("89161234567").await.0.as_deref(), Some("name=&number=101"));
-    assert_eq!(spb.ask("%2B7%20916%20123-45-67").await.0.as_deref(), Some("name=&number=101"));
+    // On a loaded machine one lookup may miss history_timeout (and the shared store then rests
+    // a few seconds): the fact is that spb routes by msk's call, whatever the spelling.
+    for spelling in ["89161234567", "%2B7%20916%20123-45-67"] {
+        wait_for("spb routing msk's caller from the shared history", || async {
+            spb.ask(spelling).await.0.as_deref() == Some("name=&number=101")
+        })
+        .await;
+    }
     assert_eq!(msk.ask("79161234567").await.0.as_deref(), Some("name=&number=101"));
 
     // The database hangs (a lock held on the table): lookups give up after history_timeout
