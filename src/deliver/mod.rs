@@ -104,6 +104,7 @@ impl Delivery {
                 None => build_sink(&target.url, &target.cfg, target.wire())?,
             };
             let counts = Arc::new(SharedCounts::default());
+            let meters = crate::metrics::SinkMeters::of(&target.name);
             // Bounded by the sink's `outbox_max_rows`: only stored rows are announced.
             let (added_tx, added_rx) = tokio::sync::mpsc::unbounded_channel();
             books.insert(
@@ -112,7 +113,7 @@ impl Delivery {
                     max_rows: target.cfg.outbox_max_rows.max(1),
                     counts: counts.clone(),
                     added: added_tx,
-                    meters: crate::metrics::SinkMeters::of(&target.name),
+                    meters,
                 },
             );
             match &sink {
@@ -129,19 +130,19 @@ impl Delivery {
                     target.name
                 ),
             }
-            parts.push((target, sink, counts, added_rx));
+            parts.push((target, sink, counts, added_rx, meters));
         }
         let commits_failing = Arc::new(AtomicBool::new(false));
         let writer = writer::spawn(outbox, books, commits_failing.clone())?;
         let mut sinks = BTreeMap::new();
         let mut controls = Vec::with_capacity(parts.len());
-        for (target, sink, counts, added) in parts {
+        for (target, sink, counts, added, meters) in parts {
             // At most `max_parallel` reports in flight; control carries one shutdown.
             let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
             let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
             let ctx = Arc::new(SenderContext {
                 name: target.name.clone(),
-                meters: crate::metrics::SinkMeters::of(&target.name),
+                meters,
                 sink,
                 policy: RetryPolicy::from_config(&target.cfg),
                 writer: writer.clone(),

@@ -170,30 +170,30 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
+            let mut all_lazy = first.is_lazy();
             let mut batch = vec![first];
             let mut stop = None;
             // Checkpoints and heartbeats wait on nothing: they ride on the next commit anyone
             // waits for (a call's next event or outcome), at most LAZY_WINDOW later, so a busy PBX
             // pays one transaction where it would pay several. A kill meanwhile only leaves an
             // older checkpoint, as a kill a moment earlier would.
-            let lazy_until = batch.iter().all(WriterCommand::is_lazy).then(|| Instant::now() + LAZY_WINDOW);
+            let lazy_until = Instant::now() + LAZY_WINDOW;
             while batch.len() < MAX_BATCH {
                 if let Some(WriterCommand::Stop(_)) = batch.last() {
                     break;
                 }
-                let next = match lazy_until {
-                    Some(until) if batch.iter().all(WriterCommand::is_lazy) => {
-                        match commands.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                            Ok(command) => Some(command),
-                            Err(RecvTimeoutError::Timeout) => None,
-                            // Commit what is here; the outer loop then sees the disconnect.
-                            Err(RecvTimeoutError::Disconnected) => None,
-                        }
-                    }
-                    _ => commands.try_recv().ok(),
+                // On a timeout or a disconnect, what is here is committed (the outer loop then
+                // sees the disconnect).
+                let next = if all_lazy {
+                    commands.recv_timeout(lazy_until.saturating_duration_since(Instant::now())).ok()
+                } else {
+                    commands.try_recv().ok()
                 };
                 match next {
-                    Some(command) => batch.push(command),
+                    Some(command) => {
+                        all_lazy &= command.is_lazy();
+                        batch.push(command);
+                    }
                     None => break,
                 }
             }
