@@ -68,7 +68,7 @@ pub(crate) fn causes(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
 
 /// The causes as `outer: inner: innermost`; the error's own message when it has none (for
 /// errors whose message carries no URL).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let causes = causes(error);
     if causes.is_empty() {
         error.to_string()

@@ -63,18 +63,18 @@ impl Health {
     }
 
     /// Whether the outbox commits (true when no outbox is watched).
-    pub fn outbox_writable(&self) -> bool {
+    pub(crate) fn outbox_writable(&self) -> bool {
         let failing = self.flags.outbox_failing.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         !failing.as_ref().is_some_and(|failing| failing.load(Ordering::Relaxed))
     }
 
     /// Follows these sinks' flags (true: the destination accepts requests).
-    pub fn watch_sinks(&self, sinks: Vec<(String, Arc<AtomicBool>)>) {
+    pub(crate) fn watch_sinks(&self, sinks: Vec<(String, Arc<AtomicBool>)>) {
         *self.flags.sinks.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = sinks;
     }
 
     /// The sinks whose destination failed the last try.
-    pub fn failing_sinks(&self) -> Vec<String> {
+    pub(crate) fn failing_sinks(&self) -> Vec<String> {
         let sinks = self.flags.sinks.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         sinks.iter().filter(|(_, accepting)| !accepting.load(Ordering::Relaxed)).map(|(name, _)| name.clone()).collect()
     }
@@ -94,7 +94,7 @@ impl Health {
 }
 
 /// Writes, syncs and removes a small probe file in `dir`: the honest test of "storage writable".
-pub fn probe_storage(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn probe_storage(dir: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let probe = dir.join(format!(".deskhook-probe-{}", std::process::id()));
     let result = std::fs::File::create(&probe).and_then(|mut file| {

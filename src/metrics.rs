@@ -4,38 +4,44 @@
 //! first use, then cached at that call site), [`SinkMeters`] for the series labelled by sink
 //! (made once per sink). There is no central list to edit. Values are plain atomics, so
 //! updating one on a hot path costs one instruction and never a lookup.
+//!
+//! Why not the prometheus-client crate: its encoder writes OpenMetrics (a `# EOF` trailer,
+//! `_total` appended to counter names, `# UNIT` lines, an `application/openmetrics-text`
+//! type), while `/metrics` promises the Prometheus text format and the names admins already
+//! scrape and alert on. What the crate would add (typed, labelled series) is what the ~200
+//! lines here give, without a registry lock or label hashing on the hot path.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// A value that goes up and down.
 #[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
+pub(crate) struct Gauge(AtomicI64);
 
 impl Gauge {
-    pub fn set(&self, value: i64) {
+    pub(crate) fn set(&self, value: i64) {
         self.0.store(value, Ordering::Relaxed);
     }
-    pub fn add(&self, delta: i64) {
+    pub(crate) fn add(&self, delta: i64) {
         self.0.fetch_add(delta, Ordering::Relaxed);
     }
-    pub fn get(&self) -> i64 {
+    pub(crate) fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -79,7 +85,7 @@ pub(crate) use gauge;
 /// The series of one sink (label `sink`): made once when the sink starts, kept by whoever
 /// counts for it.
 #[derive(Debug, Clone, Copy)]
-pub struct SinkMeters {
+pub(crate) struct SinkMeters {
     pub delivered: &'static Counter,
     pub failed_tries: &'static Counter,
     pub dead_lettered: &'static Counter,
@@ -91,7 +97,7 @@ pub struct SinkMeters {
 
 impl SinkMeters {
     /// The series of sink `sink`, registered the first time it is asked for.
-    pub fn of(sink: &str) -> SinkMeters {
+    pub(crate) fn of(sink: &str) -> SinkMeters {
         let label = sink_label(sink);
         let counter = |name, help| register_counter(name, help, &label);
         let gauge = |name, help| register_gauge(name, help, &label);
@@ -113,7 +119,7 @@ impl SinkMeters {
 impl SinkMeters {
     /// A series only some kinds of sink have (labelled `sink` too): registered once, when the
     /// sink starts, and kept by it.
-    pub fn extra_counter(sink: &str, name: &'static str, help: &'static str) -> &'static Counter {
+    pub(crate) fn extra_counter(sink: &str, name: &'static str, help: &'static str) -> &'static Counter {
         register_counter(name, help, &sink_label(sink))
     }
 }
@@ -136,7 +142,7 @@ fn sink_label(sink: &str) -> String {
 /// Registers (once) and returns the series `labels` of counter `name`; use [`counter!`] or
 /// [`SinkMeters`] rather than calling this where something is counted.
 #[doc(hidden)]
-pub fn register_counter(name: &'static str, help: &'static str, labels: &str) -> &'static Counter {
+pub(crate) fn register_counter(name: &'static str, help: &'static str, labels: &str) -> &'static Counter {
     let mut entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for entry in entries.iter() {
         if entry.name == name && entry.labels == labels {
@@ -153,7 +159,7 @@ pub fn register_counter(name: &'static str, help: &'static str, labels: &str) ->
 
 /// Registers (once) and returns the series `labels` of gauge `name`; see [`register_counter`].
 #[doc(hidden)]
-pub fn register_gauge(name: &'static str, help: &'static str, labels: &str) -> &'static Gauge {
+pub(crate) fn register_gauge(name: &'static str, help: &'static str, labels: &str) -> &'static Gauge {
     let mut entries = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for entry in entries.iter() {
         if entry.name == name && entry.labels == labels {

@@ -12,7 +12,7 @@ use tokio_rustls::rustls;
 
 /// How a connection is protected, as libpq's `sslmode` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     /// TLS when the server offers it, unverified (libpq's default).
     Prefer,
@@ -40,7 +40,7 @@ impl SslMode {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
@@ -53,7 +53,7 @@ impl SslMode {
 
 /// A PostgreSQL server to connect to, with its TLS set up.
 #[derive(Clone)]
-pub struct PgTarget {
+pub(crate) struct PgTarget {
     pub config: tokio_postgres::Config,
     pub ssl: SslMode,
     /// `sslrootcert`, when it names a file.
@@ -73,7 +73,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 impl PgTarget {
     /// Reads `url` (`postgres://` or `postgresql://`); an error says what is wrong without
     /// repeating the URL.
-    pub fn parse(url: &str) -> Result<PgTarget, String> {
+    pub(crate) fn parse(url: &str) -> Result<PgTarget, String> {
         let mut parsed = url::Url::parse(url).map_err(|error| format!("is not a URL ({error})"))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(format!("starts with {}://, expected postgres://user:password@host/database", parsed.scheme()));
@@ -123,20 +123,20 @@ impl PgTarget {
     }
 
     /// `user@host:port/database (sslmode=…)`, for logs and `check`: no password.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{}@{}/{} (sslmode={})", self.user(), self.host_port(), self.database(), self.ssl.as_str())
     }
 
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         self.config.get_user().unwrap_or_default()
     }
 
-    pub fn database(&self) -> &str {
+    pub(crate) fn database(&self) -> &str {
         self.config.get_dbname().unwrap_or_default()
     }
 
     /// The first host and its port, as the server's logs and pg_hba.conf see it.
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         let host = match self.config.get_hosts().first() {
             Some(Host::Tcp(name)) => name.clone(),
             Some(Host::Unix(path)) => path.display().to_string(),

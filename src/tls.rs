@@ -5,7 +5,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 /// The certificates in the PEM file `path`; `Err` says what is wrong with it.
-pub fn ca_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn ca_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|certificates| certificates.collect::<Result<_, _>>())
         .map_err(|error| format!("cannot read {path} as PEM certificates ({error})"))?;

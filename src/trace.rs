@@ -25,7 +25,7 @@ pub struct Trace {
 }
 
 /// Reads a whole trace file.
-pub fn read_trace(path: &Path, parser: &mut EventParser) -> std::io::Result<Trace> {
+pub(crate) fn read_trace(path: &Path, parser: &mut EventParser) -> std::io::Result<Trace> {
     let file = std::fs::File::open(path)?;
     read_trace_from(std::io::BufReader::new(file), &path.display().to_string(), parser)
 }

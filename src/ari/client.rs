@@ -55,7 +55,7 @@ pub enum AriError {
 
 impl AriError {
     /// The admin's fix, one or two sentences naming the file and key to change.
-    pub fn fix(&self) -> String {
+    pub(crate) fn fix(&self) -> String {
         match self {
             AriError::BadUrl(..) => "set [ari] url to Asterisk's HTTP server, e.g. \"http://127.0.0.1:8088\"".into(),
             AriError::Unresolvable { host } => format!(
@@ -112,7 +112,7 @@ impl AriError {
 
     /// The fix when ARI worked before and stopped answering: a refused or unavailable server
     /// then means Asterisk is restarting or stopped, not that http.conf is wrong.
-    pub fn fix_after_outage(&self) -> String {
+    pub(crate) fn fix_after_outage(&self) -> String {
         match self {
             AriError::Refused { .. } | AriError::Timeout { .. } | AriError::Status { status: 503, .. } => {
                 "none if Asterisk is restarting; otherwise start it (`systemctl status asterisk`); deskhook \
@@ -124,7 +124,7 @@ impl AriError {
     }
 
     /// A short stable name of the kind of failure, so a reconnect loop can log a change once.
-    pub fn class(&self) -> &'static str {
+    pub(crate) fn class(&self) -> &'static str {
         match self {
             AriError::BadUrl(..) => "bad-url",
             AriError::Refused { .. } => "refused",
@@ -164,7 +164,7 @@ pub struct AriEndpoint {
 }
 
 impl AriEndpoint {
-    pub fn from_url(raw: &str) -> Result<Self, AriError> {
+    pub(crate) fn from_url(raw: &str) -> Result<Self, AriError> {
         let parsed = url::Url::parse(raw).map_err(|err| AriError::BadUrl(redacted_url(raw), err.to_string()))?;
         let tls = match parsed.scheme() {
             "http" => false,
@@ -181,27 +181,27 @@ impl AriEndpoint {
     }
 
     /// `host:port`.
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         &self.address
     }
 
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.tls
     }
 
     /// The REST URL of an ARI path such as `/channels`.
-    pub fn rest_url(&self, path: &str) -> String {
+    pub(crate) fn rest_url(&self, path: &str) -> String {
         format!("{}/ari{path}", self.base)
     }
 
     /// The same server with the other scheme (to tell a TLS/plain mismatch).
-    pub fn with_other_scheme(&self) -> Self {
+    pub(crate) fn with_other_scheme(&self) -> Self {
         let (from, to) = if self.tls { ("https://", "http://") } else { ("http://", "https://") };
         Self { base: self.base.replacen(from, to, 1), address: self.address.clone(), tls: !self.tls }
     }
 
     /// The event websocket URL: `ws(s)://host:port[/prefix]/ari/events?app=…&subscribeAll=true`.
-    pub fn events_url(&self, app: &str) -> String {
+    pub(crate) fn events_url(&self, app: &str) -> String {
         let scheme_swapped = if self.tls {
             self.base.replacen("https://", "wss://", 1)
         } else {
@@ -282,7 +282,7 @@ impl AriClient {
         })
     }
 
-    pub async fn asterisk_info(&self) -> Result<AsteriskInfo, AriError> {
+    pub(crate) async fn asterisk_info(&self) -> Result<AsteriskInfo, AriError> {
         self.get_json("/asterisk/info").await
     }
 
@@ -291,20 +291,20 @@ impl AriClient {
     }
 
     /// `GET /endpoints` as Asterisk wrote it (every field, for a facade that passes it on).
-    pub async fn endpoints_json(&self) -> Result<serde_json::Value, AriError> {
+    pub(crate) async fn endpoints_json(&self) -> Result<serde_json::Value, AriError> {
         self.get_json("/endpoints").await
     }
 
     /// `GET /asterisk/info` as Asterisk wrote it.
-    pub async fn asterisk_info_json(&self) -> Result<serde_json::Value, AriError> {
+    pub(crate) async fn asterisk_info_json(&self) -> Result<serde_json::Value, AriError> {
         self.get_json("/asterisk/info").await
     }
 
-    pub async fn channels(&self) -> Result<Vec<Channel>, AriError> {
+    pub(crate) async fn channels(&self) -> Result<Vec<Channel>, AriError> {
         self.get_json("/channels").await
     }
 
-    pub async fn bridges(&self) -> Result<Vec<Bridge>, AriError> {
+    pub(crate) async fn bridges(&self) -> Result<Vec<Bridge>, AriError> {
         self.get_json("/bridges").await
     }
 
@@ -320,7 +320,7 @@ impl AriClient {
     /// `POST /channels/{id}/snoop?spy=both&whisper=none`: a Snoop channel that hears both
     /// directions of `channel_id` and enters Stasis application `app`. Works on channels that
     /// are not in Stasis themselves (`probes.md` b).
-    pub async fn snoop(&self, channel_id: &str, app: &str, snoop_id: &str) -> Result<Channel, AriError> {
+    pub(crate) async fn snoop(&self, channel_id: &str, app: &str, snoop_id: &str) -> Result<Channel, AriError> {
         let path = format!("/channels/{}/snoop", encode_segment(channel_id));
         let query = [("spy", "both"), ("whisper", "none"), ("app", app), ("snoopId", snoop_id)];
         let response = self.send_method(Method::POST, &path, &query).await?;
@@ -330,7 +330,7 @@ impl AriClient {
     /// `POST /channels/{id}/record`: records the channel (which must be in Stasis, e.g. a
     /// snoop channel) into stored recording `name`, overwriting one of that name, no beep,
     /// no DTMF termination, no length limit. A channel not in Stasis answers HTTP 409.
-    pub async fn record(&self, channel_id: &str, name: &str, format: &str) -> Result<LiveRecording, AriError> {
+    pub(crate) async fn record(&self, channel_id: &str, name: &str, format: &str) -> Result<LiveRecording, AriError> {
         let path = format!("/channels/{}/record", encode_segment(channel_id));
         let query =
             [("name", name), ("format", format), ("ifExists", "overwrite"), ("beep", "false"), ("terminateOn", "none")];
@@ -340,20 +340,20 @@ impl AriClient {
 
     /// `POST /recordings/live/{name}/stop`: ends a live recording; it becomes a stored one.
     /// `NotFound` when it already ended (its channel hung up, or deskhook's app disconnected).
-    pub async fn stop_live_recording(&self, name: &str) -> Result<(), AriError> {
+    pub(crate) async fn stop_live_recording(&self, name: &str) -> Result<(), AriError> {
         let path = format!("/recordings/live/{}/stop", encode_segment(name));
         self.send_method(Method::POST, &path, &[]).await.map(drop)
     }
 
     /// `GET /recordings/live/{name}`; `NotFound` once it has ended.
-    pub async fn live_recording(&self, name: &str) -> Result<LiveRecording, AriError> {
+    pub(crate) async fn live_recording(&self, name: &str) -> Result<LiveRecording, AriError> {
         self.get_json(&format!("/recordings/live/{}", encode_segment(name))).await
     }
 
     /// `POST /events/user/{name}?application=…` with `{"variables": …}`: a `ChannelUserevent`
     /// that Asterisk queues on `application`'s event websocket behind every event already queued
     /// there, so its arrival marks "everything before this request has been received".
-    pub async fn user_event(
+    pub(crate) async fn user_event(
         &self,
         name: &str,
         application: &str,
@@ -365,25 +365,25 @@ impl AriClient {
     }
 
     /// `DELETE /channels/{id}`: hangs a channel up (deskhook only hangs up its own snoops).
-    pub async fn hangup(&self, channel_id: &str) -> Result<(), AriError> {
+    pub(crate) async fn hangup(&self, channel_id: &str) -> Result<(), AriError> {
         let path = format!("/channels/{}", encode_segment(channel_id));
         self.send_method(Method::DELETE, &path, &[]).await.map(drop)
     }
 
     /// `GET /recordings/stored`.
-    pub async fn stored_recordings(&self) -> Result<Vec<StoredRecording>, AriError> {
+    pub(crate) async fn stored_recordings(&self) -> Result<Vec<StoredRecording>, AriError> {
         self.get_json("/recordings/stored").await
     }
 
     /// `GET /recordings/stored/{name}`; `NotFound` while the recording is still live or gone.
-    pub async fn stored_recording(&self, name: &str) -> Result<StoredRecording, AriError> {
+    pub(crate) async fn stored_recording(&self, name: &str) -> Result<StoredRecording, AriError> {
         self.get_json(&format!("/recordings/stored/{}", encode_segment(name))).await
     }
 
     /// `GET /recordings/stored/{name}/file`, streamed into `destination` (created or truncated)
     /// chunk by chunk, never held in memory whole, and synced to disk. Returns the byte count.
     /// Each chunk must arrive within `[ari] request_timeout`.
-    pub async fn download_stored_recording(&self, name: &str, destination: &Path) -> Result<u64, DownloadError> {
+    pub(crate) async fn download_stored_recording(&self, name: &str, destination: &Path) -> Result<u64, DownloadError> {
         let path = format!("/recordings/stored/{}/file", encode_segment(name));
         let mut response = self.send_with(Method::GET, &path, &[], Some(DOWNLOAD_LIMIT)).await?;
         let shown = destination.display().to_string();
@@ -414,14 +414,14 @@ impl AriClient {
     }
 
     /// `DELETE /recordings/stored/{name}`: removes the file from Asterisk's spool.
-    pub async fn delete_stored_recording(&self, name: &str) -> Result<(), AriError> {
+    pub(crate) async fn delete_stored_recording(&self, name: &str) -> Result<(), AriError> {
         let path = format!("/recordings/stored/{}", encode_segment(name));
         self.send_method(Method::DELETE, &path, &[]).await.map(drop)
     }
 
     /// Tells a TLS/plain mismatch apart from other failures by asking the same port in the
     /// other scheme; returns the more precise error when the other scheme answers HTTP.
-    pub async fn diagnose(&self, error: AriError, config: &AriConfig) -> AriError {
+    pub(crate) async fn diagnose(&self, error: AriError, config: &AriConfig) -> AriError {
         let suspicious = match &error {
             AriError::Tls { .. } => self.endpoint.tls,
             AriError::Network { .. } | AriError::Timeout { .. } => true,
@@ -575,11 +575,11 @@ fn has_refused_io(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-pub use crate::failure::error_chain;
+pub(crate) use crate::failure::error_chain;
 
 /// Whether an Asterisk version has `subscribeAll` on the event websocket (13.6 and newer).
 /// `None` when the version string does not say (development builds such as `GIT-master-…`).
-pub fn subscribe_all_supported(version: &str) -> Option<bool> {
+pub(crate) fn subscribe_all_supported(version: &str) -> Option<bool> {
     let version = version.trim();
     let version = version.strip_prefix("certified/").or_else(|| version.strip_prefix("certified-")).unwrap_or(version);
     let mut numbers = version.split(['.', '-']).map(|part| part.parse::<u32>().ok());

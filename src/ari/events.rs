@@ -237,7 +237,7 @@ impl EventParser {
     }
 
     /// A parser for the live event stream: the same events, without the unknown-field count.
-    pub fn live() -> Self {
+    pub(crate) fn live() -> Self {
         Self { stats: ParseStats::default(), count_unknown_fields: false }
     }
 
@@ -410,7 +410,7 @@ fn unbox(channel: Option<Box<Channel>>) -> Option<Channel> {
 }
 
 /// Reads Asterisk's `2026-11-21T04:58:16.310+0000` (and RFC 3339 variants) as epoch milliseconds.
-pub fn parse_ari_timestamp(text: &str) -> Option<EpochMillis> {
+pub(crate) fn parse_ari_timestamp(text: &str) -> Option<EpochMillis> {
     parse_fixed_timestamp(text).or_else(|| text.parse::<jiff::Timestamp>().ok().map(|ts| ts.as_millisecond()))
 }
 

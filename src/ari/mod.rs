@@ -3,11 +3,11 @@
 //!
 //! Nothing outside this module parses ARI JSON.
 
-pub mod client;
+pub(crate) mod client;
 pub mod events;
 pub mod model;
-pub mod tls;
-pub mod websocket;
+pub(crate) mod tls;
+pub(crate) mod websocket;
 
 pub use client::{AriClient, AriEndpoint, AriError, DownloadError};
 pub use events::{AriEvent, EpochMillis, EventParser, ParseError, ParseStats, TimedEvent};

@@ -84,7 +84,7 @@ impl DialplanApp {
     }
 
     /// A channel created by Dial/Queue rather than by a phone or carrier calling in.
-    pub fn is_dialed_leg(&self) -> bool {
+    pub(crate) fn is_dialed_leg(&self) -> bool {
         matches!(self, DialplanApp::DialedLeg | DialplanApp::QueueMemberLeg)
     }
 }
@@ -131,7 +131,7 @@ impl From<String> for ChannelState {
 
 impl ChannelState {
     /// A call coming in on this channel, not yet answered (`Ring`, `Pre-ring`).
-    pub fn is_inbound_ringing(&self) -> bool {
+    pub(crate) fn is_inbound_ringing(&self) -> bool {
         matches!(self, ChannelState::Ring | ChannelState::PreRing)
     }
 }
@@ -161,7 +161,7 @@ pub struct Channel {
 
 impl Channel {
     /// The linkedid exported through ari.conf `channelvars = CHANNEL(linkedid)`, when present and set.
-    pub fn exported_linkedid(&self) -> Option<&str> {
+    pub(crate) fn exported_linkedid(&self) -> Option<&str> {
         self.channelvars
             .as_ref()
             .and_then(|vars| vars.get("CHANNEL(linkedid)"))
@@ -224,27 +224,27 @@ pub struct StoredRecording {
 /// ARI `AsteriskInfo` (the parts `check` and the resync read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
-pub struct AsteriskInfo {
+pub(crate) struct AsteriskInfo {
     pub system: AsteriskSystem,
     pub status: AsteriskStatus,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
-pub struct AsteriskSystem {
+pub(crate) struct AsteriskSystem {
     pub version: String,
     pub entity_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
-pub struct AsteriskStatus {
+pub(crate) struct AsteriskStatus {
     pub startup_time: String,
     pub last_reload_time: String,
 }
 
 /// The parts of a channel name: `PJSIP/101-0000000b` → (`PJSIP`, `101`).
-pub fn split_channel_name(name: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_channel_name(name: &str) -> Option<(&str, &str)> {
     let (technology, rest) = name.split_once('/')?;
     if technology.eq_ignore_ascii_case("Local") {
         return Some((technology, rest));

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-pub use crate::tls::ca_certificates;
+pub(crate) use crate::tls::ca_certificates;
 
 /// The websocket's TLS connector trusting only the certificates of `path`.
-pub fn websocket_connector(path: &str) -> Result<tokio_tungstenite::Connector, String> {
+pub(crate) fn websocket_connector(path: &str) -> Result<tokio_tungstenite::Connector, String> {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     for certificate in ca_certificates(path)? {
         roots.add(certificate).map_err(|error| format!("{path}: {error}"))?;

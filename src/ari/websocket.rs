@@ -31,10 +31,10 @@ use crate::config::AriConfig;
 use super::client::{classify_transport, AriClient, AriEndpoint, AriError};
 
 /// The text of one ARI message, as received (cheap to move: reference-counted bytes).
-pub type MessageText = tungstenite::Utf8Bytes;
+pub(crate) type MessageText = tungstenite::Utf8Bytes;
 
 /// A connected event websocket.
-pub type EventSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type EventSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The shortest wait before a reconnect attempt.
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(500);
@@ -43,7 +43,7 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// What the reader hands over, in socket order.
 #[derive(Debug)]
-pub enum SocketEvent {
+pub(crate) enum SocketEvent {
     /// A websocket is up. `outage` is how long ARI was unreachable before (None on the first connect).
     Connected { generation: u64, outage: Option<Duration> },
     /// One ARI message.
@@ -82,7 +82,7 @@ impl ReaderStats {
     }
 
     /// The receiver has taken one queued message off the backlog.
-    pub fn handled(&self) {
+    pub(crate) fn handled(&self) {
         let _ = self.backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| queued.checked_sub(1));
     }
 
@@ -103,7 +103,7 @@ impl ReaderStats {
 
 /// How to reach the event websocket, derived from `[ari]`.
 #[derive(Clone)]
-pub struct EventStreamSettings {
+pub(crate) struct EventStreamSettings {
     pub endpoint: AriEndpoint,
     pub app: String,
     pub username: String,
@@ -128,7 +128,7 @@ impl std::fmt::Debug for EventStreamSettings {
 }
 
 impl EventStreamSettings {
-    pub fn from_config(config: &AriConfig) -> Result<Self, AriError> {
+    pub(crate) fn from_config(config: &AriConfig) -> Result<Self, AriError> {
         let credentials = format!("{}:{}", config.username, config.password.expose());
         Ok(Self {
             endpoint: AriEndpoint::from_url(&config.url)?,
@@ -151,7 +151,7 @@ impl EventStreamSettings {
 }
 
 /// Opens the event websocket for `app` (usually `settings.app`) once.
-pub async fn connect_events(settings: &EventStreamSettings, app: &str) -> Result<EventSocket, AriError> {
+pub(crate) async fn connect_events(settings: &EventStreamSettings, app: &str) -> Result<EventSocket, AriError> {
     let url = settings.endpoint.events_url(app);
     let mut request =
         url.as_str().into_client_request().map_err(|err| AriError::BadUrl(url.clone(), err.to_string()))?;
@@ -211,7 +211,7 @@ enum End {
 
 /// Starts the reader on its own thread. `deliver` queues one [`SocketEvent`] and returns
 /// false once nobody listens any more. The thread ends on `shutdown` or when `deliver` fails.
-pub fn spawn_event_stream(
+pub(crate) fn spawn_event_stream(
     settings: EventStreamSettings,
     deliver: impl FnMut(SocketEvent) -> bool + Send + 'static,
     shutdown: CancellationToken,

@@ -6,7 +6,7 @@ use regex::Regex;
 
 /// What a channel stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelClass {
+pub(crate) enum ChannelClass {
     /// An operator's phone; the extension number.
     Extension(String),
     /// The carrier side; the trunk's endpoint resource.
@@ -20,12 +20,12 @@ pub enum ChannelClass {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LocalHalf {
+pub(crate) enum LocalHalf {
     One,
     Two,
 }
 
-pub use crate::ari::model::split_channel_name;
+pub(crate) use crate::ari::model::split_channel_name;
 
 /// Decides extension / trunk from endpoint resources, per `pbx.extension_pattern` and `pbx.trunks`.
 #[derive(Debug, Clone)]
@@ -35,12 +35,12 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub fn new(extension_pattern: &str, trunks: &[String]) -> Result<Self, regex::Error> {
+    pub(crate) fn new(extension_pattern: &str, trunks: &[String]) -> Result<Self, regex::Error> {
         Ok(Self { extension_pattern: Regex::new(extension_pattern)?, trunks: trunks.to_vec() })
     }
 
     /// Class of an endpoint by its resource name (`101`, `provider`).
-    pub fn endpoint(&self, resource: &str) -> ChannelClass {
+    pub(crate) fn endpoint(&self, resource: &str) -> ChannelClass {
         if self.trunks.iter().any(|trunk| trunk == resource) {
             return ChannelClass::Trunk(resource.to_string());
         }
@@ -54,7 +54,7 @@ impl Classifier {
     }
 
     /// Class of a channel by its name.
-    pub fn channel(&self, name: &str) -> ChannelClass {
+    pub(crate) fn channel(&self, name: &str) -> ChannelClass {
         let Some((technology, resource)) = split_channel_name(name) else {
             return ChannelClass::Other;
         };
@@ -95,7 +95,7 @@ fn parse_local(rest: &str) -> Option<ChannelClass> {
 
 /// The extension a queue member interface or dial string names:
 /// `PJSIP/101` → 101, `Local/101@from-queue/n` → 101, `SIP/102` → 102, `101` → 101.
-pub fn extension_of_interface(interface: &str) -> Option<String> {
+pub(crate) fn extension_of_interface(interface: &str) -> Option<String> {
     let interface = interface.trim();
     if interface.is_empty() {
         return None;

@@ -20,7 +20,7 @@ pub enum RecordingSource {
 }
 
 impl RecordingSource {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             RecordingSource::File(path) => path,
         }

@@ -5,22 +5,20 @@
 //! recordings to upload, and [`Effect`]s the shell must act on (e.g. "who is in queue X?").
 //! The live daemon, `replay`, the tests and the benches all drive this same type.
 
-pub mod checkpoint;
-pub mod classify;
-pub mod engine;
-pub mod event;
-pub mod port;
-pub mod record;
-pub mod since_connect;
+pub(crate) mod checkpoint;
+pub(crate) mod classify;
+pub(crate) mod engine;
+pub(crate) mod event;
+pub(crate) mod port;
+pub(crate) mod record;
+pub(crate) mod since_connect;
 
 pub use checkpoint::CallCheckpoint;
-pub use classify::{ChannelClass, Classifier};
-pub use engine::{Engine, EngineSettings, EngineStats};
+pub(crate) use classify::{ChannelClass, Classifier};
+pub use engine::{Engine, EngineSettings};
 pub use event::{Effect, Output, RecordingRef, RecordingSource};
 pub use record::{
     CallDirection, CallEvent, CallSummary, Happened, HungUpBy, Outcome, Parties, Rang, RingOutcome, Transfer,
     TransferKind,
 };
-pub use since_connect::SinceConnect;
-
-pub use crate::ari::events::TimedEvent;
+pub(crate) use since_connect::SinceConnect;

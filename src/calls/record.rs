@@ -40,7 +40,8 @@ impl Parties {
     }
 
     /// Extension `extension` called the client's number `dialed`.
-    pub fn outgoing(extension: impl Into<String>, dialed: impl Into<String>) -> Parties {
+    #[cfg(test)]
+    pub(crate) fn outgoing(extension: impl Into<String>, dialed: impl Into<String>) -> Parties {
         Parties {
             direction: CallDirection::Outgoing,
             client: dialed.into(),
@@ -142,20 +143,20 @@ impl CallSummary {
     }
 
     /// Whole seconds from the first answer to the end (Asterisk's `ANSWEREDTIME`); 0 if unanswered.
-    pub fn talk_seconds(&self) -> u64 {
+    pub(crate) fn talk_seconds(&self) -> u64 {
         self.answered_at.map_or(0, |answered| whole_seconds(self.ended_at - answered))
     }
 
     /// Whole seconds from the start to the first answer (to the end if never answered).
-    pub fn wait_seconds(&self) -> u64 {
+    pub(crate) fn wait_seconds(&self) -> u64 {
         whole_seconds(self.answered_at.unwrap_or(self.ended_at) - self.started_at)
     }
 
-    pub fn total_seconds(&self) -> u64 {
+    pub(crate) fn total_seconds(&self) -> u64 {
         whole_seconds(self.ended_at - self.started_at)
     }
 
-    pub fn answered(&self) -> bool {
+    pub(crate) fn answered(&self) -> bool {
         self.answered_at.is_some()
     }
 }
@@ -211,7 +212,7 @@ pub struct Transfer {
 
 impl CallEvent {
     /// A call's start and end happen once, whatever restarts and reconnects do.
-    pub fn is_once_per_call(&self) -> bool {
+    pub(crate) fn is_once_per_call(&self) -> bool {
         matches!(self.what, Happened::Started | Happened::Ended(_))
     }
 
@@ -219,7 +220,7 @@ impl CallEvent {
         matches!(self.what, Happened::Ended(_))
     }
 
-    pub fn summary(&self) -> Option<&CallSummary> {
+    pub(crate) fn summary(&self) -> Option<&CallSummary> {
         match &self.what {
             Happened::Ended(summary) => Some(summary),
             _ => None,
@@ -227,7 +228,7 @@ impl CallEvent {
     }
 
     /// A short name of what happened, for logs.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self.what {
             Happened::Started => "started",
             Happened::Ringing { .. } => "ringing",

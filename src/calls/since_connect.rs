@@ -8,7 +8,7 @@ use crate::ari::AriEvent;
 /// Channels whose story since the connect is told by held events: the engine learns them from
 /// those events, and the snapshot neither adopts nor ends them on its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SinceConnect {
+pub(crate) struct SinceConnect {
     /// Channels whose `ChannelCreated` was received: known from their events, never adopted.
     pub created: HashSet<String>,
     /// Channels whose `ChannelDestroyed` was received: they end at that event's time, not the resync's.
@@ -19,7 +19,7 @@ pub struct SinceConnect {
 }
 
 impl SinceConnect {
-    pub fn observe(&mut self, event: &AriEvent) {
+    pub(crate) fn observe(&mut self, event: &AriEvent) {
         match event {
             AriEvent::ChannelCreated { channel } => {
                 self.created.insert(channel.id.clone());
@@ -34,7 +34,7 @@ impl SinceConnect {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.created.is_empty() && self.destroyed.is_empty() && self.entered_bridge.is_empty()
     }
 }

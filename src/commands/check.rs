@@ -68,7 +68,7 @@ impl<W: Write> Report<'_, W> {
 }
 
 /// Runs every check, writing the report to `out`; returns the exit code.
-pub async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
+pub(crate) async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
     let mut report = Report { out, problems: 0, warnings: 0 };
     report.ok("config", "readable and valid");
     check_ari(config, &mut report).await;

@@ -16,7 +16,7 @@ use fake_ari::bundled::{BUNDLED_CALLS, LAB_CONFIG};
 use fake_ari::{FakeAri, FakeAriOptions, FakeTrace, Pace};
 
 /// How much faster than recorded the calls are replayed (75 s of calls in about 15 s).
-pub const DEMO_SPEEDUP: f64 = 5.0;
+pub(crate) const DEMO_SPEEDUP: f64 = 5.0;
 
 /// The sink `--sink KIND` shows: the json kind as call summaries, Zammad with no user names,
 /// the CRMs with 101 and 102 mapped to users (103 left to `user.get`).

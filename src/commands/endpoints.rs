@@ -40,7 +40,7 @@ pub fn endpoints(config: &Config) -> i32 {
 }
 
 /// What to do when ARI lists no endpoint at all.
-pub const NO_ENDPOINTS_FIX: &str = "configure the phones and the trunk as PJSIP (or SIP/IAX2) endpoints \
+pub(crate) const NO_ENDPOINTS_FIX: &str = "configure the phones and the trunk as PJSIP (or SIP/IAX2) endpoints \
      (`asterisk -rx \"pjsip show endpoints\"` must list them), then run this again";
 
 async fn list(config: &Config) -> Result<Vec<Endpoint>, AriError> {
@@ -52,7 +52,7 @@ async fn list(config: &Config) -> Result<Vec<Endpoint>, AriError> {
 }
 
 /// The class name shown for an endpoint resource.
-pub fn class_name(classifier: &Classifier, resource: &str) -> &'static str {
+pub(crate) fn class_name(classifier: &Classifier, resource: &str) -> &'static str {
     match classifier.endpoint(resource) {
         ChannelClass::Extension(_) => "extension",
         ChannelClass::Trunk(_) => "trunk",
@@ -61,7 +61,11 @@ pub fn class_name(classifier: &Classifier, resource: &str) -> &'static str {
 }
 
 /// Extensions first, then trunks, then the rest; each by resource.
-pub fn write_table(out: &mut impl Write, classifier: &Classifier, endpoints: &[Endpoint]) -> std::io::Result<()> {
+pub(crate) fn write_table(
+    out: &mut impl Write,
+    classifier: &Classifier,
+    endpoints: &[Endpoint],
+) -> std::io::Result<()> {
     let mut rows: Vec<(&'static str, &Endpoint)> =
         endpoints.iter().map(|endpoint| (class_name(classifier, &endpoint.resource), endpoint)).collect();
     let rank = |class: &str| match class {

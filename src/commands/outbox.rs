@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::deliver::{humanize, Listing, Outbox, RowState};
 
 /// At most this many rows are printed by `list`; the summary line counts all of them.
-pub const LIST_LIMIT: usize = 1000;
+pub(crate) const LIST_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxAction {
@@ -76,7 +76,7 @@ pub fn outbox(
 }
 
 /// The `list` table (pending and dead rows, oldest first) and a summary line.
-pub fn render_listing(listing: &Listing, now_ms: i64) -> String {
+pub(crate) fn render_listing(listing: &Listing, now_ms: i64) -> String {
     let ago = |ms: i64| humanize(Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0)));
     let rows: Vec<[String; 8]> = listing
         .rows

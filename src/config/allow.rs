@@ -38,12 +38,12 @@ impl AllowList {
     }
 
     /// No list: everyone who can reach the listener may ask.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.networks.is_empty()
     }
 
     /// Whether `peer` may ask: loopback always, else when a listed network holds it.
-    pub fn allows(&self, peer: IpAddr) -> bool {
+    pub(crate) fn allows(&self, peer: IpAddr) -> bool {
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
             v4 => v4,
@@ -70,7 +70,7 @@ fn contains(network: IpAddr, prefix: u8, peer: IpAddr) -> bool {
 
 /// Why `listen` with `allow` is a risk: reachable beyond the host, and nobody's address
 /// checked. `None` when it is fine.
-pub fn exposure_warning(listen: &str, allow: &AllowList) -> Option<String> {
+pub(crate) fn exposure_warning(listen: &str, allow: &AllowList) -> Option<String> {
     let address: SocketAddr = listen.parse().ok()?;
     (!address.ip().is_loopback() && allow.is_open()).then(|| {
         format!(

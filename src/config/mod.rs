@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use crate::secret::Secret;
+pub(crate) use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,15 +16,14 @@ use serde::{Deserialize, Deserializer};
 pub mod allow;
 mod sinks;
 
-pub use sinks::{
+pub(crate) use sinks::{
     AmocrmSink, Bitrix24Auth, Bitrix24Sink, Destination, JsonRecordings, SinkConfig, AMOCRM_RATE, BITRIX24_RATE,
-    SINK_KINDS,
 };
 
 /// Where `--config` falls back to when neither the flag nor `$DESKHOOK_CONFIG` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/deskhook/config.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/deskhook/config.toml";
 /// The smallest `[ari] max_backlog`: below it every burst would cost a reconnect.
-pub const MIN_ARI_BACKLOG: usize = 10;
+pub(crate) const MIN_ARI_BACKLOG: usize = 10;
 
 /// A configuration problem, already phrased for the admin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -430,7 +429,7 @@ fn default_name_field() -> String {
 
 impl ResolverConfig {
     /// The resolver's own `timeout_ms`, if set.
-    pub fn timeout(&self) -> Option<Duration> {
+    pub(crate) fn timeout(&self) -> Option<Duration> {
         let millis = match self {
             ResolverConfig::Table { timeout_ms, .. }
             | ResolverConfig::History { timeout_ms, .. }
@@ -441,7 +440,7 @@ impl ResolverConfig {
         millis.map(Duration::from_millis)
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ResolverConfig::Table { .. } => "table",
             ResolverConfig::History { .. } => "history",
@@ -473,7 +472,7 @@ pub struct StorageConfig {
 
 impl StorageConfig {
     /// The shared history's URL, when one is configured.
-    pub fn shared_history(&self) -> Option<&str> {
+    pub(crate) fn shared_history(&self) -> Option<&str> {
         let url = self.history.expose().trim();
         (!url.is_empty() && url != "sqlite").then_some(url)
     }
@@ -497,7 +496,7 @@ impl DurationSpec {
     pub const fn secs(seconds: u64) -> Self {
         Self(Duration::from_secs(seconds))
     }
-    pub fn get(self) -> Duration {
+    pub(crate) fn get(self) -> Duration {
         self.0
     }
 }
@@ -537,10 +536,10 @@ impl<'de> Deserialize<'de> for DurationSpec {
 
 /// The longest duration a config may give: ten years. Longer ones would overflow the clock
 /// arithmetic (an `Instant` plus `u64::MAX` seconds panics) and mean nothing for a PBX.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"12h"`, `"7d"` (whitespace between number and unit allowed).
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
@@ -557,7 +556,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// `https://company.omnidesk.ru/webhooks/asterisk/cc75…` → `https://company.omnidesk.ru`: safe to log.
-pub fn redacted_url(raw: &str) -> String {
+pub(crate) fn redacted_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(parsed) => match parsed.host_str() {
             Some(host) => match parsed.port() {
@@ -677,12 +676,12 @@ impl Config {
     }
 
     /// Checks what serde cannot: patterns, zones, URLs, ranges.
-    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, file: &str) -> Result<(), ConfigError> {
         self.problems(file).into_iter().next().map_or(Ok(()), Err)
     }
 
     /// Every problem `validate` finds, one per check (a check stops at its first).
-    pub fn problems(&self, file: &str) -> Vec<ConfigError> {
+    pub(crate) fn problems(&self, file: &str) -> Vec<ConfigError> {
         let err = |section: &str, key: &str, message: String| Err(ConfigError::new(file, section, key, message));
         let checks: Vec<Box<dyn Fn() -> Result<(), ConfigError> + '_>> = vec![
             Box::new(|| {
@@ -1044,7 +1043,7 @@ impl Config {
     }
 
     /// This PBX's name in the shared call history: `[pbx] name`, or the machine's host name.
-    pub fn pbx_name(&self) -> String {
+    pub(crate) fn pbx_name(&self) -> String {
         if !self.pbx.name.is_empty() {
             return self.pbx.name.clone();
         }

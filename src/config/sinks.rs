@@ -10,13 +10,13 @@ use std::fmt;
 use super::{check_http_url, redacted_url, ConfigError, HelpdeskConfig, Secret};
 
 /// The kinds this version delivers to.
-pub const SINK_KINDS: [&str; 5] = ["omnidesk", "json", "zammad", "bitrix24", "amocrm"];
+pub(crate) const SINK_KINDS: [&str; 5] = ["omnidesk", "json", "zammad", "bitrix24", "amocrm"];
 /// Kinds SPEC §7 names that this version cannot deliver to yet.
 const LATER_KINDS: [&str; 1] = ["okdesk"];
 /// Bitrix24's documented limit per portal: 2 requests a second, bursts of 50.
-pub const BITRIX24_RATE: (f64, u32) = (2.0, 50);
+pub(crate) const BITRIX24_RATE: (f64, u32) = (2.0, 50);
 /// amoCRM's documented limit per account: 7 requests a second.
-pub const AMOCRM_RATE: (f64, u32) = (7.0, 7);
+pub(crate) const AMOCRM_RATE: (f64, u32) = (7.0, 7);
 /// Delivery keys a sink may set for its own queue (as in `[helpdesk]`).
 const DELIVERY_KEYS: [&str; 9] = [
     "retention",
@@ -90,7 +90,7 @@ pub enum Bitrix24Auth {
 
 impl Bitrix24Auth {
     /// The webhook's own user id (`/rest/<user>/<token>/`), if it is a webhook.
-    pub fn webhook_user(&self) -> Option<String> {
+    pub(crate) fn webhook_user(&self) -> Option<String> {
         match self {
             Bitrix24Auth::Webhook { url } => {
                 let parsed = url::Url::parse(url).ok()?;
@@ -130,11 +130,11 @@ pub enum JsonRecordings {
 
 impl SinkConfig {
     /// `[helpdesk]` as the `omnidesk` sink named `helpdesk`.
-    pub fn helpdesk(helpdesk: &HelpdeskConfig) -> SinkConfig {
+    pub(crate) fn helpdesk(helpdesk: &HelpdeskConfig) -> SinkConfig {
         SinkConfig { name: "helpdesk".into(), destination: Destination::Omnidesk, delivery: helpdesk.clone() }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self.destination {
             Destination::Omnidesk => "omnidesk",
             Destination::Json { .. } => "json",
@@ -145,7 +145,7 @@ impl SinkConfig {
     }
 
     /// The address requests go to (secrets included: never log it, use [`SinkConfig::host`]).
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         match &self.destination {
             Destination::Omnidesk => &self.delivery.webhook_url,
             Destination::Json { url, .. } | Destination::Zammad { url, .. } => url,
@@ -156,7 +156,7 @@ impl SinkConfig {
     }
 
     /// Scheme, host and port of [`SinkConfig::url`]: what logs and errors may show.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         redacted_url(self.url())
     }
 }

@@ -32,21 +32,21 @@ struct Bucket {
 
 /// A token bucket: `rate` requests a second on average, bursts of `burst`.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     bucket: Mutex<Bucket>,
 }
 
 impl RateLimiter {
-    pub fn new(rate_per_sec: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_sec: f64, burst: u32) -> Self {
         let rate = if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec } else { 1.0 };
         let burst = f64::from(burst.max(1));
         Self { rate, burst, bucket: Mutex::new(Bucket { tokens: burst, updated: Instant::now(), cooling_until: None }) }
     }
 
     /// Waits for a slot when one frees up before `deadline`; otherwise fails at once.
-    pub async fn acquire(&self, deadline: Instant) -> Result<(), Throttled> {
+    pub(crate) async fn acquire(&self, deadline: Instant) -> Result<(), Throttled> {
         let wait = self.reserve(Instant::now(), deadline)?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -80,7 +80,7 @@ impl RateLimiter {
 
     /// Waits for a slot however long it takes, leaving a tenth of the burst to lookups with a
     /// deadline (a sink's backlog never starves the dialplan's `/forward`).
-    pub async fn acquire_patiently(&self) {
+    pub(crate) async fn acquire_patiently(&self) {
         let reserve = (self.burst / 10.0).floor();
         loop {
             let wait = {
@@ -107,7 +107,7 @@ impl RateLimiter {
     }
 
     /// The CRM answered 429/503: send nothing for `rest` (keeps the longest rest asked for).
-    pub fn cool_down(&self, rest: Duration) {
+    pub(crate) fn cool_down(&self, rest: Duration) {
         let until = Instant::now() + rest;
         let mut bucket = self.bucket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         bucket.cooling_until = Some(bucket.cooling_until.map_or(until, |current| current.max(until)));

@@ -8,17 +8,17 @@ use std::time::Instant;
 use crate::ari::events::EpochMillis;
 
 #[derive(Debug, Default)]
-pub struct EventClock {
+pub(crate) struct EventClock {
     newest: Option<(EpochMillis, Instant)>,
 }
 
 impl EventClock {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Takes an event's timestamp into account (ones that step back a little are ignored).
-    pub fn observe(&mut self, at: EpochMillis) {
+    pub(crate) fn observe(&mut self, at: EpochMillis) {
         self.observe_at(at, Instant::now());
     }
 
@@ -30,17 +30,17 @@ impl EventClock {
     }
 
     /// True once an event has been seen.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.newest.is_some()
     }
 
     /// Event time now; before the first event, the wall clock.
-    pub fn now(&self) -> EpochMillis {
+    pub(crate) fn now(&self) -> EpochMillis {
         self.now_at(Instant::now())
     }
 
     /// Event time at a wall-clock instant (e.g. when the connection was last alive).
-    pub fn now_at(&self, now: Instant) -> EpochMillis {
+    pub(crate) fn now_at(&self, now: Instant) -> EpochMillis {
         match self.newest {
             Some((newest, seen)) => newest + now.saturating_duration_since(seen).as_millis() as EpochMillis,
             None => jiff::Timestamp::now().as_millisecond(),

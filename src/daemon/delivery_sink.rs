@@ -16,7 +16,7 @@ use crate::sinks::Mapper;
 use super::sink::{Sink, SinkFuture};
 
 /// Hands engine outputs to the outbox (through every sink's mapping), the history and the pickup.
-pub struct DeliverySink {
+pub(crate) struct DeliverySink {
     delivery: DeliveryHandle,
     /// Each configured sink's name and mapping, in configuration order.
     mappers: Vec<(String, Mapper)>,
@@ -55,7 +55,7 @@ impl Step {
 
 impl DeliverySink {
     /// `sinks` are the destinations to map for (as [`Config::destinations`] lists them).
-    pub fn new(
+    pub(crate) fn new(
         delivery: DeliveryHandle,
         sinks: &[SinkConfig],
         zone: &jiff::tz::TimeZone,
@@ -155,7 +155,7 @@ impl DeliverySink {
 
 /// Everything behind [`DeliverySink`], opened from the config: the outbox and a sender per
 /// sink, the call history and (in mixmonitor mode) the recordings pickup.
-pub struct DeliveryPipeline {
+pub(crate) struct DeliveryPipeline {
     pub delivery: DeliveryHandle,
     pub history: Option<History>,
     pub pickup: Option<Pickup>,
@@ -170,7 +170,7 @@ pub struct DeliveryPipeline {
 impl DeliveryPipeline {
     /// Opens the stores under `storage.dir` and starts delivery on the current runtime. The
     /// outbox is required (an error names the fix); the history and pickup are best effort.
-    pub fn open(config: &Config) -> Result<DeliveryPipeline, crate::deliver::DeliverError> {
+    pub(crate) fn open(config: &Config) -> Result<DeliveryPipeline, crate::deliver::DeliverError> {
         let outbox = crate::deliver::Outbox::open(&config.storage.dir, &config.helpdesk)?;
         let open_calls = outbox.open_calls()?;
         let sinks = config.destinations();
@@ -218,7 +218,7 @@ impl DeliveryPipeline {
     }
 
     /// The sink that feeds this pipeline.
-    pub fn sink(&self, zone: &jiff::tz::TimeZone) -> DeliverySink {
+    pub(crate) fn sink(&self, zone: &jiff::tz::TimeZone) -> DeliverySink {
         DeliverySink::new(
             self.delivery.clone(),
             &self.sinks,

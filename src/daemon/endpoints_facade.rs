@@ -80,7 +80,7 @@ impl IntoResponse for Refusal {
 struct Peer(SocketAddr);
 
 /// Starts the facade when `[omnidesk_endpoints] listen` is set; it stops at `shutdown`.
-pub async fn start(
+pub(crate) async fn start(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {

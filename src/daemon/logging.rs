@@ -18,7 +18,7 @@ const CHATTY: [&str; 8] =
 
 /// The filter for `RUST_LOG` (or `default_level` without it): the chatty libraries at `warn`
 /// unless the directives name them.
-pub fn directives(rust_log: Option<&str>, default_level: &str) -> String {
+pub(crate) fn directives(rust_log: Option<&str>, default_level: &str) -> String {
     let given = rust_log.map(str::trim).filter(|given| !given.is_empty()).unwrap_or(default_level);
     let mut directives = given.to_string();
     for library in CHATTY {
@@ -33,7 +33,7 @@ pub fn directives(rust_log: Option<&str>, default_level: &str) -> String {
 }
 
 /// Installs the global subscriber once; later calls are ignored.
-pub fn init(default_level: &str) {
+pub(crate) fn init(default_level: &str) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = EnvFilter::try_new(directives(rust_log.as_deref(), default_level))
         .unwrap_or_else(|_| EnvFilter::new(directives(None, default_level)));
@@ -64,7 +64,7 @@ impl<'a> MakeWriter<'a> for ScrubbedStderr {
 }
 
 /// One formatted event, scrubbed and written when dropped.
-pub struct ScrubbedLine(Vec<u8>);
+pub(crate) struct ScrubbedLine(Vec<u8>);
 
 impl Write for ScrubbedLine {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -17,16 +17,16 @@
 //! [`Daemon::start`].
 
 mod clock;
-pub mod delivery_sink;
-pub mod endpoints_facade;
+pub(crate) mod delivery_sink;
+pub(crate) mod endpoints_facade;
 mod engine_task;
-pub mod logging;
+pub(crate) mod logging;
 mod queue_members;
-pub mod resync;
-pub mod signals;
-pub mod sink;
-pub mod state_lock;
-pub mod systemd;
+pub(crate) mod resync;
+pub(crate) mod signals;
+pub(crate) mod sink;
+pub(crate) mod state_lock;
+pub(crate) mod systemd;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -43,10 +43,9 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::presence::Presence;
 
-pub use clock::EventClock;
-pub use queue_members::{parse_member_list, CACHE_TTL as QUEUE_MEMBERS_CACHE_TTL};
+pub(crate) use clock::EventClock;
 pub use sink::{spawn_sink, JsonLinesSink, LogSink, MappedLinesSink, Sink, SinkFuture, SinkQueue, Tee};
-pub use systemd::Systemd;
+pub(crate) use systemd::Systemd;
 
 /// The engine's settings from a validated config; `live` says whether a shell (the daemon) can
 /// answer its questions about queue members.

@@ -13,7 +13,7 @@ use crate::ari::{AriClient, AriError};
 use super::Inbound;
 
 /// How long a queue's member list is reused.
-pub const CACHE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Memory {
@@ -83,7 +83,7 @@ impl QueueMemberLookup {
 }
 
 /// `PJSIP/101,PJSIP/102` → `["PJSIP/101", "PJSIP/102"]`.
-pub fn parse_member_list(value: &str) -> Vec<String> {
+pub(crate) fn parse_member_list(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|member| !member.is_empty()).map(str::to_string).collect()
 }
 

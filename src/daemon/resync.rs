@@ -113,14 +113,14 @@ pub(crate) fn spawn_resync(
 
 /// Endpoint resources by class.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EndpointClasses {
+pub(crate) struct EndpointClasses {
     pub extensions: Vec<String>,
     pub trunks: Vec<String>,
     pub other: Vec<String>,
 }
 
 impl EndpointClasses {
-    pub fn of(classifier: &Classifier, endpoints: &[Endpoint]) -> Self {
+    pub(crate) fn of(classifier: &Classifier, endpoints: &[Endpoint]) -> Self {
         let mut classes = EndpointClasses::default();
         for endpoint in endpoints {
             let resource = endpoint.resource.clone();
@@ -137,7 +137,7 @@ impl EndpointClasses {
     }
 
     /// `3 extensions, 1 trunk (provider)`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
         let mut text = format!(
             "{}, {} ({})",

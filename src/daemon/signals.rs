@@ -1,7 +1,7 @@
 //! Waiting for the signals that stop the daemon: SIGTERM (systemd) and SIGINT (Ctrl-C).
 
 /// Resolves with the signal's name when the process is asked to stop.
-pub async fn terminated() -> &'static str {
+pub(crate) async fn terminated() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -31,7 +31,7 @@ pub struct SinkQueue {
 
 impl SinkQueue {
     /// Queues `output`; false once the sink task is gone.
-    pub fn send(&self, output: Output) -> bool {
+    pub(crate) fn send(&self, output: Output) -> bool {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let sent = self.tx.send(output).is_ok();
         if !sent {
@@ -41,12 +41,12 @@ impl SinkQueue {
     }
 
     /// At least `limit` outputs wait for the sink.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) >= self.limit
     }
 
     /// Returns once fewer than `limit` outputs wait.
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         // Re-checked now and then as well: a sink task that died notifies nobody.
         while self.is_full() && !self.tx.is_closed() {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(100), self.room.notified()).await;
@@ -83,7 +83,7 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    pub fn new(zone: jiff::tz::TimeZone) -> Self {
+    pub(crate) fn new(zone: jiff::tz::TimeZone) -> Self {
         Self { zone }
     }
 }
@@ -137,13 +137,14 @@ pub struct JsonLinesSink<W: Write + Send + 'static> {
 }
 
 impl JsonLinesSink<std::io::Stdout> {
-    pub fn stdout(zone: jiff::tz::TimeZone) -> Self {
+    pub(crate) fn stdout(zone: jiff::tz::TimeZone) -> Self {
         Self { out: std::io::stdout(), zone }
     }
 }
 
 impl<W: Write + Send + 'static> JsonLinesSink<W> {
-    pub fn new(out: W, zone: jiff::tz::TimeZone) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(out: W, zone: jiff::tz::TimeZone) -> Self {
         Self { out, zone }
     }
 }
@@ -171,7 +172,7 @@ pub struct MappedLinesSink<W: Write + Send + 'static> {
 }
 
 impl<W: Write + Send + 'static> MappedLinesSink<W> {
-    pub fn new(out: W, sink: &crate::config::SinkConfig, zone: &jiff::tz::TimeZone) -> Self {
+    pub(crate) fn new(out: W, sink: &crate::config::SinkConfig, zone: &jiff::tz::TimeZone) -> Self {
         Self { out, name: sink.name.clone(), mapper: crate::sinks::Mapper::new(sink, zone, None) }
     }
 }
@@ -190,7 +191,7 @@ pub struct Tee {
 }
 
 impl Tee {
-    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+    pub(crate) fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
         Self { sinks }
     }
 }

@@ -7,16 +7,16 @@ use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 
 /// The lock file under `storage.dir`.
-pub const LOCK_FILE: &str = "deskhook.lock";
+pub(crate) const LOCK_FILE: &str = "deskhook.lock";
 
 /// Held while the daemon runs.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     _file: std::fs::File,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(
         "another deskhook{holder} is running on storage.dir {dir}; stop it first (systemctl stop deskhook) or give \
          this one its own [storage] dir"
@@ -27,7 +27,7 @@ pub enum LockError {
 }
 
 /// Takes the lock of `dir` (creating both when absent), or says who holds it.
-pub fn lock(dir: &Path) -> Result<StateLock, LockError> {
+pub(crate) fn lock(dir: &Path) -> Result<StateLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io { path: path.clone(), source };
     std::fs::create_dir_all(dir).map_err(io)?;

@@ -25,7 +25,7 @@ pub struct Systemd {
 }
 
 impl Systemd {
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let notify = std::env::var_os("NOTIFY_SOCKET").is_some_and(|socket| !socket.is_empty());
         let usec = watchdog_usec(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
@@ -38,33 +38,33 @@ impl Systemd {
     }
 
     /// A disabled instance (tests, or commands other than `run`).
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self { notify: false, watchdog_every: None, last_ping: Instant::now() }
     }
 
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog_every
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&[NotifyState::Status(status)]);
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     }
 
     /// Pings the watchdog when half its deadline has passed since the last ping.
     /// When the watchdog next wants a ping, if it is on.
-    pub fn next_watchdog_ping(&self) -> Option<Instant> {
+    pub(crate) fn next_watchdog_ping(&self) -> Option<Instant> {
         self.watchdog_every.map(|every| self.last_ping + every)
     }
 
-    pub fn watchdog_tick(&mut self) {
+    pub(crate) fn watchdog_tick(&mut self) {
         if let Some(every) = self.watchdog_every {
             if self.last_ping.elapsed() >= every {
                 self.send(&[NotifyState::Watchdog]);

@@ -33,10 +33,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::Connection;
 
-pub use omnidesk::{form_body, FORM_CONTENT_TYPE};
+pub(crate) use omnidesk::form_body;
 pub use outbox::{ListedRow, Listing, OpenCalls, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
-pub use policy::{humanize, TryResult};
-pub use protocol::{Protocol, TryFuture};
+pub(crate) use policy::{humanize, TryResult};
+pub(crate) use protocol::{Protocol, TryFuture};
 pub use request::{Request, UploadRoute, HELPDESK_SINK, UPLOAD_STATUS};
 
 use crate::config::{redacted_url, Destination, HelpdeskConfig, SinkConfig};
@@ -201,12 +201,12 @@ impl Target {
     }
 
     /// A sink that delivers through `protocol`.
-    pub fn with_protocol(sink: &SinkConfig, protocol: Arc<dyn Protocol>) -> Target {
+    pub(crate) fn with_protocol(sink: &SinkConfig, protocol: Arc<dyn Protocol>) -> Target {
         Target { protocol: Some(protocol), ..Target::of(sink) }
     }
 
     /// A configured sink.
-    pub fn of(sink: &SinkConfig) -> Target {
+    pub(crate) fn of(sink: &SinkConfig) -> Target {
         let signing_secret = match &sink.destination {
             Destination::Json { secret, .. } if !secret.is_empty() => Some(secret.clone()),
             _ => None,
@@ -306,11 +306,11 @@ pub struct Delivered {
 }
 
 /// Checks a file to upload or delete; `Err` says why it may not be touched.
-pub type UploadGuard = Arc<dyn Fn(&std::path::Path) -> Result<(), String> + Send + Sync>;
+pub(crate) type UploadGuard = Arc<dyn Fn(&std::path::Path) -> Result<(), String> + Send + Sync>;
 
 /// Called once per accepted tagged request, on a delivery worker: must return quickly
 /// (hand the work to a task). Not called when `helpdesk.webhook_url` is empty (nothing was sent).
-pub type DeliveredHook = Arc<dyn Fn(&Delivered) + Send + Sync>;
+pub(crate) type DeliveredHook = Arc<dyn Fn(&Delivered) + Send + Sync>;
 
 pub(crate) type Hooks = Arc<RwLock<Vec<DeliveredHook>>>;
 
@@ -367,7 +367,7 @@ impl DeliveryHandle {
     }
 
     /// Notes that the daemon was watching Asterisk at event time `at_ms`.
-    pub fn mark_alive(&self, at_ms: i64) {
+    pub(crate) fn mark_alive(&self, at_ms: i64) {
         let _ = self.inner.writer.send(WriterCommand::Alive { at_ms });
     }
 
@@ -406,7 +406,7 @@ impl DeliveryHandle {
     }
 
     /// Each sink's "its destination accepts requests" flag (for `/healthz`).
-    pub fn sink_health(&self) -> Vec<(String, Arc<AtomicBool>)> {
+    pub(crate) fn sink_health(&self) -> Vec<(String, Arc<AtomicBool>)> {
         self.inner.sinks.iter().map(|(name, sink)| (name.clone(), sink.ctx.healthy.clone())).collect()
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use reqwest::multipart::{Form, Part};
 
 /// The `Content-Type` of an event POST.
-pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+pub(crate) const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// The `Content-Type` of a JSON POST (and of a summary part).
 pub(super) const JSON_CONTENT_TYPE: &str = "application/json";
 
@@ -15,7 +15,7 @@ pub(super) const JSON_CONTENT_TYPE: &str = "application/json";
 const UPLOAD_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Encodes form fields in the given order: UTF-8 percent-encoding, space as `+`, `+` as `%2B`.
-pub fn form_body(fields: &[(&str, String)]) -> String {
+pub(crate) fn form_body(fields: &[(&str, String)]) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (name, value) in fields {
         serializer.append_pair(name, value);

@@ -80,7 +80,7 @@ pub enum RowState {
 }
 
 impl RowState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RowState::Pending => "pending",
             RowState::Delivered => "delivered",
@@ -106,7 +106,7 @@ pub struct OutboxCounts {
 }
 
 impl OutboxCounts {
-    pub fn rows(&self) -> u64 {
+    pub(crate) fn rows(&self) -> u64 {
         self.pending + self.dead + self.delivered
     }
 
@@ -183,7 +183,7 @@ impl Outbox {
     }
 
     /// Like [`Outbox::open`], but `None` when no outbox file exists yet (nothing was ever enqueued).
-    pub fn open_existing(dir: &Path, cfg: &HelpdeskConfig) -> Result<Option<Outbox>, DeliverError> {
+    pub(crate) fn open_existing(dir: &Path, cfg: &HelpdeskConfig) -> Result<Option<Outbox>, DeliverError> {
         if !dir.join(OUTBOX_FILE).exists() {
             return Ok(None);
         }
@@ -191,19 +191,14 @@ impl Outbox {
     }
 
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// How many rows are in each state.
-    pub fn counts(&self) -> Result<OutboxCounts, DeliverError> {
-        count_rows(&self.conn).map_err(|source| self.db_error(source))
     }
 
     /// What the previous run left open: the checkpoints of calls it announced and never
     /// closed (unreadable ones are skipped with a warning), and the last event time it was
     /// watching Asterisk.
-    pub fn open_calls(&self) -> Result<OpenCalls, DeliverError> {
+    pub(crate) fn open_calls(&self) -> Result<OpenCalls, DeliverError> {
         let read = || -> rusqlite::Result<OpenCalls> {
             let mut statement =
                 self.conn.prepare("SELECT unique_id, checkpoint FROM open_calls ORDER BY saved_at, unique_id")?;

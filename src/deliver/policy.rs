@@ -119,7 +119,7 @@ pub(super) fn scrub(text: &str, webhook_url: &str) -> String {
 }
 
 /// `90s` → "1m30s", for messages.
-pub fn humanize(duration: Duration) -> String {
+pub(crate) fn humanize(duration: Duration) -> String {
     let total = duration.as_secs();
     if total == 0 {
         return format!("{}ms", duration.as_millis());

@@ -9,7 +9,7 @@ use super::policy::TryResult;
 use super::request::Request;
 
 /// The future of one try.
-pub type TryFuture<'a> = Pin<Box<dyn Future<Output = TryResult> + Send + 'a>>;
+pub(crate) type TryFuture<'a> = Pin<Box<dyn Future<Output = TryResult> + Send + 'a>>;
 
 /// One kind of API destination.
 pub trait Protocol: Send + Sync + 'static {

@@ -38,7 +38,7 @@ pub struct UploadRoute {
 
 impl UploadRoute {
     /// The upload of `path`, a recording of call `unique_id`, to this route's sink.
-    pub fn request(&self, unique_id: &str, path: PathBuf, delete_after: bool) -> Request {
+    pub(crate) fn request(&self, unique_id: &str, path: PathBuf, delete_after: bool) -> Request {
         let request = match &self.summary {
             Some(summary) => Request::upload_with_summary(unique_id, path, summary.clone()),
             None => Request::upload(unique_id, path, delete_after),
@@ -53,7 +53,12 @@ pub const UPLOAD_STATUS: &str = "record";
 impl Request {
     /// A form POST of call `unique_id` (its `status`, for listings and logs), its body
     /// already encoded; `once_per_call` requests (a start, an end) are stored once per call.
-    pub fn form(unique_id: impl Into<String>, status: impl Into<String>, once_per_call: bool, body: String) -> Request {
+    pub(crate) fn form(
+        unique_id: impl Into<String>,
+        status: impl Into<String>,
+        once_per_call: bool,
+        body: String,
+    ) -> Request {
         Request {
             unique_id: unique_id.into(),
             kind: RequestKind::Form { status: status.into(), once_per_call, body, json: false },
@@ -63,7 +68,12 @@ impl Request {
     }
 
     /// Like [`Request::form`], with a JSON body.
-    pub fn json(unique_id: impl Into<String>, status: impl Into<String>, once_per_call: bool, body: String) -> Request {
+    pub(crate) fn json(
+        unique_id: impl Into<String>,
+        status: impl Into<String>,
+        once_per_call: bool,
+        body: String,
+    ) -> Request {
         Request {
             unique_id: unique_id.into(),
             kind: RequestKind::Form { status: status.into(), once_per_call, body, json: true },
@@ -84,7 +94,11 @@ impl Request {
     }
 
     /// The `json` sink's upload of a recording file: the call `summary` (JSON) as a part of its own.
-    pub fn upload_with_summary(unique_id: impl Into<String>, path: impl Into<PathBuf>, summary: String) -> Request {
+    pub(crate) fn upload_with_summary(
+        unique_id: impl Into<String>,
+        path: impl Into<PathBuf>,
+        summary: String,
+    ) -> Request {
         Request {
             unique_id: unique_id.into(),
             kind: RequestKind::Upload { path: path.into(), delete_after: false, summary: Some(summary) },
@@ -99,7 +113,7 @@ impl Request {
         self
     }
 
-    pub fn sink(&self) -> &str {
+    pub(crate) fn sink(&self) -> &str {
         &self.sink
     }
 
@@ -112,17 +126,18 @@ impl Request {
     }
 
     /// The tag given with [`Request::tagged`].
-    pub fn tag(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }
 
     /// The call's linkedid: requests of one call are delivered in the order they were enqueued.
-    pub fn unique_id(&self) -> &str {
+    pub(crate) fn unique_id(&self) -> &str {
         &self.unique_id
     }
 
     /// The helpdesk `status` (`record` for uploads).
-    pub fn status(&self) -> &str {
+    pub(crate) fn status(&self) -> &str {
         match &self.kind {
             RequestKind::Form { status, .. } => status,
             RequestKind::Upload { .. } => UPLOAD_STATUS,
@@ -130,7 +145,7 @@ impl Request {
     }
 
     /// The encoded form body, for event requests.
-    pub fn form_body(&self) -> Option<&str> {
+    pub(crate) fn form_body(&self) -> Option<&str> {
         match &self.kind {
             RequestKind::Form { body, .. } => Some(body),
             RequestKind::Upload { .. } => None,
@@ -138,7 +153,7 @@ impl Request {
     }
 
     /// The file to upload, for recording requests.
-    pub fn upload_path(&self) -> Option<&Path> {
+    pub(crate) fn upload_path(&self) -> Option<&Path> {
         match &self.kind {
             RequestKind::Form { .. } => None,
             RequestKind::Upload { path, .. } => Some(path),
@@ -147,7 +162,7 @@ impl Request {
 
     /// What goes with an upload: the `json` sink's call summary, or the API request (a CRM's)
     /// the file is attached with.
-    pub fn upload_summary(&self) -> Option<&str> {
+    pub(crate) fn upload_summary(&self) -> Option<&str> {
         match &self.kind {
             RequestKind::Upload { summary, .. } => summary.as_deref(),
             RequestKind::Form { .. } => None,

@@ -40,7 +40,7 @@ const RESPONSE_READ_LIMIT: usize = 64 * 1024;
 const RESPONSE_QUOTE_CHARS: usize = 200;
 
 /// Where requests go.
-pub(crate) enum Sink {
+pub(super) enum Sink {
     Http {
         client: reqwest::Client,
         url: reqwest::Url,

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// CALLERID(name) longer than this is cut: desk phones show 20–40 characters anyway.
-pub const NAME_MAX_CHARS: usize = 64;
-pub use crate::numbers::{is_valid_extension, EXTENSION_MAX_LEN};
+pub(crate) const NAME_MAX_CHARS: usize = 64;
+pub(crate) use crate::numbers::is_valid_extension;
 
 /// Unreserved URI characters stay readable; everything else (space, `&`, `=`, `%`, `+`, UTF-8) is escaped.
 const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -28,7 +28,7 @@ pub struct Answer {
 
 impl Answer {
     /// Builds an answer from a resolver's raw values; `None` when the extension is not one.
-    pub fn new(number: &str, name: &str, resolver: &'static str) -> Option<Self> {
+    pub(crate) fn new(number: &str, name: &str, resolver: &'static str) -> Option<Self> {
         let number = number.trim();
         if !is_valid_extension(number) {
             return None;
@@ -37,7 +37,7 @@ impl Answer {
     }
 
     /// `name=<percent-encoded>&number=<extension>`, exactly as SPEC §4 writes it.
-    pub fn body(&self) -> Bytes {
+    pub(crate) fn body(&self) -> Bytes {
         let mut body = String::with_capacity(16 + self.name.len() * 3 + self.number.len());
         body.push_str("name=");
         body.extend(utf8_percent_encode(&self.name, NAME_ESCAPES));
@@ -50,7 +50,7 @@ impl Answer {
 /// Makes a CRM's name fit for CALLERID(name): one line, no invisible or direction-changing
 /// characters, no quotes or backslashes (they end a SIP display name), whitespace collapsed,
 /// at most [`NAME_MAX_CHARS`] characters.
-pub fn clean_name(raw: &str) -> String {
+pub(crate) fn clean_name(raw: &str) -> String {
     let mut name = String::with_capacity(raw.len().min(NAME_MAX_CHARS * 4));
     let mut chars = 0usize;
     let mut pending_space = false;

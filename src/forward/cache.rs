@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::answer::Answer;
 
 /// At most this many phones are remembered; past it expired entries go first, then all.
-pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+pub(crate) const DEFAULT_MAX_ENTRIES: usize = 100_000;
 
 /// What the chain concluded for one phone.
 #[derive(Debug, Clone)]
@@ -25,12 +25,12 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    pub fn found(answer: Answer) -> Self {
+    pub(crate) fn found(answer: Answer) -> Self {
         let body = answer.body();
         Self { answer: Some(Arc::new(answer)), body }
     }
 
-    pub fn nobody() -> Self {
+    pub(crate) fn nobody() -> Self {
         Self { answer: None, body: Bytes::new() }
     }
 }
@@ -42,7 +42,7 @@ struct Entry {
 }
 
 #[derive(Debug)]
-pub struct AnswerCache {
+pub(crate) struct AnswerCache {
     entries: RwLock<HashMap<Box<str>, Entry>>,
     hit_ttl: Duration,
     miss_ttl: Duration,
@@ -50,18 +50,18 @@ pub struct AnswerCache {
 }
 
 impl AnswerCache {
-    pub fn new(hit_ttl: Duration, miss_ttl: Duration, max_entries: usize) -> Self {
+    pub(crate) fn new(hit_ttl: Duration, miss_ttl: Duration, max_entries: usize) -> Self {
         Self { entries: RwLock::new(HashMap::new()), hit_ttl, miss_ttl, max_entries: max_entries.max(1) }
     }
 
     /// The remembered answer for `key`, when it has not expired.
-    pub fn get(&self, key: &str, now: Instant) -> Option<Resolved> {
+    pub(crate) fn get(&self, key: &str, now: Instant) -> Option<Resolved> {
         let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = entries.get(key)?;
         (entry.expires > now).then(|| entry.resolved.clone())
     }
 
-    pub fn put(&self, key: &str, resolved: Resolved, now: Instant) {
+    pub(crate) fn put(&self, key: &str, resolved: Resolved, now: Instant) {
         let ttl = if resolved.answer.is_some() { self.hit_ttl } else { self.miss_ttl };
         if ttl.is_zero() {
             return;
@@ -77,15 +77,17 @@ impl AnswerCache {
     }
 
     /// Forgets everything (a source such as the table changed).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

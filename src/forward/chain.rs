@@ -17,7 +17,7 @@ use crate::presence::Presence;
 
 /// A resolver and its own `timeout_ms`.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     pub resolver: Resolver,
     pub timeout: Option<Duration>,
 }
@@ -44,7 +44,7 @@ pub struct Step {
 }
 
 #[derive(Debug)]
-pub struct Chain {
+pub(crate) struct Chain {
     slots: Vec<Slot>,
     presence: Presence,
     skip_unavailable: bool,
@@ -52,28 +52,28 @@ pub struct Chain {
 
 /// The caller's identity as the resolvers see it.
 #[derive(Debug, Clone, Copy)]
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     pub phone: &'a str,
     pub trunk: &'a str,
     pub callid: &'a str,
 }
 
 impl Chain {
-    pub fn new(slots: Vec<Slot>, presence: Presence, skip_unavailable: bool) -> Self {
+    pub(crate) fn new(slots: Vec<Slot>, presence: Presence, skip_unavailable: bool) -> Self {
         Self { slots, presence, skip_unavailable }
     }
 
-    pub fn uses_trunk(&self) -> bool {
+    pub(crate) fn uses_trunk(&self) -> bool {
         self.slots.iter().any(|slot| slot.resolver.uses_trunk())
     }
 
     /// Whether `/forward` may send a call to `extension` right now.
-    pub fn is_available(&self, extension: &str) -> bool {
+    pub(crate) fn is_available(&self, extension: &str) -> bool {
         !(self.skip_unavailable && self.presence.is_unavailable(extension))
     }
 
     /// The first available extension, in resolver order, known before `deadline`.
-    pub async fn run(&self, caller: Caller<'_>, deadline: Instant) -> Option<Answer> {
+    pub(crate) async fn run(&self, caller: Caller<'_>, deadline: Instant) -> Option<Answer> {
         let first_remote = self.slots.iter().position(|slot| !slot.resolver.is_local()).unwrap_or(self.slots.len());
         for slot in &self.slots[..first_remote] {
             if let Some(answer) = self.note(slot, self.ask(slot, caller, deadline).await) {
@@ -134,7 +134,7 @@ impl Chain {
     /// Asks every resolver at once (each within its own timeout, or the budget — also past it,
     /// to show what a slow one would have said) and reports what each said; the answer is the
     /// one `/forward` would have given: the first in order found within the budget.
-    pub async fn run_all(&self, caller: Caller<'_>, budget: Duration) -> (Vec<Step>, Option<Answer>) {
+    pub(crate) async fn run_all(&self, caller: Caller<'_>, budget: Duration) -> (Vec<Step>, Option<Answer>) {
         let started = Instant::now();
         let deadline = started + budget;
         let steps: Vec<Step> = futures_util::future::join_all(self.slots.iter().map(|slot| async move {

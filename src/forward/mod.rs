@@ -12,15 +12,14 @@
 //! This module never touches ARI: endpoint states come through `crate::presence::Presence`,
 //! liveness through `crate::health::Health`, the call history through `crate::history`.
 
-pub mod answer;
-pub mod cache;
-pub mod chain;
-pub mod resolvers;
+pub(crate) mod answer;
+pub(crate) mod cache;
+pub(crate) mod chain;
+pub(crate) mod resolvers;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 
 pub use crate::numbers::{PhoneError, PhoneNormalizer};
-pub use answer::Answer;
 pub use server::{router, serve};
 pub use service::{Diagnosis, ForwardService};
 

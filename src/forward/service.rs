@@ -125,7 +125,7 @@ impl ForwardService {
         self.inner.phones.normalise(raw_phone)
     }
 
-    pub fn health(&self) -> &Health {
+    pub(crate) fn health(&self) -> &Health {
         &self.inner.health
     }
 
@@ -176,7 +176,7 @@ impl ForwardService {
     }
 
     /// Runs every resolver once without the cache and reports each one's answer and time.
-    pub async fn diagnose(&self, raw_phone: &str, trunk: &str) -> Result<Diagnosis, PhoneError> {
+    pub(crate) async fn diagnose(&self, raw_phone: &str, trunk: &str) -> Result<Diagnosis, PhoneError> {
         let phone = self.normalise(raw_phone)?;
         let caller = Caller { phone: &phone, trunk, callid: "" };
         let (steps, answer) = self.inner.chain.run_all(caller, self.inner.budget).await;

@@ -8,7 +8,7 @@ use super::shared::SharedError;
 use crate::postgres::PgTarget;
 
 /// What to do about `error` on `target`, when deskhook knows.
-pub fn advice(error: &SharedError, target: &PgTarget) -> Option<String> {
+pub(crate) fn advice(error: &SharedError, target: &PgTarget) -> Option<String> {
     let (user, database, host) = (target.user(), target.database(), target.host_port());
     let roots = match &target.root_cert {
         Some(path) => format!("sslrootcert ({})", path.display()),

@@ -17,7 +17,7 @@ use crate::sqlite::Commits;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The history file inside `storage.dir`.
-pub const HISTORY_FILE: &str = "history.sqlite3";
+pub(crate) const HISTORY_FILE: &str = "history.sqlite3";
 
 #[derive(Debug)]
 pub(super) struct LocalStore {
@@ -59,18 +59,17 @@ impl LocalStore {
         Ok(LocalStore { path, writer: Mutex::new(writer), reader: Mutex::new(reader) })
     }
 
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Stores `rows` in one transaction; `share` also queues them for the shared history.
+    /// Stores `rows` in one transaction; `share` also queues them for the shared history. A call
+    /// already stored keeps its first record: a second one only comes from a call ended again
+    /// after a restart (deskhook was killed between the call's end and the commit that closed
+    /// its checkpoint), and that one knows less than the call seen live.
     pub(super) fn insert(&self, rows: &[HistoryRow], share: bool) -> Result<(), HistoryError> {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let transaction = writer.transaction().map_err(|source| self.error(source))?;
         {
             let mut insert = transaction
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO calls (unique_id, client, operator, direction, ended_at, duration)
+                    "INSERT OR IGNORE INTO calls (unique_id, client, operator, direction, ended_at, duration)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(|source| self.error(source))?;
@@ -78,7 +77,7 @@ impl LocalStore {
                 .prepare_cached("INSERT INTO shared_pending (unique_id) VALUES (?1)")
                 .map_err(|source| self.error(source))?;
             for row in rows {
-                insert
+                let inserted = insert
                     .execute(params![
                         row.unique_id,
                         row.client,
@@ -88,7 +87,7 @@ impl LocalStore {
                         row.talk_seconds
                     ])
                     .map_err(|source| self.error(source))?;
-                if share {
+                if share && inserted > 0 {
                     queue.execute(params![row.unique_id]).map_err(|source| self.error(source))?;
                 }
             }

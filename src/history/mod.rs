@@ -10,10 +10,10 @@
 //! number is stored normalised, so every spelling of it finds the same rows. Writing never
 //! waits on a disk or a network: calls queue for the [`writer`] thread.
 
-pub mod advice;
+pub(crate) mod advice;
 mod copier;
 mod local;
-pub mod shared;
+pub(crate) mod shared;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -30,11 +30,10 @@ use crate::numbers::PhoneNormalizer;
 use crate::wallclock::now_ms as now_millis;
 
 use local::LocalStore;
-pub use local::HISTORY_FILE;
 pub use shared::{SharedError, SharedStore};
 
 /// Rows older than this are deleted: no `history.max_age_days` reaches that far back usefully.
-pub const RETENTION: Duration = Duration::from_secs(366 * 86_400);
+pub(crate) const RETENTION: Duration = Duration::from_secs(366 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -50,13 +49,13 @@ pub enum HistoryError {
 
 /// Which way an answered call went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     Incoming,
     Outgoing,
 }
 
 impl Direction {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::Incoming => "in",
             Direction::Outgoing => "out",
@@ -74,7 +73,7 @@ impl Direction {
 
 /// One answered call as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryRow {
+pub(crate) struct HistoryRow {
     pub unique_id: String,
     /// The client's number, normalised.
     pub client: String,
@@ -87,7 +86,7 @@ pub struct HistoryRow {
 
 impl HistoryRow {
     /// The row of an ended, answered call with a usable client number and one operator.
-    pub fn of(event: &CallEvent, phones: &PhoneNormalizer) -> Option<HistoryRow> {
+    pub(crate) fn of(event: &CallEvent, phones: &PhoneNormalizer) -> Option<HistoryRow> {
         let summary = event.summary().filter(|summary| summary.answered())?;
         let operator = summary.operator.as_deref().unwrap_or_default().trim();
         if !is_valid_extension(operator) {
@@ -149,7 +148,7 @@ impl History {
 
     /// The history `config` asks for: the local one in `storage.dir`, plus the shared one
     /// when `storage.history` names a database (nothing connects yet).
-    pub fn configured(config: &Config) -> Result<History, String> {
+    pub(crate) fn configured(config: &Config) -> Result<History, String> {
         let shared = match config.storage.shared_history() {
             Some(url) => Some(
                 SharedStore::new(url, &config.pbx_name(), config.storage.history_timeout.get())
@@ -159,10 +158,6 @@ impl History {
         };
         let phones = PhoneNormalizer::new(&config.forward.default_country);
         History::open(&config.storage.dir, phones, shared).map_err(|error| error.to_string())
-    }
-
-    pub fn path(&self) -> &Path {
-        self.inner.local.path()
     }
 
     /// The shared history, when configured.
@@ -302,6 +297,19 @@ mod tests {
         let reopened = History::open(dir.path(), PhoneNormalizer::new("7"), None).expect("reopen");
         let last = reopened.last_operator("89161234567", Duration::from_secs(3600)).await.expect("query");
         assert_eq!(last.map(|l| l.extension), Some("103".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_call_recorded_again_keeps_its_first_record() {
+        let (_dir, history) = open();
+        let minute = Duration::from_secs(60);
+        assert!(history.record(&ended(false, "79161234567", "101", "4.1", minute * 2, Some(30))));
+        history.flush();
+        // The same call ended again after a restart, by someone who knows less of it.
+        history.record(&ended(false, "79161234567", "102", "4.1", minute, Some(0)));
+        history.flush();
+        let last = history.last_operator("79161234567", Duration::from_secs(3600)).await.expect("query");
+        assert_eq!(last.map(|l| (l.extension, l.unique_id)), Some(("101".to_string(), "4.1".to_string())));
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use crate::postgres::PgTarget;
 /// The schema, in order; deskhook_schema records which are applied.
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_calls.sql"))];
 /// The schema version this deskhook writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// Taken while migrating, so two deskhooks starting together apply each step once.
 const MIGRATION_LOCK: i64 = 0x6465_736b_686f_6f6b; // "deskhook"
 /// After a failed lookup, lookups skip the database this long (the local copy answers).
@@ -88,11 +88,11 @@ impl SharedStore {
         })
     }
 
-    pub fn target(&self) -> &PgTarget {
+    pub(crate) fn target(&self) -> &PgTarget {
         &self.target
     }
 
-    pub fn pbx(&self) -> &str {
+    pub(crate) fn pbx(&self) -> &str {
         &self.pbx
     }
 
@@ -158,7 +158,7 @@ impl SharedStore {
     }
 
     /// A connection for copying and maintenance (its own, with a long statement timeout).
-    pub async fn connect(&self) -> Result<Client, SharedError> {
+    pub(crate) async fn connect(&self) -> Result<Client, SharedError> {
         let mut config = self.target.config.clone();
         with_statement_timeout(&mut config, WRITE_STATEMENT_TIMEOUT);
         let (client, connection) = config.connect(self.target.tls.clone()).await?;
@@ -171,7 +171,7 @@ impl SharedStore {
     }
 
     /// The database is reachable again: lookups use it at once.
-    pub fn mark_up(&self) {
+    pub(crate) fn mark_up(&self) {
         *self.skip_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::info!(database = self.target.describe(), "shared call history reachable again");
@@ -180,7 +180,7 @@ impl SharedStore {
     }
 
     /// The database failed: said once until it works again.
-    pub fn mark_down(&self, what: &str) {
+    pub(crate) fn mark_down(&self, what: &str) {
         shared_up().set(0);
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(database = self.target.describe(), "shared call history: {what}");
@@ -191,7 +191,7 @@ impl SharedStore {
 }
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; returns the version found before.
-pub async fn migrate(client: &mut Client) -> Result<i32, SharedError> {
+pub(crate) async fn migrate(client: &mut Client) -> Result<i32, SharedError> {
     let transaction = client.transaction().await?;
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     transaction
@@ -217,7 +217,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, SharedError> {
 }
 
 /// The schema version in the database; `None` when deskhook has not created it yet.
-pub async fn schema_version(client: &Client) -> Result<Option<i32>, SharedError> {
+pub(crate) async fn schema_version(client: &Client) -> Result<Option<i32>, SharedError> {
     let exists: bool = client.query_one("SELECT to_regclass('deskhook_schema') IS NOT NULL", &[]).await?.try_get(0)?;
     if !exists {
         return Ok(None);
@@ -226,7 +226,7 @@ pub async fn schema_version(client: &Client) -> Result<Option<i32>, SharedError>
 }
 
 /// Copies `rows` of PBX `pbx` in one statement (a call copied again is overwritten).
-pub async fn upsert(client: &Client, pbx: &str, rows: &[HistoryRow]) -> Result<(), SharedError> {
+pub(crate) async fn upsert(client: &Client, pbx: &str, rows: &[HistoryRow]) -> Result<(), SharedError> {
     let insert = client
         .prepare(
             "INSERT INTO deskhook_calls (pbx, unique_id, client, operator, direction, ended_at, talk_seconds)
@@ -247,7 +247,7 @@ pub async fn upsert(client: &Client, pbx: &str, rows: &[HistoryRow]) -> Result<(
 }
 
 /// Deletes calls (of every PBX) that ended before `before`; returns how many.
-pub async fn prune(client: &Client, before: EpochMillis) -> Result<u64, SharedError> {
+pub(crate) async fn prune(client: &Client, before: EpochMillis) -> Result<u64, SharedError> {
     Ok(client.execute("DELETE FROM deskhook_calls WHERE ended_at < $1", &[&to_time(before)]).await?)
 }
 

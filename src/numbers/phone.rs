@@ -70,7 +70,7 @@ impl PhoneNormalizer {
     }
 
     /// The canonical digits of `raw`, or why it is not a phone number.
-    pub fn normalise(&self, raw: &str) -> Result<String, PhoneError> {
+    pub(crate) fn normalise(&self, raw: &str) -> Result<String, PhoneError> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(PhoneError::Missing);
@@ -121,7 +121,7 @@ impl PhoneNormalizer {
 
     /// How people in the default country dial a normalised number (`79161234567` → `89161234567`),
     /// for CRMs that match the stored spelling.
-    pub fn national_form(&self, normalised: &str) -> Option<String> {
+    pub(crate) fn national_form(&self, normalised: &str) -> Option<String> {
         let national = normalised.strip_prefix(self.country.as_str())?;
         if national.is_empty() || self.national_len.is_some_and(|len| national.len() != len) {
             return None;
@@ -130,7 +130,7 @@ impl PhoneNormalizer {
     }
 
     /// The number without the default country code (`79161234567` → `9161234567`).
-    pub fn national_significant<'a>(&self, normalised: &'a str) -> Option<&'a str> {
+    pub(crate) fn national_significant<'a>(&self, normalised: &'a str) -> Option<&'a str> {
         let national = normalised.strip_prefix(self.country.as_str())?;
         match self.national_len {
             Some(len) if national.len() == len => Some(national),

@@ -13,7 +13,7 @@ const MOST_ENTRIES: usize = 500_000;
 
 /// The files under `dirs` whose names carry one of `ids` as a whole token (not as the start
 /// of a longer id), oldest first.
-pub fn files_naming(dirs: &[PathBuf], ids: &[String]) -> Vec<String> {
+pub(crate) fn files_naming(dirs: &[PathBuf], ids: &[String]) -> Vec<String> {
     let ids: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !id.is_empty()).collect();
     if ids.is_empty() {
         return Vec::new();

@@ -22,7 +22,7 @@ const MAX_CLOSES: usize = 50_000;
 
 /// The shared close watcher; cheap to clone.
 #[derive(Clone)]
-pub struct CloseWatch {
+pub(crate) struct CloseWatch {
     registry: Arc<Mutex<Registry>>,
 }
 
@@ -41,7 +41,7 @@ struct Registry {
 impl CloseWatch {
     /// Starts the watcher on the current tokio runtime. Without inotify (its limits reached, or
     /// not Linux) it still works, and files count as complete once quiet for `settle`.
-    pub fn start() -> CloseWatch {
+    pub(crate) fn start() -> CloseWatch {
         let mut registry =
             Registry { watches: None, dirs: HashMap::new(), closed: HashMap::new(), waiters: HashMap::new() };
         let inotify = Inotify::init().and_then(|inotify| {
@@ -74,7 +74,7 @@ impl CloseWatch {
     }
 
     /// Watches `dir` for closes (again marked in use if it already is).
-    pub fn watch_dir(&self, dir: &Path) {
+    pub(crate) fn watch_dir(&self, dir: &Path) {
         let mut registry = self.lock();
         let now = Instant::now();
         if let Some((_, used)) = registry.dirs.get_mut(dir) {
@@ -94,12 +94,12 @@ impl CloseWatch {
     }
 
     /// When `path` was last seen closed after writing.
-    pub fn closed_at(&self, path: &Path) -> Option<SystemTime> {
+    pub(crate) fn closed_at(&self, path: &Path) -> Option<SystemTime> {
         self.lock().closed.get(path).copied()
     }
 
     /// Resolves when `path` is next seen closed (never, if its directory is not watched).
-    pub fn next_close(&self, path: &Path) -> oneshot::Receiver<()> {
+    pub(crate) fn next_close(&self, path: &Path) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         let mut registry = self.lock();
         let waiting = registry.waiters.entry(path.to_path_buf()).or_default();
@@ -109,7 +109,7 @@ impl CloseWatch {
     }
 
     /// The pickup of `path` is over: it needs neither its close nor waiters any more.
-    pub fn done_with(&self, path: &Path) {
+    pub(crate) fn done_with(&self, path: &Path) {
         let mut registry = self.lock();
         registry.closed.remove(path);
         registry.waiters.remove(path);

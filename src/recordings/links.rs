@@ -18,13 +18,13 @@ use sha2::Sha256;
 use super::safety::AllowedDirs;
 
 /// The key file under `storage.dir`.
-pub const KEY_FILE: &str = "recording-links.key";
+pub(crate) const KEY_FILE: &str = "recording-links.key";
 const KEY_BYTES: usize = 32;
 const URL_SAFE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Makes and checks links.
 #[derive(Clone)]
-pub struct RecordingLinks {
+pub(crate) struct RecordingLinks {
     base_url: String,
     ttl: Duration,
     key: Vec<u8>,
@@ -38,7 +38,7 @@ impl std::fmt::Debug for RecordingLinks {
 
 /// Why a token does not open a recording.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     #[error("not a recording link")]
     Malformed,
     #[error("the link's signature does not match")]
@@ -49,13 +49,13 @@ pub enum LinkError {
 
 impl RecordingLinks {
     /// Links under `base_url`, valid `ttl` after the call ended, signed with `key`.
-    pub fn new(base_url: &str, ttl: Duration, key: Vec<u8>) -> RecordingLinks {
+    pub(crate) fn new(base_url: &str, ttl: Duration, key: Vec<u8>) -> RecordingLinks {
         RecordingLinks { base_url: base_url.trim_end_matches('/').to_string(), ttl, key }
     }
 
     /// The links `[recordings] public_base_url` asks for (`None`: links are off). With
     /// `create`, the key is made if there is none (the daemon); else a throwaway one is used.
-    pub fn from_config(config: &crate::config::Config, create: bool) -> Result<Option<RecordingLinks>, String> {
+    pub(crate) fn from_config(config: &crate::config::Config, create: bool) -> Result<Option<RecordingLinks>, String> {
         let recordings = &config.recordings;
         if recordings.public_base_url.is_empty() {
             return Ok(None);
@@ -73,7 +73,7 @@ impl RecordingLinks {
     /// The key in `dir/recording-links.key`, made (0600) when `create` and there is none yet.
     /// Without `create` (replay, demo) a missing key gives a throwaway one: links shown then
     /// open nothing.
-    pub fn key_in(dir: &Path, create: bool) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn key_in(dir: &Path, create: bool) -> std::io::Result<Vec<u8>> {
         let path = dir.join(KEY_FILE);
         match std::fs::read(&path) {
             Ok(key) if key.len() >= KEY_BYTES => return Ok(key),
@@ -99,14 +99,14 @@ impl RecordingLinks {
     }
 
     /// The link to the recording at `path` of a call that ended at `ended_at_ms`.
-    pub fn link(&self, path: &str, ended_at_ms: i64) -> String {
+    pub(crate) fn link(&self, path: &str, ended_at_ms: i64) -> String {
         let expires = (ended_at_ms / 1000).saturating_add(self.ttl.as_secs() as i64);
         let encoded = URL_SAFE.encode(path.as_bytes());
         format!("{}/recordings/{encoded}.{expires}.{}", self.base_url, self.signature(&encoded, expires))
     }
 
     /// The recording a token refers to, if it is genuine and not expired at `now_s`.
-    pub fn verify(&self, token: &str, now_s: i64) -> Result<PathBuf, LinkError> {
+    pub(crate) fn verify(&self, token: &str, now_s: i64) -> Result<PathBuf, LinkError> {
         let mut parts = token.split('.');
         let (Some(encoded), Some(expires), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -140,7 +140,7 @@ impl RecordingLinks {
 
 /// Why the links listener is a risk as configured: reachable beyond this host while the
 /// links are plain http (recordings of clients' calls would cross the network unencrypted).
-pub fn exposure_warning(recordings: &crate::config::RecordingsConfig) -> Option<String> {
+pub(crate) fn exposure_warning(recordings: &crate::config::RecordingsConfig) -> Option<String> {
     let listen: std::net::SocketAddr = recordings.public_listen.parse().ok()?;
     let plain = recordings.public_base_url.starts_with("http://");
     (!listen.ip().is_loopback() && plain).then(|| {
@@ -154,7 +154,7 @@ pub fn exposure_warning(recordings: &crate::config::RecordingsConfig) -> Option<
 
 /// One byte range of a file of `size` bytes, from a `Range` header (`bytes=a-b`, `a-`, `-n`);
 /// `None` when it cannot be satisfied (416).
-pub fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
+pub(crate) fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
     let spec = header.trim().strip_prefix("bytes=")?;
     if spec.contains(',') || size == 0 {
         return None;
@@ -173,7 +173,7 @@ pub fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
 
 /// Serves `GET /recordings/<token>` (and `HEAD`, which axum answers from it without the body)
 /// on `listener` until `shutdown`; every other request is 404.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     links: RecordingLinks,
     dirs: AllowedDirs,

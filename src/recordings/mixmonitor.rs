@@ -15,7 +15,7 @@ use super::safety::{AllowedDirs, PickupError};
 
 /// A complete recording, confined to the allowed directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileReady {
+pub(crate) struct FileReady {
     pub path: PathBuf,
     pub size: u64,
 }
@@ -24,7 +24,7 @@ pub struct FileReady {
 const LOOK_FOR_MISSING: Duration = Duration::from_secs(1);
 
 /// Waits until the recording `raw` (as Asterisk named it) is complete and returns its real path.
-pub async fn wait_until_complete(
+pub(crate) async fn wait_until_complete(
     closes: &CloseWatch,
     allowed: &AllowedDirs,
     raw: &str,

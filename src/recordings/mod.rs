@@ -7,16 +7,14 @@
 //! `links` serves signed, expiring links to the files for CRMs that take a URL.
 
 pub mod ari;
-pub mod by_id;
-pub mod closes;
-pub mod links;
-pub mod mixmonitor;
-pub mod pickup;
-pub mod safety;
+pub(crate) mod by_id;
+pub(crate) mod closes;
+pub(crate) mod links;
+pub(crate) mod mixmonitor;
+pub(crate) mod pickup;
+pub(crate) mod safety;
 
 pub use ari::{AriRecorder, AriRecorderError, AriRecorderSettings};
-pub use closes::CloseWatch;
-pub use links::RecordingLinks;
-pub use mixmonitor::{wait_until_complete, FileReady};
+pub(crate) use links::RecordingLinks;
 pub use pickup::Pickup;
-pub use safety::{AllowedDirs, PickupError};
+pub(crate) use safety::AllowedDirs;

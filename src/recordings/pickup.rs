@@ -23,7 +23,7 @@ use super::mixmonitor::wait_until_complete;
 use super::safety::{AllowedDirs, PickupError};
 
 /// The journal's file name under `storage.dir`.
-pub const JOURNAL_FILE: &str = "recordings.sqlite";
+pub(crate) const JOURNAL_FILE: &str = "recordings.sqlite";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PickupStartError {
@@ -183,7 +183,7 @@ impl Pickup {
     /// Promises the upload of finished calls' recordings, each to the sinks of its routes:
     /// journaled before this returns, and started by [`Pickup::release`] (so the call's ended
     /// event can be queued ahead of them).
-    pub async fn promise(&self, recordings: Vec<(RecordingRef, Vec<UploadRoute>)>) -> Promised {
+    pub(crate) async fn promise(&self, recordings: Vec<(RecordingRef, Vec<UploadRoute>)>) -> Promised {
         let mut by_call: Vec<(String, Vec<PendingFile>)> = Vec::new();
         for (recording, routes) in recordings {
             let RecordingSource::File(file) = recording.source;
@@ -214,7 +214,7 @@ impl Pickup {
     }
 
     /// Starts the pickups promised.
-    pub fn release(&self, promised: Promised) {
+    pub(crate) fn release(&self, promised: Promised) {
         for call in promised.0 {
             let _ = self.tx.send(call);
         }
@@ -230,7 +230,7 @@ impl Pickup {
 
 /// Journaled pickups not yet started, per call in the order their recordings were started.
 #[must_use = "a promised pickup starts only when released"]
-pub struct Promised(Vec<(String, Vec<PendingFile>)>);
+pub(crate) struct Promised(Vec<(String, Vec<PendingFile>)>);
 
 impl Worker {
     async fn pick_up(&self, unique_id: &str, files: Vec<PendingFile>) {

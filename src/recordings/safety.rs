@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Why a recording is not uploaded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PickupError {
+pub(crate) enum PickupError {
     #[error("recording path {0:?} is not absolute; refused")]
     NotAbsolute(String),
     #[error("recording {path:?} is outside recordings.dirs ({allowed}); refused")]
@@ -22,12 +22,12 @@ pub enum PickupError {
 
 /// The directories recordings may come from, resolved to their real paths.
 #[derive(Debug, Clone)]
-pub struct AllowedDirs {
+pub(crate) struct AllowedDirs {
     configured: Vec<PathBuf>,
 }
 
 impl AllowedDirs {
-    pub fn new(dirs: &[PathBuf]) -> Self {
+    pub(crate) fn new(dirs: &[PathBuf]) -> Self {
         Self { configured: dirs.to_vec() }
     }
 
@@ -37,7 +37,7 @@ impl AllowedDirs {
 
     /// The real path of `raw` if it is a file inside one of the directories (after resolving
     /// every symlink on the way); an error saying why not otherwise.
-    pub fn confine(&self, raw: &str) -> Result<PathBuf, PickupError> {
+    pub(crate) fn confine(&self, raw: &str) -> Result<PathBuf, PickupError> {
         let path = Path::new(raw);
         if !path.is_absolute() {
             return Err(PickupError::NotAbsolute(raw.to_string()));

@@ -12,12 +12,12 @@ use crate::calls::{CallDirection, CallEvent, CallSummary, Happened, HungUpBy, Ou
 use crate::config::AmocrmSink;
 use crate::recordings::RecordingLinks;
 
-pub const ADD_CALLS: &str = "POST /api/v4/calls";
+pub(crate) const ADD_CALLS: &str = "POST /api/v4/calls";
 /// The `source` every call carries: where amoCRM shows the call came from.
-pub const SOURCE: &str = "deskhook";
+pub(crate) const SOURCE: &str = "deskhook";
 
 /// Maps call events to an `amocrm` sink's requests.
-pub struct AmocrmMapper {
+pub(crate) struct AmocrmMapper {
     /// Extension -> amoCRM user id (the config's map turned around).
     users: BTreeMap<String, u64>,
     /// Recording links (`[recordings] public_base_url`): the call's `link`.
@@ -25,7 +25,7 @@ pub struct AmocrmMapper {
 }
 
 impl AmocrmMapper {
-    pub fn new(sink: &AmocrmSink, links: Option<RecordingLinks>) -> Self {
+    pub(crate) fn new(sink: &AmocrmSink, links: Option<RecordingLinks>) -> Self {
         let users = sink
             .users
             .iter()
@@ -35,7 +35,7 @@ impl AmocrmMapper {
     }
 
     /// The body of `POST /api/v4/calls` for `event` (only a call's end has one).
-    pub fn map(&self, event: &CallEvent) -> Option<Value> {
+    pub(crate) fn map(&self, event: &CallEvent) -> Option<Value> {
         let Happened::Ended(summary) = &event.what else { return None };
         let parties = &event.parties;
         let incoming = parties.direction == CallDirection::Incoming;
@@ -62,7 +62,7 @@ impl AmocrmMapper {
 }
 
 /// amoCRM's `call_status`: 3 not available, 4 conversation, 5 wrong number, 6 not reached, 7 busy.
-pub fn call_status(summary: &CallSummary, incoming: bool) -> u8 {
+pub(crate) fn call_status(summary: &CallSummary, incoming: bool) -> u8 {
     match summary.outcome {
         Outcome::Answered => 4,
         Outcome::Busy => 7,

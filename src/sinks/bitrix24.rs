@@ -22,17 +22,17 @@ use crate::calls::{CallDirection, CallEvent, CallSummary, Effect, Happened, Hung
 use crate::config::Bitrix24Sink;
 
 /// Stands for the `CALL_ID` `register` returned, until the sender fills it in.
-pub const CALL_ID: &str = "<CALL_ID>";
+pub(crate) const CALL_ID: &str = "<CALL_ID>";
 
-pub const REGISTER: &str = "telephony.externalcall.register";
-pub const SHOW: &str = "telephony.externalcall.show";
-pub const HIDE: &str = "telephony.externalcall.hide";
-pub const FINISH: &str = "telephony.externalcall.finish";
-pub const ATTACH_RECORD: &str = "telephony.externalCall.attachRecord";
+pub(crate) const REGISTER: &str = "telephony.externalcall.register";
+pub(crate) const SHOW: &str = "telephony.externalcall.show";
+pub(crate) const HIDE: &str = "telephony.externalcall.hide";
+pub(crate) const FINISH: &str = "telephony.externalcall.finish";
+pub(crate) const ATTACH_RECORD: &str = "telephony.externalCall.attachRecord";
 
 /// One request to the portal: a REST method and its parameters (what `replay --sink` prints).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Bitrix24Request {
+pub(crate) struct Bitrix24Request {
     pub unique_id: String,
     pub method: &'static str,
     pub params: Value,
@@ -42,7 +42,7 @@ pub struct Bitrix24Request {
 
 impl Bitrix24Request {
     /// `{"method", "params"}` as SPEC §7 shows it (with `"file"` for a recording).
-    pub fn shown(&self) -> Value {
+    pub(crate) fn shown(&self) -> Value {
         let mut shown = json!({"method": self.method, "params": self.params});
         if let Some(file) = &self.file {
             shown["file"] = Value::from(file.as_str());
@@ -51,12 +51,12 @@ impl Bitrix24Request {
     }
 
     /// What `deskhook outbox list` shows as the request's status: the method's last word.
-    pub fn status(&self) -> &'static str {
+    pub(crate) fn status(&self) -> &'static str {
         self.method.rsplit('.').next().unwrap_or(self.method)
     }
 
     /// `register` and `finish` happen once per call.
-    pub fn once_per_call(&self) -> bool {
+    pub(crate) fn once_per_call(&self) -> bool {
         matches!(self.method, REGISTER | FINISH)
     }
 }
@@ -73,7 +73,7 @@ struct CallCard {
 }
 
 /// Maps engine outputs to a `bitrix24` sink's requests.
-pub struct Bitrix24Mapper {
+pub(crate) struct Bitrix24Mapper {
     zone: jiff::tz::TimeZone,
     users: BTreeMap<String, String>,
     default_user: Option<String>,
@@ -84,7 +84,7 @@ pub struct Bitrix24Mapper {
 }
 
 impl Bitrix24Mapper {
-    pub fn new(sink: &Bitrix24Sink, zone: jiff::tz::TimeZone) -> Self {
+    pub(crate) fn new(sink: &Bitrix24Sink, zone: jiff::tz::TimeZone) -> Self {
         Self {
             zone,
             users: sink.users.clone(),
@@ -96,7 +96,7 @@ impl Bitrix24Mapper {
         }
     }
 
-    pub fn map(&mut self, output: &Output) -> Vec<Bitrix24Request> {
+    pub(crate) fn map(&mut self, output: &Output) -> Vec<Bitrix24Request> {
         match output {
             Output::Event(event) => self.event(event),
             Output::Recording(recording) => {
@@ -275,7 +275,7 @@ fn finishing_extension(event: &CallEvent, summary: &CallSummary) -> Option<Strin
 /// Bitrix24's `STATUS_CODE` for how the call ended (SIP-like codes, as its documentation
 /// lists them). Every unanswered incoming call is 304, the one code that makes Bitrix24 file a
 /// missed call and start its missed-call trigger; `FAILED_REASON` says why.
-pub fn status_code(summary: &CallSummary, incoming: bool) -> &'static str {
+pub(crate) fn status_code(summary: &CallSummary, incoming: bool) -> &'static str {
     if summary.outcome == Outcome::Answered {
         return "200";
     }

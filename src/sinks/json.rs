@@ -16,7 +16,7 @@ pub use crate::deliver::signature::{signature, SIGNATURE_HEADER};
 
 /// What the sink sends for one engine output.
 #[derive(Debug, Clone, PartialEq)]
-pub enum JsonRequest {
+pub(crate) enum JsonRequest {
     /// A JSON body (`event` names it: `call_started`, …, `call_summary`).
     Body { unique_id: String, event: &'static str, body: Value },
     /// A recording: part `summary` (the call summary's JSON), part `record` (the file at `path`).
@@ -24,14 +24,14 @@ pub enum JsonRequest {
 }
 
 impl JsonRequest {
-    pub fn unique_id(&self) -> &str {
+    pub(crate) fn unique_id(&self) -> &str {
         match self {
             JsonRequest::Body { unique_id, .. } | JsonRequest::Upload { unique_id, .. } => unique_id,
         }
     }
 
     /// What `replay --sink` prints as the request.
-    pub fn shown(&self) -> Value {
+    pub(crate) fn shown(&self) -> Value {
         match self {
             JsonRequest::Body { body, .. } => body.clone(),
             JsonRequest::Upload { summary, path, .. } => json!({"multipart": {"summary": summary, "record": path}}),
@@ -41,7 +41,7 @@ impl JsonRequest {
 
 /// Maps engine outputs to a `json` sink's requests. Keeps each call's summary from its end
 /// until it closes, for the recording uploads that follow the end.
-pub struct JsonMapper {
+pub(crate) struct JsonMapper {
     zone: jiff::tz::TimeZone,
     summary: bool,
     lifecycle: bool,
@@ -50,11 +50,11 @@ pub struct JsonMapper {
 }
 
 impl JsonMapper {
-    pub fn new(zone: jiff::tz::TimeZone, summary: bool, lifecycle: bool, recordings: JsonRecordings) -> Self {
+    pub(crate) fn new(zone: jiff::tz::TimeZone, summary: bool, lifecycle: bool, recordings: JsonRecordings) -> Self {
         Self { zone, summary, lifecycle, recordings, summaries: HashMap::new() }
     }
 
-    pub fn map(&mut self, output: &Output) -> Vec<JsonRequest> {
+    pub(crate) fn map(&mut self, output: &Output) -> Vec<JsonRequest> {
         match output {
             Output::Event(event) => self.event(event),
             Output::Recording(recording) => {
@@ -219,7 +219,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// RFC 3339 with milliseconds, in the PBX's zone (`2026-11-21T07:58:53.310+03:00`).
-pub fn rfc3339(at: EpochMillis, zone: &jiff::tz::TimeZone) -> String {
+pub(crate) fn rfc3339(at: EpochMillis, zone: &jiff::tz::TimeZone) -> String {
     match jiff::Timestamp::from_millisecond(at) {
         Ok(ts) => ts.to_zoned(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string(),
         Err(_) => "1970-01-01T00:00:00.000+00:00".into(),

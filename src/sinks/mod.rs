@@ -8,8 +8,8 @@
 //! - [`bitrix24`]: Bitrix24's telephony methods (register, card, finish, record);
 //! - [`amocrm`]: amoCRM's (Kommo's) calls API.
 
-pub mod amocrm;
-pub mod bitrix24;
+pub(crate) mod amocrm;
+pub(crate) mod bitrix24;
 pub mod json;
 pub mod omnidesk;
 pub mod zammad;
@@ -23,7 +23,7 @@ use crate::deliver::{Request, UploadRoute};
 use crate::recordings::RecordingLinks;
 
 /// One configured sink's mapping, whatever its kind.
-pub enum Mapper {
+pub(crate) enum Mapper {
     Omnidesk { zone: jiff::tz::TimeZone },
     Json(json::JsonMapper),
     Zammad { users: std::collections::BTreeMap<String, String> },
@@ -34,7 +34,7 @@ pub enum Mapper {
 impl Mapper {
     /// The mapping of `sink`; `zone` is `pbx.timezone`; `links` make recording links (for the
     /// CRMs that take a URL).
-    pub fn new(sink: &SinkConfig, zone: &jiff::tz::TimeZone, links: Option<&RecordingLinks>) -> Mapper {
+    pub(crate) fn new(sink: &SinkConfig, zone: &jiff::tz::TimeZone, links: Option<&RecordingLinks>) -> Mapper {
         match &sink.destination {
             Destination::Omnidesk => Mapper::Omnidesk { zone: zone.clone() },
             Destination::Json { summary, lifecycle, recordings, .. } => {
@@ -48,7 +48,7 @@ impl Mapper {
 
     /// The requests the sink makes for `output`, as `replay --sink` shows them (SPEC §7):
     /// `(unique_id, request)`.
-    pub fn shown(&mut self, output: &Output) -> Vec<(String, Value)> {
+    pub(crate) fn shown(&mut self, output: &Output) -> Vec<(String, Value)> {
         match self {
             Mapper::Omnidesk { zone } => {
                 let line = match output {
@@ -88,7 +88,7 @@ impl Mapper {
 impl Mapper {
     /// What sink `name` stores for `output`: its requests, and how it takes the recording if
     /// `output` is one (uploaded once the file is complete).
-    pub fn deliverables(&mut self, name: &str, output: &Output) -> (Vec<Request>, Option<UploadRoute>) {
+    pub(crate) fn deliverables(&mut self, name: &str, output: &Output) -> (Vec<Request>, Option<UploadRoute>) {
         // A request made for a call's start or end is stored once per call and sink.
         let once = matches!(output, Output::Event(event) if event.is_once_per_call());
         match self {
@@ -167,7 +167,12 @@ impl Mapper {
 impl Mapper {
     /// Writes the sink's requests for `output` as `replay --sink` lines (SPEC §7), one
     /// `{"sink", "unique_id", "request"}` object per line; `name` is the sink's.
-    pub fn write_shown(&mut self, name: &str, output: &Output, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    pub(crate) fn write_shown(
+        &mut self,
+        name: &str,
+        output: &Output,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
         for (unique_id, request) in self.shown(output) {
             serde_json::to_writer(&mut *out, &ReplayLine { sink: name, unique_id: &unique_id, request: &request })?;
             writeln!(out)?;

@@ -71,7 +71,7 @@ pub fn format_datetime(at: EpochMillis, zone: &jiff::tz::TimeZone) -> String {
 
 impl OmnideskEvent {
     /// The form fields of the helpdesk POST, in SPEC order.
-    pub fn form_fields(&self, zone: &jiff::tz::TimeZone) -> Vec<(&'static str, String)> {
+    pub(crate) fn form_fields(&self, zone: &jiff::tz::TimeZone) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("datetime", format_datetime(self.at, zone)),
             ("from_user", self.from_user.clone()),
@@ -106,10 +106,6 @@ impl OmnideskEvent {
             call_duration: self.call_duration,
         };
         serde_json::to_string(&line).unwrap_or_default()
-    }
-
-    pub fn is_ended(&self) -> bool {
-        self.status.ends_with("ended")
     }
 
     /// The webhook POST; `zone` is `pbx.timezone` (the `datetime` field).

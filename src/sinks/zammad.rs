@@ -15,7 +15,7 @@ pub const CAUSES: [&str; 7] = ["normalClearing", "busy", "cancel", "noAnswer", "
 
 /// The JSON body Zammad is sent for `event`; `None` for what it has no event for (rings,
 /// transfers: the new operator's `answer` tells it who talks now).
-pub fn map(event: &CallEvent, users: &BTreeMap<String, String>) -> Option<Value> {
+pub(crate) fn map(event: &CallEvent, users: &BTreeMap<String, String>) -> Option<Value> {
     let parties = &event.parties;
     let incoming = parties.direction == CallDirection::Incoming;
     let (from, to) = if incoming {

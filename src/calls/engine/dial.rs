@@ -25,7 +25,6 @@ impl Engine {
         call.emit(Output::Event(start), out);
         self.calls.insert(unique_id.clone(), call);
         self.join(&channel.id, &unique_id);
-        self.stats.calls_started += 1;
         true
     }
 
@@ -147,7 +146,6 @@ impl Engine {
                     call.facts.started_at = Some(at);
                     let start = call.event(Happened::Started, at);
                     call.emit(Output::Event(start), out);
-                    self.stats.calls_started += 1;
                 }
                 ChannelClass::Extension(_) => call.direction = Direction::Internal,
                 _ => {}

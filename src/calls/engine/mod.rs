@@ -63,18 +63,6 @@ pub struct EngineSettings {
     pub report_mixmonitor_files: bool,
 }
 
-/// Counters about what the engine saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    pub events: u64,
-    pub calls_started: u64,
-    pub calls_ended: u64,
-    pub calls_adopted: u64,
-    pub calls_ended_by_resync: u64,
-    /// Open calls taken back from a previous run's checkpoints.
-    pub calls_restored: u64,
-}
-
 /// One channel the engine follows.
 #[derive(Debug, Clone)]
 struct Leg {
@@ -308,7 +296,6 @@ pub struct Engine {
     /// Calls with a pending queue event (checked as time passes).
     waiting_calls: Vec<String>,
     last_prune_at: EpochMillis,
-    stats: EngineStats,
     /// Calls changed since the last [`Engine::take_checkpoints`].
     changed_calls: HashSet<String>,
     /// The checkpoint last handed out per call (what the daemon has stored).
@@ -332,7 +319,6 @@ impl Engine {
             tombstones: HashMap::new(),
             waiting_calls: Vec::new(),
             last_prune_at: EpochMillis::MIN,
-            stats: EngineStats::default(),
             changed_calls: HashSet::new(),
             stored_checkpoints: HashMap::new(),
             latest_at: EpochMillis::MIN,
@@ -340,7 +326,7 @@ impl Engine {
         }
     }
 
-    pub fn settings(&self) -> &EngineSettings {
+    pub(crate) fn settings(&self) -> &EngineSettings {
         &self.settings
     }
 
@@ -349,13 +335,8 @@ impl Engine {
         self.calls.len()
     }
 
-    pub fn stats(&self) -> &EngineStats {
-        &self.stats
-    }
-
     /// Feeds one ARI event; appends what follows from it to `out`.
     pub fn handle(&mut self, timed: &TimedEvent, out: &mut Vec<Output>) {
-        self.stats.events += 1;
         self.latest_at = self.latest_at.max(timed.at);
         let mentioned = mentioned_channels(&timed.event);
         self.note_changed_calls(&mentioned);
@@ -587,7 +568,6 @@ impl Engine {
         let answered = summary.answered();
         let ended = call.event(Happened::Ended(Box::new(summary)), at);
         call.emit(Output::Event(ended), out);
-        self.stats.calls_ended += 1;
         if call.awaiting_recording_names {
             // Its MixMonitor files are still being asked for: they (and the close) follow the answer.
             call.closing = Some(answered);

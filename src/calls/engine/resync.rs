@@ -164,14 +164,13 @@ impl Engine {
             }
             self.restored_until = self.restored_until.max(Some(checkpoint.taken_at));
             self.calls.insert(checkpoint.unique_id, call);
-            self.stats.calls_restored += 1;
         }
     }
 
     /// The answer to an [`Effect::RecordingNames`] request: the MixMonitor files found on the
     /// call's channels (none when ARI could not say). A call that ended meanwhile gets its
     /// recordings and close now.
-    pub fn provide_recording_names(&mut self, unique_id: &str, names: Vec<String>, out: &mut Vec<Output>) {
+    pub(crate) fn provide_recording_names(&mut self, unique_id: &str, names: Vec<String>, out: &mut Vec<Output>) {
         let Some(call) = self.calls.get_mut(unique_id) else { return };
         if !call.awaiting_recording_names {
             return;
@@ -203,7 +202,7 @@ impl Engine {
     /// `since_connect` says about a channel comes from those events (handled right after this),
     /// so the snapshot does not adopt channels created there, end channels destroyed there, or
     /// place in bridges channels whose bridge moves are there.
-    pub fn resync_merged(
+    pub(crate) fn resync_merged(
         &mut self,
         channels: &[Channel],
         bridges: &[Bridge],
@@ -244,11 +243,9 @@ impl Engine {
             .map(|(id, leg)| (!leg.dialed, id.clone()))
             .collect();
         gone.sort();
-        let ended_before = self.stats.calls_ended;
         for (_, id) in gone {
             self.on_destroyed(&id, at, out);
         }
-        self.stats.calls_ended_by_resync += self.stats.calls_ended - ended_before;
 
         self.bridges = bridges.iter().map(|bridge| (bridge.id.clone(), bridge.channels.clone())).collect();
         self.bridge_created =
@@ -345,7 +342,6 @@ impl Engine {
                     .cloned()
                     .unwrap_or_else(|| channel.dialplan.exten.clone());
                 if self.start_incoming(channel, &did, started_at, out) {
-                    self.stats.calls_adopted += 1;
                     if let Some(call) = self.calls.get_mut(channel.exported_linkedid().unwrap_or(&channel.id)) {
                         call.adopted = true;
                     }
@@ -380,8 +376,6 @@ impl Engine {
                     call.facts.started_at = Some(started_at);
                     let start = call.event(Happened::Started, started_at);
                     call.emit(Output::Event(start), out);
-                    self.stats.calls_started += 1;
-                    self.stats.calls_adopted += 1;
                     if let Some(leg) = self.legs.get_mut(&peer) {
                         leg.call = Some(unique_id.clone());
                         leg.dialed = true;

@@ -26,7 +26,7 @@ const DEFAULT_REST: Duration = Duration::from_secs(2);
 
 /// What a Bitrix24 call came to when it did not give a `result`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// Worth trying again later: the network, the portal's 5xx, its rate limit.
     Transient { error: String, retry_after: Option<Duration> },
     /// The portal refused the request: `code` is Bitrix24's `error`, `error` says it all with
@@ -44,7 +44,7 @@ impl From<CallError> for TryResult {
 }
 
 impl CallError {
-    pub fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         match self {
             CallError::Refused { code, .. } => code,
             CallError::Transient { .. } => "",

@@ -16,7 +16,7 @@ use crate::numbers::PhoneNormalizer;
 use crate::secret::Secret;
 
 #[derive(Debug)]
-pub struct AmocrmResolver {
+pub(crate) struct AmocrmResolver {
     base: String,
     token: Secret,
     users: BTreeMap<String, String>,
@@ -25,7 +25,7 @@ pub struct AmocrmResolver {
 }
 
 impl AmocrmResolver {
-    pub fn new(
+    pub(crate) fn new(
         base_url: &str,
         token: &str,
         users: BTreeMap<String, String>,
@@ -47,7 +47,7 @@ impl AmocrmResolver {
         }
     }
 
-    pub async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
+    pub(crate) async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
         for entity in ["contacts", "companies"] {
             if let Some(answer) = self.search(entity, query).await? {
                 return Ok(Some(answer));

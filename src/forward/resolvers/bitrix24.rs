@@ -27,7 +27,7 @@ use crate::numbers::PhoneNormalizer;
 use crate::secret::Secret;
 
 /// How long a user's internal number is trusted before `user.get` is asked again.
-pub const USER_TTL: Duration = Duration::from_secs(600);
+pub(crate) const USER_TTL: Duration = Duration::from_secs(600);
 
 /// Errors that mean "this webhook may not call that method" rather than "try later".
 const REFUSALS: &[&str] = &["insufficient_scope", "ERROR_METHOD_NOT_FOUND", "METHOD_NOT_FOUND", "ACCESS_DENIED"];
@@ -39,7 +39,7 @@ struct User {
 }
 
 #[derive(Debug)]
-pub struct Bitrix24Resolver {
+pub(crate) struct Bitrix24Resolver {
     /// The webhook URL (its path is the token).
     base: Secret,
     lookup: Bitrix24Lookup,
@@ -58,7 +58,7 @@ struct Candidate {
 }
 
 impl Bitrix24Resolver {
-    pub fn new(webhook_url: &str, lookup: Bitrix24Lookup, client: CrmClient, phones: PhoneNormalizer) -> Self {
+    pub(crate) fn new(webhook_url: &str, lookup: Bitrix24Lookup, client: CrmClient, phones: PhoneNormalizer) -> Self {
         let mut base = webhook_url.trim().to_string();
         if !base.ends_with('/') {
             base.push('/');
@@ -73,7 +73,7 @@ impl Bitrix24Resolver {
         }
     }
 
-    pub async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
+    pub(crate) async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
         let use_telephony = match self.lookup {
             Bitrix24Lookup::Telephony => true,
             Bitrix24Lookup::Duplicates => false,

@@ -21,20 +21,20 @@ const MAX_REST: Duration = Duration::from_secs(60);
 
 /// A CRM's answer that got past the rate limits.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: Bytes,
 }
 
 impl Reply {
-    pub fn json(&self, host: &str) -> Result<serde_json::Value, ResolveError> {
+    pub(crate) fn json(&self, host: &str) -> Result<serde_json::Value, ResolveError> {
         serde_json::from_slice(&self.body)
             .map_err(|error| ResolveError::Format { host: host.to_string(), reason: format!("not JSON ({error})") })
     }
 }
 
 #[derive(Debug)]
-pub struct CrmClient {
+pub(crate) struct CrmClient {
     http: reqwest::Client,
     limiter: Arc<RateLimiter>,
     /// `scheme://host[:port]`: the only part of the CRM's address that may be logged.
@@ -44,27 +44,31 @@ pub struct CrmClient {
 
 impl CrmClient {
     /// A client of the service at `url` with a limiter of its own (a burst of one second's worth).
-    pub fn new(http: reqwest::Client, url: &str, rate_per_sec: f64) -> Self {
+    pub(crate) fn new(http: reqwest::Client, url: &str, rate_per_sec: f64) -> Self {
         let burst = rate_per_sec.ceil().clamp(1.0, 100.0) as u32;
         Self::sharing(http, url, Arc::new(RateLimiter::new(rate_per_sec, burst)))
     }
 
     /// A client of the CRM account at `url` drawing from `limiter` (shared with its sink).
-    pub fn sharing(http: reqwest::Client, url: &str, limiter: Arc<RateLimiter>) -> Self {
+    pub(crate) fn sharing(http: reqwest::Client, url: &str, limiter: Arc<RateLimiter>) -> Self {
         Self { http, limiter, host: redacted_url(url), failing: AtomicBool::new(false) }
     }
 
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         &self.host
     }
 
-    pub fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
     /// Sends `request` once a rate-limit slot is free, within `deadline`.
     /// 429 and 503 become [`ResolveError::Status`] and make the client rest; other statuses are the caller's to read.
-    pub async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Reply, ResolveError> {
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<Reply, ResolveError> {
         self.limiter.acquire(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         crate::metrics::counter!("deskhook_forward_crm_requests_total", "Requests sent to CRMs and lookup services.")

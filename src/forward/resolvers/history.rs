@@ -9,20 +9,20 @@ use crate::forward::answer::Answer;
 use crate::history::{History, LastOperator};
 
 #[derive(Debug)]
-pub struct HistoryResolver {
+pub(crate) struct HistoryResolver {
     history: Option<History>,
     max_age: Duration,
 }
 
 impl HistoryResolver {
-    pub fn new(history: Option<History>, max_age: Duration) -> Self {
+    pub(crate) fn new(history: Option<History>, max_age: Duration) -> Self {
         if history.is_none() {
             tracing::warn!("forward: the history resolver has no call history to read; it will find nobody");
         }
         Self { history, max_age }
     }
 
-    pub async fn resolve(&self, phone: &str) -> Result<Option<Answer>, ResolveError> {
+    pub(crate) async fn resolve(&self, phone: &str) -> Result<Option<Answer>, ResolveError> {
         let Some(history) = self.history.clone() else {
             return Ok(None);
         };

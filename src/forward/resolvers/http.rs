@@ -12,7 +12,7 @@ use crate::forward::answer::Answer;
 use crate::secret::Secret;
 
 #[derive(Debug)]
-pub struct HttpResolver {
+pub(crate) struct HttpResolver {
     /// The URL template (it may carry a token).
     template: Secret,
     number_field: String,
@@ -21,7 +21,7 @@ pub struct HttpResolver {
 }
 
 impl HttpResolver {
-    pub fn new(template: &str, number_field: &str, name_field: &str, client: CrmClient) -> Self {
+    pub(crate) fn new(template: &str, number_field: &str, name_field: &str, client: CrmClient) -> Self {
         Self {
             template: Secret::new(template),
             number_field: number_field.to_string(),
@@ -30,7 +30,7 @@ impl HttpResolver {
         }
     }
 
-    pub fn uses_trunk(&self) -> bool {
+    pub(crate) fn uses_trunk(&self) -> bool {
         self.template.expose().contains("{trunk}")
     }
 
@@ -43,7 +43,7 @@ impl HttpResolver {
             .replace("{callid}", &encode(query.callid))
     }
 
-    pub async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
+    pub(crate) async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
         let request = self.client.http().get(self.url(query)).header(reqwest::header::ACCEPT, "application/json");
         let reply = self.client.send(request, query.deadline).await?;
         let host = self.client.host();

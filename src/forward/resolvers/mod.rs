@@ -2,12 +2,12 @@
 //! amoCRM and any JSON service. Each answers "this extension, under this name", "nobody",
 //! or an error; none of them decides about budgets, caching or availability (see `chain`).
 
-pub mod amocrm;
-pub mod bitrix24;
+pub(crate) mod amocrm;
+pub(crate) mod bitrix24;
 mod client;
-pub mod history;
-pub mod http;
-pub mod table;
+pub(crate) mod history;
+pub(crate) mod http;
+pub(crate) mod table;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +22,11 @@ use crate::crm::limiter::Throttled;
 use crate::history::History;
 use crate::numbers::PhoneNormalizer;
 
-pub use client::CrmClient;
+pub(crate) use client::CrmClient;
 
 /// One lookup as the resolvers see it.
 #[derive(Debug, Clone, Copy)]
-pub struct Query<'a> {
+pub(crate) struct Query<'a> {
     /// Normalised digits (see `phone`).
     pub phone: &'a str,
     /// The DID or trunk the call came in on, as the dialplan sent it; may be empty.
@@ -53,7 +53,7 @@ pub enum ResolveError {
 }
 
 /// What every resolver is built with.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub phones: &'a PhoneNormalizer,
     pub history: Option<&'a History>,
     pub http: &'a reqwest::Client,
@@ -63,7 +63,7 @@ pub struct Context<'a> {
 
 /// A configured resolver.
 #[derive(Debug)]
-pub enum Resolver {
+pub(crate) enum Resolver {
     Table(table::TableResolver),
     History(history::HistoryResolver),
     Bitrix24(bitrix24::Bitrix24Resolver),
@@ -72,7 +72,7 @@ pub enum Resolver {
 }
 
 impl Resolver {
-    pub fn build(config: &ResolverConfig, context: &Context<'_>) -> Result<Resolver, ForwardError> {
+    pub(crate) fn build(config: &ResolverConfig, context: &Context<'_>) -> Result<Resolver, ForwardError> {
         Ok(match config {
             ResolverConfig::Table { path, .. } => {
                 Resolver::Table(table::TableResolver::open(path, context.phones.clone(), Arc::clone(context.cache)))
@@ -125,7 +125,7 @@ impl Resolver {
         })
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Resolver::Table(_) => "table",
             Resolver::History(_) => "history",
@@ -137,15 +137,15 @@ impl Resolver {
 
     /// Whether answers depend on the trunk (then the cache keys on it too).
     /// Answers from deskhook's own data at once (no network): asked before the CRMs, in order.
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         matches!(self, Resolver::Table(_) | Resolver::History(_))
     }
 
-    pub fn uses_trunk(&self) -> bool {
+    pub(crate) fn uses_trunk(&self) -> bool {
         matches!(self, Resolver::Http(http) if http.uses_trunk())
     }
 
-    pub async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
+    pub(crate) async fn resolve(&self, query: &Query<'_>) -> Result<Option<Answer>, ResolveError> {
         match self {
             Resolver::Table(table) => Ok(table.lookup(query.phone)),
             Resolver::History(history) => history.resolve(query.phone).await,

@@ -21,7 +21,7 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 /// What is wrong with a table file, naming the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
-pub struct TableError {
+pub(crate) struct TableError {
     pub line: u64,
     pub message: String,
 }
@@ -37,7 +37,7 @@ struct Shared {
 }
 
 #[derive(Debug)]
-pub struct TableResolver {
+pub(crate) struct TableResolver {
     shared: Arc<Shared>,
     // Dropping the resolver drops the watcher, which ends the reload thread.
     _watcher: Option<notify::RecommendedWatcher>,
@@ -46,7 +46,7 @@ pub struct TableResolver {
 impl TableResolver {
     /// Loads `path` now (an unreadable or broken file starts an empty table, logged) and
     /// keeps watching it.
-    pub fn open(path: &Path, phones: PhoneNormalizer, cache: Arc<AnswerCache>) -> Self {
+    pub(crate) fn open(path: &Path, phones: PhoneNormalizer, cache: Arc<AnswerCache>) -> Self {
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             phones,
@@ -58,21 +58,9 @@ impl TableResolver {
         Self { shared, _watcher: watcher }
     }
 
-    pub fn lookup(&self, phone: &str) -> Option<Answer> {
+    pub(crate) fn lookup(&self, phone: &str) -> Option<Answer> {
         let entries = Arc::clone(&self.shared.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()));
         entries.get(phone).cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.shared.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.shared.path
     }
 }
 
@@ -134,7 +122,7 @@ impl Shared {
 
 /// A table file read: the good rows, and each bad one with why.
 #[derive(Debug, Default)]
-pub struct ParsedTable {
+pub(crate) struct ParsedTable {
     pub entries: Entries,
     pub skipped: Vec<TableError>,
 }
@@ -143,7 +131,7 @@ pub struct ParsedTable {
 /// is a header; `#` starts a comment line; later rows win over earlier ones for the same phone.
 /// A bad row is skipped and named (the good ones still count); `Err` only when the file as a
 /// whole cannot be read (not UTF-8, not CSV).
-pub fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<ParsedTable, TableError> {
+pub(crate) fn parse_table(bytes: &[u8], phones: &PhoneNormalizer) -> Result<ParsedTable, TableError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

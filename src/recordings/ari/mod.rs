@@ -30,10 +30,10 @@ use crate::metrics::{self, Counter};
 pub use journal::{part_name, snoop_id, JOURNAL_FILE};
 
 /// Tags of the recorder's uploads in the outbox: the prefix, then the stored recording's name.
-pub const DELIVERY_TAG_PREFIX: &str = "ari-recording:";
+pub(crate) const DELIVERY_TAG_PREFIX: &str = "ari-recording:";
 
 /// Where the downloaded recordings wait for their upload, under `storage.dir`.
-pub const DOWNLOAD_DIR: &str = "recordings";
+pub(crate) const DOWNLOAD_DIR: &str = "recordings";
 
 /// How the recorder works; [`AriRecorderSettings::from_config`] gives the daemon's.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub struct AriRecorderSettings {
 }
 
 impl AriRecorderSettings {
-    pub fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Self {
         Self {
             app: config.ari.app.clone(),
             format: config.recordings.format.clone(),
@@ -146,7 +146,7 @@ pub struct AriRecorder {
 impl AriRecorder {
     /// The daemon's recorder, talking to `[ari]` with [`AriRecorderSettings::from_config`];
     /// see [`AriRecorder::start_with`].
-    pub fn start(config: &Config, delivery: DeliveryHandle) -> Result<AriRecorder, AriRecorderError> {
+    pub(crate) fn start(config: &Config, delivery: DeliveryHandle) -> Result<AriRecorder, AriRecorderError> {
         Self::start_with(AriRecorderSettings::from_config(config), AriClient::new(&config.ari)?, delivery)
     }
 
