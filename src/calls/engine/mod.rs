@@ -42,6 +42,8 @@ mod resync;
 use dial::*;
 use queue::*;
 
+/// The one channel variable the engine reads: where MixMonitor writes the call's recording.
+const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
 /// How long the shell may take to name a queue's members before the ring round is used instead.
 const SHELL_ANSWER_TIMEOUT_MS: EpochMillis = 5_000;
 /// Q.850 "User busy": the phone refused the call.
@@ -466,7 +468,7 @@ impl Engine {
     }
 
     fn on_varset(&mut self, channel: &Channel, variable: &str, value: &str) {
-        if variable != "MIXMONITOR_FILENAME" || value.is_empty() {
+        if variable != RECORDING_VARIABLE || value.is_empty() {
             return;
         }
         let Some(unique_id) = self.legs.get(&channel.id).and_then(|leg| leg.call.clone()) else { return };
@@ -618,7 +620,10 @@ fn mentioned_channels<'a>(event: &'a AriEvent) -> Vec<&'a str> {
         | AriEvent::ChannelConnectedLine { channel }
         | AriEvent::StasisStart { channel, .. }
         | AriEvent::StasisEnd { channel } => add(Some(channel)),
-        AriEvent::ChannelVarset { channel, .. } => add(channel.as_ref()),
+        // Most of ARI's messages set a variable the engine never reads: they change no call, so
+        // they cost no new checkpoint (and no outbox commit).
+        AriEvent::ChannelVarset { channel, variable, .. } if variable == RECORDING_VARIABLE => add(channel.as_ref()),
+        AriEvent::ChannelVarset { .. } => {}
         AriEvent::Dial { caller, peer, .. } => {
             add(caller.as_ref());
             add(Some(peer));
