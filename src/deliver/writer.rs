@@ -409,7 +409,11 @@ fn apply_batch(
             }
             WriterCommand::Alive { at_ms } => {
                 tx.conn
-                    .prepare_cached("INSERT OR REPLACE INTO outbox_meta (key, value) VALUES ('last_alive_ms', ?1)")?
+                    // An update in place, not REPLACE (a delete and an insert): one page less per commit.
+                    .prepare_cached(
+                        "INSERT INTO outbox_meta (key, value) VALUES ('last_alive_ms', ?1)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )?
                     .execute([at_ms])?;
             }
             WriterCommand::Recount | WriterCommand::Stop(_) | WriterCommand::Together(_) => {}
