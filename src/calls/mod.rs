@@ -15,6 +15,7 @@ pub(crate) mod since_connect;
 
 pub use checkpoint::CallCheckpoint;
 pub(crate) use classify::{ChannelClass, Classifier};
+pub(crate) use engine::VARIABLES_READ;
 pub use engine::{Engine, EngineSettings};
 pub use event::{Effect, Output, RecordingRef, RecordingSource};
 pub use record::{

@@ -164,7 +164,7 @@ impl Daemon {
         let (sink_tx, sink_task) = spawn_sink(sink, config.ari.max_backlog);
         let task = engine_task::EngineTask {
             engine,
-            parser: EventParser::live(),
+            parser: EventParser::live(crate::calls::VARIABLES_READ),
             clock: EventClock::new(),
             queue_members: queue_members::QueueMemberLookup::new(client.clone(), inbound_tx.clone()),
             client,

@@ -35,6 +35,12 @@ struct Journal {
     conn: Mutex<Connection>,
 }
 
+/// Has the journal's next commits fsynced (`synchronous = FULL`) or not (`NORMAL`).
+fn set_fsync(conn: &Connection, fsync: bool) -> Result<(), rusqlite::Error> {
+    let pragma = if fsync { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+    conn.prepare_cached(pragma)?.execute([]).map(|_| ())
+}
+
 impl Journal {
     fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
         let (conn, _mode) = crate::sqlite::open_durable(path)?;
@@ -61,22 +67,27 @@ impl Journal {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// A promise to upload: fsynced before the call's pickup counts as taken.
     fn add(&self, batch: &[(String, PendingFile)]) -> Result<(), rusqlite::Error> {
         let mut conn = self.lock();
+        set_fsync(&conn, true)?;
         let tx = conn.transaction()?;
         for (unique_id, pending) in batch {
             let uploads = serde_json::to_string(&pending.routes).unwrap_or_default();
-            tx.execute(
-                "INSERT OR IGNORE INTO pending (unique_id, file, uploads) VALUES (?1, ?2, ?3)",
-                params![unique_id, pending.file, uploads],
-            )?;
+            tx.prepare_cached("INSERT OR IGNORE INTO pending (unique_id, file, uploads) VALUES (?1, ?2, ?3)")?
+                .execute(params![unique_id, pending.file, uploads])?;
         }
         tx.commit()
     }
 
+    /// A kept promise: committed without an fsync of its own (a crash of deskhook keeps it; after
+    /// a power cut that lost it, the file is only looked for once more).
     fn done(&self, unique_id: &str, file: &str) {
-        let result =
-            self.lock().execute("DELETE FROM pending WHERE unique_id = ?1 AND file = ?2", params![unique_id, file]);
+        let conn = self.lock();
+        let result = set_fsync(&conn, false).and_then(|()| {
+            conn.prepare_cached("DELETE FROM pending WHERE unique_id = ?1 AND file = ?2")?
+                .execute(params![unique_id, file])
+        });
         if let Err(error) = result {
             tracing::warn!(%error, unique_id, "cannot clear a finished recording from the journal");
         }

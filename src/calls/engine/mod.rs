@@ -44,6 +44,8 @@ use queue::*;
 
 /// The one channel variable the engine reads: where MixMonitor writes the call's recording.
 const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
+/// The channel variables whose `ChannelVarset` the engine acts on (it ignores every other).
+pub(crate) const VARIABLES_READ: &[&str] = &[RECORDING_VARIABLE];
 /// How long the shell may take to name a queue's members before the ring round is used instead.
 const SHELL_ANSWER_TIMEOUT_MS: EpochMillis = 5_000;
 /// Q.850 "User busy": the phone refused the call.
