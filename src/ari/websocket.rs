@@ -40,6 +40,9 @@ pub(crate) type EventSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// `read_until_closed`): a message waits at most this long more, and at 10 calls a second a
 /// wake-up carries about ten messages instead of three.
 const COALESCE: Duration = Duration::from_millis(10);
+/// Fewer frames than this between two pauses is a trickle (below ~3,000 messages a second);
+/// more, and the reader reads on without pausing, so a burst never waits in the socket.
+const TRICKLE: usize = 32;
 /// The shortest wait before a reconnect attempt.
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// A connection that lived this long counts as healthy: the next outage starts a fresh backoff.
@@ -396,21 +399,32 @@ async fn read_until_closed(
     tokio::pin!(cancelled);
     let mut last_frame = Instant::now();
     let mut fell_silent = false;
-    // Starts as if a pause just ended: the first wait is on the socket.
-    let mut drained_after_traffic = true;
+    // Starts as if the socket was just drained: the first wait is on the socket.
+    let mut drained = true;
+    // Frames taken since the socket was last drained.
+    let mut frames_since_drain = 0usize;
+    // Where the current gap between frames started (a deliberate pause is not a gap).
+    let mut gap_from = last_frame;
     let end = loop {
-        // A frame already read off the socket is taken at once. Once the socket is drained after
-        // traffic, the reader pauses a moment before waiting on it again, so on a busy PBX one
-        // wake-up (of this thread and of the engine) carries several messages, not one each.
-        let buffered = if drained_after_traffic { None } else { read.next().now_or_never() };
+        // A frame already read off the socket is taken at once. When the socket runs dry after a
+        // trickle of frames (a PBX's ordinary pace, not a flood), the reader pauses a moment
+        // before waiting on it again, so one wake-up (of this thread and of the engine) carries
+        // several messages, not one each. A flood is read without pauses.
+        let buffered = if drained { None } else { read.next().now_or_never() };
         let frame = match buffered {
             Some(frame) => frame,
-            None if !drained_after_traffic => {
-                drained_after_traffic = true;
+            None if !drained => {
+                drained = true;
+                if std::mem::take(&mut frames_since_drain) >= TRICKLE {
+                    continue;
+                }
                 tokio::select! {
                     biased;
                     _ = &mut cancelled => break End::Shutdown,
-                    _ = tokio::time::sleep(COALESCE) => continue,
+                    _ = tokio::time::sleep(COALESCE) => {
+                        gap_from = gap_from.max(Instant::now());
+                        continue;
+                    }
                 }
             }
             None => tokio::select! {
@@ -426,11 +440,13 @@ async fn read_until_closed(
             }
             },
         };
-        drained_after_traffic = false;
+        drained = false;
+        frames_since_drain += 1;
         let received = Instant::now();
-        let gap = received.duration_since(last_frame);
+        let gap = received.duration_since(gap_from);
         stats.longest_gap_us.fetch_max(gap.as_micros() as u64, Ordering::Relaxed);
         last_frame = received;
+        gap_from = received;
         match frame {
             None => break End::Lost("the socket closed without a close frame".into()),
             Some(Err(error)) => break End::Lost(describe_read_error(&error)),

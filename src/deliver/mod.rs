@@ -315,8 +315,8 @@ pub(crate) type DeliveredHook = Arc<dyn Fn(&Delivered) + Send + Sync>;
 pub(crate) type Hooks = Arc<RwLock<Vec<DeliveredHook>>>;
 
 impl DeliveryHandle {
-    /// Stores `requests` durably (committed; fsynced within a second) and has them sent. Their
-    /// order, and so the order per call, is fixed when `enqueue` is called, not when the future is awaited: callers
+    /// Stores `requests` durably (fsynced) and has them sent. Their order, and so the order
+    /// per call, is fixed when `enqueue` is called, not when the future is awaited: callers
     /// may keep several enqueues outstanding. A start/ended event already stored for its call
     /// is skipped. `Err` means nothing of this call was stored (outbox full, disk error, stopped).
     pub fn enqueue(

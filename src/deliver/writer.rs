@@ -1,8 +1,8 @@
 //! The outbox's single writer: a thread that owns the write connection and commits whatever
-//! arrived meanwhile in one transaction (group commit). Every commit survives a crash or
-//! `kill -9` of deskhook; new rows are also fsynced within `SYNC_EVERY`: at once after a quiet
-//! spell, and under a steady load by one shared fsync a second, so a power cut loses at most
-//! the last second's events (and a lost outcome mark only means one more send).
+//! arrived meanwhile in one transaction (group commit), so a burst of events costs one fsync.
+//! New rows are fsynced before `enqueue` returns; outcome marks are committed without an
+//! fsync of their own (they survive a crash of deskhook, and a lost mark only means one
+//! duplicate send after a power loss).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,12 +26,6 @@ const MAX_BATCH: usize = 1024;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How long a checkpoint or heartbeat waits for a commit to share (see `Writer::run`).
 const LAZY_WINDOW: Duration = Duration::from_millis(50);
-/// New rows are fsynced at most this long after their commit. A commit after a quiet spell is
-/// fsynced before `enqueue` returns; under a steady load one fsync covers all the commits of
-/// the last `SYNC_EVERY` (an fsync costs this VM ~0.1 ms of CPU, a busy PBX commits dozens a
-/// second). SQLite's WAL keeps a prefix of the commits after a power cut: what survives of a
-/// call stays in order, with the checkpoints that went with it.
-const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Rows deleted per pruning transaction, so pruning never holds the write lock for long.
 const PRUNE_CHUNK: i64 = 5000;
 
@@ -111,10 +105,6 @@ pub(crate) struct Writer {
     /// The series of sinks that have rows but are no longer configured.
     unconfigured: BTreeMap<String, SinkMeters>,
     fsync_commits: bool,
-    /// When a commit was last fsynced.
-    last_sync: Option<Instant>,
-    /// New rows were committed without an fsync since `last_sync`.
-    unsynced: bool,
     next_prune: Instant,
     /// Set while commits fail (the disk is full or read-only): `/healthz` turns red.
     failing: Arc<AtomicBool>,
@@ -142,8 +132,6 @@ pub(crate) fn spawn(
         current,
         unconfigured: BTreeMap::new(),
         fsync_commits: true,
-        last_sync: None,
-        unsynced: false,
         next_prune: Instant::now(),
         failing,
     };
@@ -177,17 +165,10 @@ impl Writer {
                 self.prune();
                 self.next_prune = Instant::now() + PRUNE_EVERY;
             }
-            let wake = self.sync_due().map_or(self.next_prune, |due| due.min(self.next_prune));
-            let first = match commands.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            let first = match commands.recv_timeout(self.next_prune.saturating_duration_since(Instant::now())) {
                 Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.sync_if_due();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.sync_unsynced();
-                    return;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
             };
             let mut all_lazy = first.is_lazy();
             let mut batch = vec![first];
@@ -225,7 +206,6 @@ impl Writer {
                 self.apply(batch);
             }
             if let Some(reply) = stop {
-                self.sync_unsynced();
                 let _ = reply.send(());
                 return;
             }
@@ -241,18 +221,19 @@ impl Writer {
                 command => vec![command],
             })
             .collect();
-        let new_rows = batch.iter().any(|command| matches!(command, WriterCommand::Enqueue { .. }));
-        let sync_allowed = self.last_sync.is_none_or(|last| last.elapsed() >= SYNC_EVERY);
-        let durable = (new_rows || self.unsynced) && sync_allowed;
-        self.set_fsync(durable);
+        let durable = batch.iter().any(|command| matches!(command, WriterCommand::Enqueue { .. }));
+        if durable != self.fsync_commits {
+            // Switched on most batches: a cached statement, not parsed each time.
+            let pragma = if durable { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+            let switched = self.conn.prepare_cached(pragma).and_then(|mut statement| statement.execute([]));
+            if let Err(error) = switched {
+                tracing::warn!(path = %self.path, %error, "cannot set the outbox's synchronous mode");
+            } else {
+                self.fsync_commits = durable;
+            }
+        }
         let recount = batch.iter().any(|command| matches!(command, WriterCommand::Recount));
         let effects = self.commit_until_stored(&batch);
-        if durable {
-            self.last_sync = Some(Instant::now());
-            self.unsynced = false;
-        } else if new_rows {
-            self.unsynced = true;
-        }
         let replies = batch.into_iter().filter_map(|command| match command {
             WriterCommand::Enqueue { reply, .. } | WriterCommand::Finish { reply, .. } => Some(reply),
             WriterCommand::Recount
@@ -281,61 +262,6 @@ impl Writer {
         }
         if recount {
             self.recount();
-        }
-    }
-
-    /// Has the next commits fsynced (`synchronous = FULL`) or not (`NORMAL`: durable against a
-    /// crash of deskhook, not against a power cut).
-    fn set_fsync(&mut self, fsync: bool) {
-        if fsync == self.fsync_commits {
-            return;
-        }
-        // Switched often: a cached statement, not parsed each time.
-        let pragma = if fsync { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
-        let switched = self.conn.prepare_cached(pragma).and_then(|mut statement| statement.execute([]));
-        if let Err(error) = switched {
-            tracing::warn!(path = %self.path, %error, "cannot set the outbox's synchronous mode");
-        } else {
-            self.fsync_commits = fsync;
-        }
-    }
-
-    /// When rows committed without an fsync are due for one.
-    fn sync_due(&self) -> Option<Instant> {
-        match (self.unsynced, self.last_sync) {
-            (false, _) => None,
-            (true, None) => Some(Instant::now()),
-            (true, Some(last)) => Some(last + SYNC_EVERY),
-        }
-    }
-
-    fn sync_if_due(&mut self) {
-        if self.sync_due().is_some_and(|due| due <= Instant::now()) {
-            self.sync_unsynced();
-        }
-    }
-
-    /// Fsyncs what was committed without one: a small fsynced commit (SQLite syncs the WAL,
-    /// and with it every commit before, only when a commit writes something).
-    fn sync_unsynced(&mut self) {
-        if !self.unsynced {
-            return;
-        }
-        self.set_fsync(true);
-        let synced = self
-            .conn
-            .prepare_cached("INSERT INTO outbox_meta (key, value) VALUES ('synced_at_ms', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .and_then(|mut statement| statement.execute([now_ms()]));
-        match synced {
-            Ok(_) => {
-                self.last_sync = Some(Instant::now());
-                self.unsynced = false;
-            }
-            Err(error) => {
-                // Tried again with the next commit, or at the next wake-up.
-                self.last_sync = Some(Instant::now());
-                tracing::warn!(path = %self.path, %error, "cannot fsync the outbox");
-            }
         }
     }
 
@@ -663,67 +589,4 @@ fn finish(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn writer(dir: &std::path::Path) -> Writer {
-        let outbox = Outbox::open(dir, &crate::config::HelpdeskConfig::default()).expect("outbox");
-        let current = count_rows_by_sink(&outbox.conn).expect("counts");
-        Writer {
-            conn: outbox.conn,
-            path: outbox.path.display().to_string(),
-            limits: outbox.limits,
-            sinks: BTreeMap::new(),
-            current,
-            unconfigured: BTreeMap::new(),
-            fsync_commits: true,
-            last_sync: None,
-            unsynced: false,
-            next_prune: Instant::now() + PRUNE_EVERY,
-            failing: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn enqueue_one(writer: &mut Writer, unique_id: &str) {
-        let (reply, _stored) = oneshot::channel();
-        let requests = vec![Request::upload(unique_id, "/var/spool/asterisk/monitor/x.wav", false)];
-        writer.apply(vec![WriterCommand::Enqueue { requests, reply }]);
-    }
-
-    /// SQLite's own word on the last commit's mode: 2 is FULL (fsynced), 1 NORMAL.
-    fn synchronous(writer: &Writer) -> i64 {
-        writer.conn.query_row("PRAGMA synchronous", [], |row| row.get(0)).expect("pragma")
-    }
-
-    #[test]
-    fn new_rows_are_fsynced_at_once_after_a_quiet_spell_and_within_a_second_under_load() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut writer = writer(dir.path());
-        enqueue_one(&mut writer, "1.1");
-        assert_eq!((synchronous(&writer), writer.unsynced), (2, false), "the first commit is fsynced");
-        enqueue_one(&mut writer, "1.2");
-        assert_eq!((synchronous(&writer), writer.unsynced), (1, true), "the next shares the coming fsync");
-        let due = writer.sync_due().expect("an fsync is due");
-        assert!(due > Instant::now() && due <= Instant::now() + SYNC_EVERY);
-        writer.sync_if_due();
-        assert!(writer.unsynced, "not before it is due");
-        // A second later (as the writer's wake-up finds it): one fsynced commit covers both.
-        writer.last_sync = writer.last_sync.map(|at| at - SYNC_EVERY);
-        writer.sync_if_due();
-        assert_eq!((synchronous(&writer), writer.unsynced, writer.sync_due()), (2, false, None));
-        let synced_at: i64 = writer
-            .conn
-            .query_row("SELECT value FROM outbox_meta WHERE key = 'synced_at_ms'", [], |row| row.get(0))
-            .expect("the fsynced commit wrote its mark");
-        assert!(synced_at > 0);
-        // After a quiet second the next row is fsynced before its enqueue returns.
-        writer.last_sync = writer.last_sync.map(|at| at - SYNC_EVERY);
-        enqueue_one(&mut writer, "1.3");
-        assert_eq!((synchronous(&writer), writer.unsynced), (2, false));
-        let rows: i64 = writer.conn.query_row("SELECT count(*) FROM outbox", [], |row| row.get(0)).expect("count");
-        assert_eq!(rows, 3);
-    }
 }
