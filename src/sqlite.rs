@@ -36,12 +36,18 @@ pub(crate) fn open(path: &Path, commits: Commits, busy_timeout: Duration) -> rus
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    let synchronous = match commits {
-        Commits::Durable => "FULL",
-        Commits::Relaxed => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)?;
+    set_commits(&conn, commits)?;
     Ok((conn, mode))
+}
+
+/// Makes the connection's next commits `commits` (`synchronous = FULL` or `NORMAL`). Switched
+/// on hot paths, so the statement is cached, not parsed each time.
+pub(crate) fn set_commits(conn: &Connection, commits: Commits) -> rusqlite::Result<()> {
+    let pragma = match commits {
+        Commits::Durable => "PRAGMA synchronous = FULL",
+        Commits::Relaxed => "PRAGMA synchronous = NORMAL",
+    };
+    conn.prepare_cached(pragma)?.execute([]).map(|_| ())
 }
 
 /// A second connection to a file already opened with [`open`], for reads beside its writer.

@@ -294,9 +294,7 @@ impl EventParser {
         deserializer.end().map_err(|err| ParseError::Json(err.to_string()))?;
         raw.into_event()
     }
-}
 
-impl EventParser {
     /// A `ChannelVarset` of a variable nobody reads, taken without its channel. Asterisk writes
     /// `variable` first, so other messages are told apart by their first bytes and cost
     /// nothing here; anything unusual (another order, a bad timestamp) goes the full way.

@@ -223,9 +223,8 @@ impl Writer {
             .collect();
         let durable = batch.iter().any(|command| matches!(command, WriterCommand::Enqueue { .. }));
         if durable != self.fsync_commits {
-            // Switched on most batches: a cached statement, not parsed each time.
-            let pragma = if durable { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
-            let switched = self.conn.prepare_cached(pragma).and_then(|mut statement| statement.execute([]));
+            let commits = if durable { crate::sqlite::Commits::Durable } else { crate::sqlite::Commits::Relaxed };
+            let switched = crate::sqlite::set_commits(&self.conn, commits);
             if let Err(error) = switched {
                 tracing::warn!(path = %self.path, %error, "cannot set the outbox's synchronous mode");
             } else {

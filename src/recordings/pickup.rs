@@ -35,12 +35,6 @@ struct Journal {
     conn: Mutex<Connection>,
 }
 
-/// Has the journal's next commits fsynced (`synchronous = FULL`) or not (`NORMAL`).
-fn set_fsync(conn: &Connection, fsync: bool) -> Result<(), rusqlite::Error> {
-    let pragma = if fsync { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
-    conn.prepare_cached(pragma)?.execute([]).map(|_| ())
-}
-
 impl Journal {
     fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
         let (conn, _mode) = crate::sqlite::open_durable(path)?;
@@ -70,7 +64,7 @@ impl Journal {
     /// A promise to upload: fsynced before the call's pickup counts as taken.
     fn add(&self, batch: &[(String, PendingFile)]) -> Result<(), rusqlite::Error> {
         let mut conn = self.lock();
-        set_fsync(&conn, true)?;
+        crate::sqlite::set_commits(&conn, crate::sqlite::Commits::Durable)?;
         let tx = conn.transaction()?;
         for (unique_id, pending) in batch {
             let uploads = serde_json::to_string(&pending.routes).unwrap_or_default();
@@ -84,7 +78,7 @@ impl Journal {
     /// a power cut that lost it, the file is only looked for once more).
     fn done(&self, unique_id: &str, file: &str) {
         let conn = self.lock();
-        let result = set_fsync(&conn, false).and_then(|()| {
+        let result = crate::sqlite::set_commits(&conn, crate::sqlite::Commits::Relaxed).and_then(|()| {
             conn.prepare_cached("DELETE FROM pending WHERE unique_id = ?1 AND file = ?2")?
                 .execute(params![unique_id, file])
         });

@@ -624,7 +624,9 @@ fn mentioned_channels<'a>(event: &'a AriEvent) -> Vec<&'a str> {
         | AriEvent::StasisEnd { channel } => add(Some(channel)),
         // Most of ARI's messages set a variable the engine never reads: they change no call, so
         // they cost no new checkpoint (and no outbox commit).
-        AriEvent::ChannelVarset { channel, variable, .. } if variable == RECORDING_VARIABLE => add(channel.as_ref()),
+        AriEvent::ChannelVarset { channel, variable, .. } if VARIABLES_READ.contains(&variable.as_str()) => {
+            add(channel.as_ref())
+        }
         AriEvent::ChannelVarset { .. } => {}
         AriEvent::Dial { caller, peer, .. } => {
             add(caller.as_ref());
