@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench deliver` prints:
 //! - sustained: events/s from the first enqueue until the receiver has accepted every one of a
-//!   20,000-event burst (2,000 interleaved calls, one enqueue per event, each fsynced);
+//!   20,000-event burst (2,000 interleaved calls, one enqueue per event, each committed);
 //! - paced: at 100 events/s for 10 s, p50/p99/max latency from `enqueue` to the receiver;
 //! - the same two with three sinks at once (each event stored for all three in one
 //!   transaction, as the daemon does), each sink with its own receiver: per sink.

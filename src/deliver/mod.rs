@@ -5,7 +5,7 @@
 //! - `request`: what is stored (an event form or a recording upload);
 //! - `omnidesk`: the wire formats (SPEC §3);
 //! - `outbox`: the SQLite file, its reads and the admin commands (`deskhook outbox`);
-//! - `writer`: the single writer thread with group commit;
+//! - `writer`: the single writer thread with group commit; `syncer`: its fsyncs and checkpoints;
 //! - `scheduler` + `sender`: which row goes next, and the HTTP tries;
 //! - `protocol`: the sinks that speak an API (the CRMs, `crate::crm`) and send each row themselves;
 //! - `policy`: retry, backoff, `Retry-After`, retention, and error texts without secrets.
@@ -24,6 +24,7 @@ mod request;
 mod scheduler;
 mod sender;
 pub mod signature;
+mod syncer;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -315,7 +316,9 @@ pub(crate) type DeliveredHook = Arc<dyn Fn(&Delivered) + Send + Sync>;
 pub(crate) type Hooks = Arc<RwLock<Vec<DeliveredHook>>>;
 
 impl DeliveryHandle {
-    /// Stores `requests` durably (fsynced) and has them sent. Their order, and so the order
+    /// Stores `requests` durably and has them sent: once `Ok`, they survive a crash or `kill -9`
+    /// of deskhook; the syncer fsyncs them within half a second (at once when the disk was
+    /// quiet), against a power cut. Their order, and so the order
     /// per call, is fixed when `enqueue` is called, not when the future is awaited: callers
     /// may keep several enqueues outstanding. A start/ended event already stored for its call
     /// is skipped. `Err` means nothing of this call was stored (outbox full, disk error, stopped).

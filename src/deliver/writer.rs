@@ -1,8 +1,7 @@
 //! The outbox's single writer: a thread that owns the write connection and commits whatever
-//! arrived meanwhile in one transaction (group commit), so a burst of events costs one fsync.
-//! New rows are fsynced before `enqueue` returns; outcome marks are committed without an
-//! fsync of their own (they survive a crash of deskhook, and a lost mark only means one
-//! duplicate send after a power loss).
+//! arrived meanwhile in one transaction (group commit). Commits reach the WAL without waiting
+//! for the disk, so they survive a crash or `kill -9` of deskhook as soon as `enqueue` returns;
+//! the [`Syncer`] fsyncs them moments later, many commits to one fsync.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +16,7 @@ use super::metrics;
 use super::outbox::{count_rows_by_sink, insert_request, now_ms, Limits, Outbox, OutboxCounts, PendingRow};
 use super::policy::Verdict;
 use super::request::Request;
+use super::syncer::Syncer;
 use super::DeliverError;
 use crate::metrics::SinkMeters;
 
@@ -104,7 +104,8 @@ pub(crate) struct Writer {
     current: BTreeMap<String, OutboxCounts>,
     /// The series of sinks that have rows but are no longer configured.
     unconfigured: BTreeMap<String, SinkMeters>,
-    fsync_commits: bool,
+    /// Takes the commits to the disk; `None` once finished.
+    syncer: Option<Syncer>,
     next_prune: Instant,
     /// Set while commits fail (the disk is full or read-only): `/healthz` turns red.
     failing: Arc<AtomicBool>,
@@ -123,6 +124,11 @@ pub(crate) fn spawn(
     failing: Arc<AtomicBool>,
 ) -> Result<Sender<WriterCommand>, DeliverError> {
     let current = count_rows_by_sink(&outbox.conn).map_err(|source| outbox.db_error(source))?;
+    // The syncer fsyncs and checkpoints; commits only write the WAL.
+    crate::sqlite::set_commits(&outbox.conn, crate::sqlite::Commits::Relaxed)
+        .and_then(|()| outbox.conn.execute_batch("PRAGMA wal_autocheckpoint = 0"))
+        .map_err(|source| outbox.db_error(source))?;
+    let syncer = Syncer::spawn(&outbox.path)?;
     let path = outbox.path.display().to_string();
     let mut writer = Writer {
         conn: outbox.conn,
@@ -131,7 +137,7 @@ pub(crate) fn spawn(
         sinks,
         current,
         unconfigured: BTreeMap::new(),
-        fsync_commits: true,
+        syncer: Some(syncer),
         next_prune: Instant::now(),
         failing,
     };
@@ -168,7 +174,10 @@ impl Writer {
             let first = match commands.recv_timeout(self.next_prune.saturating_duration_since(Instant::now())) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.finish_syncer();
+                    return;
+                }
             };
             let mut all_lazy = first.is_lazy();
             let mut batch = vec![first];
@@ -206,6 +215,7 @@ impl Writer {
                 self.apply(batch);
             }
             if let Some(reply) = stop {
+                self.finish_syncer();
                 let _ = reply.send(());
                 return;
             }
@@ -221,18 +231,11 @@ impl Writer {
                 command => vec![command],
             })
             .collect();
-        let durable = batch.iter().any(|command| matches!(command, WriterCommand::Enqueue { .. }));
-        if durable != self.fsync_commits {
-            let commits = if durable { crate::sqlite::Commits::Durable } else { crate::sqlite::Commits::Relaxed };
-            let switched = crate::sqlite::set_commits(&self.conn, commits);
-            if let Err(error) = switched {
-                tracing::warn!(path = %self.path, %error, "cannot set the outbox's synchronous mode");
-            } else {
-                self.fsync_commits = durable;
-            }
-        }
         let recount = batch.iter().any(|command| matches!(command, WriterCommand::Recount));
         let effects = self.commit_until_stored(&batch);
+        if !batch.iter().all(|command| matches!(command, WriterCommand::Recount)) {
+            self.committed();
+        }
         let replies = batch.into_iter().filter_map(|command| match command {
             WriterCommand::Enqueue { reply, .. } | WriterCommand::Finish { reply, .. } => Some(reply),
             WriterCommand::Recount
@@ -307,6 +310,20 @@ impl Writer {
         }
     }
 
+    /// Has the syncer take the last commit to the disk.
+    fn committed(&self) {
+        if let Some(syncer) = &self.syncer {
+            syncer.committed();
+        }
+    }
+
+    /// Fsyncs and checkpoints everything committed, before the writer stops.
+    fn finish_syncer(&mut self) {
+        if let Some(syncer) = self.syncer.take() {
+            syncer.finish();
+        }
+    }
+
     fn recount(&mut self) {
         match count_rows_by_sink(&self.conn) {
             Ok(counts) => {
@@ -368,6 +385,7 @@ impl Writer {
             }
         }
         if removed > 0 {
+            self.committed();
             tracing::debug!(removed, "pruned delivered rows older than keep_delivered");
             self.recount();
         }

@@ -1,0 +1,266 @@
+//! The outbox's syncer: a thread that takes the disk's time off the writer. The writer commits
+//! to the WAL without waiting for the disk (a commit survives a crash or `kill -9` of deskhook
+//! as soon as it returns); the syncer fsyncs the WAL right after a commit when the disk has
+//! been quiet, and at most every [`SYNC_EVERY`] under load, so many commits share one fsync
+//! and a power cut loses at most the last half second. It also copies the WAL into the
+//! database file (a checkpoint) on a connection of its own, so the writer never does that
+//! inline either.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::DeliverError;
+
+/// The longest a commit waits for its fsync under load (and so what a power cut can lose).
+pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// A checkpoint that finds the database busy waits this long for its turn.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
+/// While fsyncs keep failing, the error is logged again this often.
+const FAILURE_REMINDER: Duration = Duration::from_secs(60);
+
+/// The writer's handle on its syncer thread.
+pub(crate) struct Syncer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// fsyncs of the WAL done, for tests and the benches.
+    syncs: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Commits reached the WAL since the last fsync began.
+    dirty: bool,
+    stop: bool,
+}
+
+impl Syncer {
+    /// Starts the syncer of the SQLite file at `db_path` (whose writer commits with
+    /// `synchronous = NORMAL` and `wal_autocheckpoint = 0`).
+    pub(crate) fn spawn(db_path: &Path) -> Result<Syncer, DeliverError> {
+        let conn = crate::sqlite::open_reader(db_path, CHECKPOINT_BUSY_TIMEOUT)
+            .map_err(|source| DeliverError::Database { path: db_path.display().to_string(), source })?;
+        let mut wal = db_path.as_os_str().to_owned();
+        wal.push("-wal");
+        let shared =
+            Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new(), syncs: AtomicU64::new(0) });
+        let mut work = Work {
+            shared: shared.clone(),
+            conn,
+            wal: PathBuf::from(wal),
+            path: db_path.display().to_string(),
+            failing: false,
+            reminded: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("deskhook-sync".into())
+            .spawn(move || work.run())
+            .map_err(|source| DeliverError::Thread { source })?;
+        Ok(Syncer { shared, thread: Some(thread) })
+    }
+
+    /// A commit reached the WAL: have it fsynced. Costs an uncontended lock while a sync is
+    /// already due, a wake-up of the syncer only for the first commit after a sync.
+    pub(crate) fn committed(&self) {
+        let mut state = self.shared.lock();
+        if !state.dirty {
+            state.dirty = true;
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// How many times the WAL has been fsynced.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Fsyncs and checkpoints what is committed, at once, and ends the thread.
+    pub(crate) fn finish(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the outbox's syncer thread panicked; the last commits may not be on disk yet");
+            }
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The syncer thread's side.
+struct Work {
+    shared: Arc<Shared>,
+    /// Its own connection, for checkpoints.
+    conn: Connection,
+    wal: PathBuf,
+    path: String,
+    /// The last fsync failed.
+    failing: bool,
+    reminded: Instant,
+}
+
+impl Work {
+    fn run(&mut self) {
+        // A first commit is synced at once: the disk has been quiet.
+        let mut next_sync = Instant::now();
+        loop {
+            let mut state = self.shared.lock();
+            while !state.dirty && !state.stop {
+                state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            // Under load, commits gather until the next sync is due.
+            while !state.stop {
+                let now = Instant::now();
+                if now >= next_sync {
+                    break;
+                }
+                state = match self.shared.wake.wait_timeout(state, next_sync - now) {
+                    Ok((state, _)) => state,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+            let stopping = state.stop;
+            let dirty = std::mem::take(&mut state.dirty);
+            drop(state);
+            if dirty && !self.sync() {
+                // Tried again at the next round; the commits stay in the WAL meanwhile.
+                self.shared.lock().dirty = true;
+            }
+            next_sync = Instant::now() + SYNC_EVERY;
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Fsyncs the WAL, then copies it into the database file. Returns whether the fsync worked.
+    fn sync(&mut self) -> bool {
+        let synced = match std::fs::File::open(&self.wal) {
+            Ok(file) => file.sync_data(),
+            // No WAL: every commit is in the database file already.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = synced {
+            super::metrics::write_errors().inc();
+            let first = !std::mem::replace(&mut self.failing, true);
+            if first || self.reminded.elapsed() >= FAILURE_REMINDER {
+                self.reminded = Instant::now();
+                tracing::error!(
+                    path = %self.path,
+                    %error,
+                    "cannot fsync the outbox's WAL (is the disk failing?); its commits are safe from a crash of \
+                     deskhook but not yet from a power cut, and the fsync is tried again"
+                );
+            }
+            return false;
+        }
+        if std::mem::take(&mut self.failing) {
+            tracing::warn!(path = %self.path, "the outbox's WAL is fsynced again");
+        }
+        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        // PASSIVE never waits for readers or the writer: what they hold is copied next time.
+        let checkpoint = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
+        if let Err(error) = checkpoint {
+            tracing::debug!(path = %self.path, %error, "outbox checkpoint skipped");
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store as the writer keeps it: WAL, commits not fsynced, no checkpoints of its own.
+    fn store(dir: &Path) -> (PathBuf, Connection) {
+        let path = dir.join("store.sqlite");
+        let (conn, _) = crate::sqlite::open_durable(&path).expect("opens");
+        crate::sqlite::set_commits(&conn, crate::sqlite::Commits::Relaxed).expect("normal");
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x INTEGER);").expect("schema");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("schema in the database file");
+        (path, conn)
+    }
+
+    /// The rows of the database file alone, as a power cut that lost the WAL would leave it.
+    fn rows_in_database_file(path: &Path) -> i64 {
+        let copy = tempfile::tempdir().expect("tempdir");
+        let alone = copy.path().join("alone.sqlite");
+        std::fs::copy(path, &alone).expect("copy");
+        let conn = Connection::open(&alone).expect("opens");
+        conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap_or(-1)
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_commit_after_a_quiet_spell_is_fsynced_and_checkpointed_without_a_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, conn) = store(dir.path());
+        let syncer = Syncer::spawn(&path).expect("spawns");
+        conn.execute("INSERT INTO t VALUES (1)", []).expect("insert");
+        assert_eq!(rows_in_database_file(&path), 0, "a commit stays in the WAL until the syncer runs");
+        syncer.committed();
+        wait_for("the first sync", || syncer.syncs() == 1);
+        wait_for("the checkpoint", || rows_in_database_file(&path) == 1);
+        syncer.finish();
+    }
+
+    #[test]
+    fn a_burst_of_commits_shares_a_few_fsyncs_and_finish_leaves_all_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, conn) = store(dir.path());
+        let syncer = Syncer::spawn(&path).expect("spawns");
+        let commits = 300;
+        for x in 0..commits {
+            conn.execute("INSERT INTO t VALUES (?1)", [x]).expect("insert");
+            syncer.committed();
+        }
+        let syncs = syncer.syncs();
+        assert!(syncs < commits / 10, "{syncs} fsyncs for {commits} commits");
+        // Nothing is waiting: finishing syncs and checkpoints at once, not after SYNC_EVERY.
+        syncer.finish();
+        assert_eq!(rows_in_database_file(&path), commits as i64);
+    }
+
+    #[test]
+    fn without_commits_the_syncer_never_fsyncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _conn) = store(dir.path());
+        let syncer = Syncer::spawn(&path).expect("spawns");
+        let shared = syncer.shared.clone();
+        syncer.finish();
+        assert_eq!(shared.syncs.load(Ordering::Relaxed), 0);
+    }
+}
