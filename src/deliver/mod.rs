@@ -5,7 +5,7 @@
 //! - `request`: what is stored (an event form or a recording upload);
 //! - `omnidesk`: the wire formats (SPEC §3);
 //! - `outbox`: the SQLite file, its reads and the admin commands (`deskhook outbox`);
-//! - `writer`: the single writer thread with group commit; `syncer`: its fsyncs and checkpoints;
+//! - `writer`: the single writer thread with group commit (its fsyncs: [`crate::sqlite::Syncer`]);
 //! - `scheduler` + `sender`: which row goes next, and the HTTP tries;
 //! - `protocol`: the sinks that speak an API (the CRMs, `crate::crm`) and send each row themselves;
 //! - `policy`: retry, backoff, `Retry-After`, retention, and error texts without secrets.
@@ -24,7 +24,6 @@ mod request;
 mod scheduler;
 mod sender;
 pub mod signature;
-mod syncer;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -75,6 +74,8 @@ pub enum DeliverError {
     NoRuntime,
     #[error("cannot start the outbox writer thread: {source}")]
     Thread { source: std::io::Error },
+    #[error("cannot start the outbox's syncer: {error}")]
+    Syncer { error: String },
 }
 
 /// Starts delivery; see [`Delivery::start`].

@@ -16,9 +16,9 @@ use super::metrics;
 use super::outbox::{count_rows_by_sink, insert_request, now_ms, Limits, Outbox, OutboxCounts, PendingRow};
 use super::policy::Verdict;
 use super::request::Request;
-use super::syncer::Syncer;
 use super::DeliverError;
 use crate::metrics::SinkMeters;
+use crate::sqlite::Syncer;
 
 /// Commands are taken in batches of at most this many per transaction.
 const MAX_BATCH: usize = 1024;
@@ -125,10 +125,9 @@ pub(crate) fn spawn(
 ) -> Result<Sender<WriterCommand>, DeliverError> {
     let current = count_rows_by_sink(&outbox.conn).map_err(|source| outbox.db_error(source))?;
     // The syncer fsyncs and checkpoints; commits only write the WAL.
-    crate::sqlite::set_commits(&outbox.conn, crate::sqlite::Commits::Relaxed)
-        .and_then(|()| outbox.conn.execute_batch("PRAGMA wal_autocheckpoint = 0"))
-        .map_err(|source| outbox.db_error(source))?;
-    let syncer = Syncer::spawn(&outbox.path)?;
+    crate::sqlite::relax_for_syncer(&outbox.conn).map_err(|source| outbox.db_error(source))?;
+    let syncer = Syncer::spawn("deskhook-sync", &outbox.path, metrics::write_errors())
+        .map_err(|error| DeliverError::Syncer { error: error.to_string() })?;
     let path = outbox.path.display().to_string();
     let mut writer = Writer {
         conn: outbox.conn,

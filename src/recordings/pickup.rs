@@ -33,6 +33,8 @@ pub enum PickupStartError {
 
 struct Journal {
     conn: Mutex<Connection>,
+    /// Takes the journal's commits to the disk.
+    syncer: crate::sqlite::Syncer,
 }
 
 impl Journal {
@@ -54,36 +56,44 @@ impl Journal {
         if !has_uploads {
             conn.execute_batch("ALTER TABLE pending ADD COLUMN uploads TEXT")?;
         }
-        Ok(Journal { conn: Mutex::new(conn) })
+        crate::sqlite::relax_for_syncer(&conn)?;
+        let syncer = crate::sqlite::Syncer::spawn("sync-recordings", path, sync_failures()).map_err(|error| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(error.to_string()),
+            )
+        })?;
+        Ok(Journal { conn: Mutex::new(conn), syncer })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A promise to upload: fsynced before the call's pickup counts as taken.
+    /// A promise to upload, committed before the call's pickup counts as taken: a crash of
+    /// deskhook keeps it at once, the syncer fsyncs it within half a second.
     fn add(&self, batch: &[(String, PendingFile)]) -> Result<(), rusqlite::Error> {
         let mut conn = self.lock();
-        crate::sqlite::set_commits(&conn, crate::sqlite::Commits::Durable)?;
         let tx = conn.transaction()?;
         for (unique_id, pending) in batch {
             let uploads = serde_json::to_string(&pending.routes).unwrap_or_default();
             tx.prepare_cached("INSERT OR IGNORE INTO pending (unique_id, file, uploads) VALUES (?1, ?2, ?3)")?
                 .execute(params![unique_id, pending.file, uploads])?;
         }
-        tx.commit()
+        tx.commit()?;
+        self.syncer.committed();
+        Ok(())
     }
 
-    /// A kept promise: committed without an fsync of its own (a crash of deskhook keeps it; after
-    /// a power cut that lost it, the file is only looked for once more).
+    /// A kept promise (after a power cut that lost it, the file is only looked for once more).
     fn done(&self, unique_id: &str, file: &str) {
         let conn = self.lock();
-        let result = crate::sqlite::set_commits(&conn, crate::sqlite::Commits::Relaxed).and_then(|()| {
-            conn.prepare_cached("DELETE FROM pending WHERE unique_id = ?1 AND file = ?2")?
-                .execute(params![unique_id, file])
-        });
-        if let Err(error) = result {
-            tracing::warn!(%error, unique_id, "cannot clear a finished recording from the journal");
+        let result = conn
+            .prepare_cached("DELETE FROM pending WHERE unique_id = ?1 AND file = ?2")
+            .and_then(|mut statement| statement.execute(params![unique_id, file]));
+        match result {
+            Ok(_) => self.syncer.committed(),
+            Err(error) => tracing::warn!(%error, unique_id, "cannot clear a finished recording from the journal"),
         }
     }
 
@@ -113,6 +123,13 @@ impl Journal {
         }
         Ok(calls)
     }
+}
+
+fn sync_failures() -> &'static metrics::Counter {
+    metrics::counter!(
+        "deskhook_recordings_journal_sync_errors_total",
+        "Failed fsyncs of the recordings journal (its commits wait in the WAL and are fsynced again)."
+    )
 }
 
 /// A promised file and the sinks it goes to.

@@ -1,8 +1,8 @@
-//! The outbox's syncer: a thread that takes the disk's time off the writer. The writer commits
-//! to the WAL without waiting for the disk (a commit survives a crash or `kill -9` of deskhook
-//! as soon as it returns); the syncer fsyncs the WAL right after a commit when the disk has
-//! been quiet, and at most every [`SYNC_EVERY`] under load, so many commits share one fsync
-//! and a power cut loses at most the last half second. It also copies the WAL into the
+//! A state file's syncer: a thread that takes the disk's time off the file's writer. The writer
+//! commits to the WAL without waiting for the disk (a commit survives a crash or `kill -9` of
+//! deskhook as soon as it returns); the syncer fsyncs the WAL right after a commit when the
+//! disk has been quiet, and at most every [`SYNC_EVERY`] under load, so many commits share one
+//! fsync and a power cut loses at most the last half second. It also copies the WAL into the
 //! database file (a checkpoint) on a connection of its own, so the writer never does that
 //! inline either.
 
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::DeliverError;
+use crate::metrics::Counter;
 
 /// The longest a commit waits for its fsync under load (and so what a power cut can lose).
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(500);
@@ -27,6 +27,15 @@ const FAILURE_REMINDER: Duration = Duration::from_secs(60);
 pub(crate) struct Syncer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// A syncer that could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncerError {
+    #[error("{path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 struct Shared {
@@ -44,11 +53,11 @@ struct State {
 }
 
 impl Syncer {
-    /// Starts the syncer of the SQLite file at `db_path` (whose writer commits with
-    /// `synchronous = NORMAL` and `wal_autocheckpoint = 0`).
-    pub(crate) fn spawn(db_path: &Path) -> Result<Syncer, DeliverError> {
-        let conn = crate::sqlite::open_reader(db_path, CHECKPOINT_BUSY_TIMEOUT)
-            .map_err(|source| DeliverError::Database { path: db_path.display().to_string(), source })?;
+    /// Starts the syncer (thread `name`) of the SQLite file at `db_path`, whose writer commits
+    /// with [`super::relax_for_syncer`]; a failed fsync is counted in `failures`.
+    pub(crate) fn spawn(name: &str, db_path: &Path, failures: &'static Counter) -> Result<Syncer, SyncerError> {
+        let conn = super::open_reader(db_path, CHECKPOINT_BUSY_TIMEOUT)
+            .map_err(|source| SyncerError::Open { path: db_path.display().to_string(), source })?;
         let mut wal = db_path.as_os_str().to_owned();
         wal.push("-wal");
         let shared =
@@ -58,13 +67,12 @@ impl Syncer {
             conn,
             wal: PathBuf::from(wal),
             path: db_path.display().to_string(),
+            failures,
             failing: false,
             reminded: Instant::now(),
         };
-        let thread = std::thread::Builder::new()
-            .name("deskhook-sync".into())
-            .spawn(move || work.run())
-            .map_err(|source| DeliverError::Thread { source })?;
+        let thread =
+            std::thread::Builder::new().name(name.into()).spawn(move || work.run()).map_err(SyncerError::Thread)?;
         Ok(Syncer { shared, thread: Some(thread) })
     }
 
@@ -94,7 +102,7 @@ impl Syncer {
         self.shared.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
-                tracing::error!("the outbox's syncer thread panicked; the last commits may not be on disk yet");
+                tracing::error!("a syncer thread panicked; the last commits may not be on disk yet");
             }
         }
     }
@@ -119,6 +127,7 @@ struct Work {
     conn: Connection,
     wal: PathBuf,
     path: String,
+    failures: &'static Counter,
     /// The last fsync failed.
     failing: bool,
     reminded: Instant,
@@ -167,27 +176,27 @@ impl Work {
             Err(error) => Err(error),
         };
         if let Err(error) = synced {
-            super::metrics::write_errors().inc();
+            self.failures.inc();
             let first = !std::mem::replace(&mut self.failing, true);
             if first || self.reminded.elapsed() >= FAILURE_REMINDER {
                 self.reminded = Instant::now();
                 tracing::error!(
                     path = %self.path,
                     %error,
-                    "cannot fsync the outbox's WAL (is the disk failing?); its commits are safe from a crash of \
+                    "cannot fsync a state file's WAL (is the disk failing?); its commits are safe from a crash of \
                      deskhook but not yet from a power cut, and the fsync is tried again"
                 );
             }
             return false;
         }
         if std::mem::take(&mut self.failing) {
-            tracing::warn!(path = %self.path, "the outbox's WAL is fsynced again");
+            tracing::warn!(path = %self.path, "the state file's WAL is fsynced again");
         }
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         // PASSIVE never waits for readers or the writer: what they hold is copied next time.
         let checkpoint = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
         if let Err(error) = checkpoint {
-            tracing::debug!(path = %self.path, %error, "outbox checkpoint skipped");
+            tracing::debug!(path = %self.path, %error, "checkpoint skipped");
         }
         true
     }
@@ -200,9 +209,9 @@ mod tests {
     /// A store as the writer keeps it: WAL, commits not fsynced, no checkpoints of its own.
     fn store(dir: &Path) -> (PathBuf, Connection) {
         let path = dir.join("store.sqlite");
-        let (conn, _) = crate::sqlite::open_durable(&path).expect("opens");
-        crate::sqlite::set_commits(&conn, crate::sqlite::Commits::Relaxed).expect("normal");
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x INTEGER);").expect("schema");
+        let (conn, _) = super::super::open_durable(&path).expect("opens");
+        super::super::relax_for_syncer(&conn).expect("relaxed");
+        conn.execute_batch("CREATE TABLE t (x INTEGER);").expect("schema");
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("schema in the database file");
         (path, conn)
     }
@@ -214,6 +223,10 @@ mod tests {
         std::fs::copy(path, &alone).expect("copy");
         let conn = Connection::open(&alone).expect("opens");
         conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap_or(-1)
+    }
+
+    fn test_failures() -> &'static Counter {
+        crate::metrics::counter!("deskhook_test_sync_failures_total", "fsyncs failed in the syncer's tests")
     }
 
     fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -228,7 +241,7 @@ mod tests {
     fn a_commit_after_a_quiet_spell_is_fsynced_and_checkpointed_without_a_wait() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, conn) = store(dir.path());
-        let syncer = Syncer::spawn(&path).expect("spawns");
+        let syncer = Syncer::spawn("test-sync", &path, test_failures()).expect("spawns");
         conn.execute("INSERT INTO t VALUES (1)", []).expect("insert");
         assert_eq!(rows_in_database_file(&path), 0, "a commit stays in the WAL until the syncer runs");
         syncer.committed();
@@ -241,7 +254,7 @@ mod tests {
     fn a_burst_of_commits_shares_a_few_fsyncs_and_finish_leaves_all_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, conn) = store(dir.path());
-        let syncer = Syncer::spawn(&path).expect("spawns");
+        let syncer = Syncer::spawn("test-sync", &path, test_failures()).expect("spawns");
         let commits = 300;
         for x in 0..commits {
             conn.execute("INSERT INTO t VALUES (?1)", [x]).expect("insert");
@@ -258,7 +271,7 @@ mod tests {
     fn without_commits_the_syncer_never_fsyncs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, _conn) = store(dir.path());
-        let syncer = Syncer::spawn(&path).expect("spawns");
+        let syncer = Syncer::spawn("test-sync", &path, test_failures()).expect("spawns");
         let shared = syncer.shared.clone();
         syncer.finish();
         assert_eq!(shared.syncs.load(Ordering::Relaxed), 0);

@@ -3,6 +3,11 @@
 //! power loss, for caches (the call history) commits fsynced at checkpoints; and a busy timeout
 //! so `deskhook outbox` beside the daemon waits instead of failing.
 //! Every state file is private ([`private_file`]): clients' numbers and tokens are in there.
+//! A file written often hands its fsyncs to a [`Syncer`] instead.
+
+mod syncer;
+
+pub(crate) use syncer::Syncer;
 
 use std::path::Path;
 use std::time::Duration;
@@ -48,6 +53,13 @@ pub(crate) fn set_commits(conn: &Connection, commits: Commits) -> rusqlite::Resu
         Commits::Relaxed => "PRAGMA synchronous = NORMAL",
     };
     conn.prepare_cached(pragma)?.execute([]).map(|_| ())
+}
+
+/// Makes `conn`, a file's only writer, commit to the WAL without waiting for the disk and
+/// never checkpoint inline: its [`Syncer`] does both.
+pub(crate) fn relax_for_syncer(conn: &Connection) -> rusqlite::Result<()> {
+    set_commits(conn, Commits::Relaxed)?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
 }
 
 /// A second connection to a file already opened with [`open`], for reads beside its writer.
