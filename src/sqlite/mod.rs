@@ -1,9 +1,10 @@
 //! How deskhook opens every SQLite file: WAL so readers never block the writer; for the files
 //! that hold its promises (the outbox, the journals) `synchronous = FULL` so a commit survives a
-//! power loss, for caches (the call history) commits fsynced at checkpoints; and a busy timeout
-//! so `deskhook outbox` beside the daemon waits instead of failing.
+//! power loss — except where a [`Syncer`] fsyncs for the writer (the outbox and the recordings
+//! journal, written on every call: at most half a second of commits is exposed to a power cut);
+//! for caches (the call history) commits fsynced at checkpoints; and a busy timeout so
+//! `deskhook outbox` beside the daemon waits instead of failing.
 //! Every state file is private ([`private_file`]): clients' numbers and tokens are in there.
-//! A file written often hands its fsyncs to a [`Syncer`] instead.
 
 mod syncer;
 
