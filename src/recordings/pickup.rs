@@ -29,6 +29,8 @@ pub(crate) const JOURNAL_FILE: &str = "recordings.sqlite";
 pub enum PickupStartError {
     #[error("cannot open the recordings journal {path}: {source}; check that storage.dir is writable")]
     Journal { path: String, source: rusqlite::Error },
+    #[error("cannot start the recordings journal's syncer: {0}")]
+    Syncer(String),
 }
 
 struct Journal {
@@ -38,7 +40,16 @@ struct Journal {
 }
 
 impl Journal {
-    fn open(path: &Path) -> Result<Journal, rusqlite::Error> {
+    fn open(path: &Path) -> Result<Journal, PickupStartError> {
+        let failed = |source| PickupStartError::Journal { path: path.display().to_string(), source };
+        let conn = Self::open_table(path).map_err(failed)?;
+        crate::sqlite::relax_for_syncer(&conn).map_err(failed)?;
+        let syncer = crate::sqlite::Syncer::spawn("sync-recordings", path, sync_failures())
+            .map_err(|error| PickupStartError::Syncer(error.to_string()))?;
+        Ok(Journal { conn: Mutex::new(conn), syncer })
+    }
+
+    fn open_table(path: &Path) -> Result<Connection, rusqlite::Error> {
         let (conn, _mode) = crate::sqlite::open_durable(path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS pending (
@@ -56,14 +67,7 @@ impl Journal {
         if !has_uploads {
             conn.execute_batch("ALTER TABLE pending ADD COLUMN uploads TEXT")?;
         }
-        crate::sqlite::relax_for_syncer(&conn)?;
-        let syncer = crate::sqlite::Syncer::spawn("sync-recordings", path, sync_failures()).map_err(|error| {
-            rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some(error.to_string()),
-            )
-        })?;
-        Ok(Journal { conn: Mutex::new(conn), syncer })
+        Ok(conn)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -169,8 +173,7 @@ impl Pickup {
         delivery: DeliveryHandle,
     ) -> Result<Pickup, PickupStartError> {
         let path = storage_dir.join(JOURNAL_FILE);
-        let journal = Journal::open(&path)
-            .map_err(|source| PickupStartError::Journal { path: path.display().to_string(), source })?;
+        let journal = Journal::open(&path)?;
         let journal = Arc::new(journal);
         let resumed = journal
             .unfinished()

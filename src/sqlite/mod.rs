@@ -27,7 +27,9 @@ pub(crate) fn open_durable(path: &Path) -> rusqlite::Result<(Connection, String)
 /// How far a commit must have reached when it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Commits {
-    /// On disk (fsynced): promises to deliver, journals of pickups.
+    /// On disk (fsynced) when the commit returns: the journals written rarely, and the admin
+    /// commands' changes. (The outbox and the recordings journal commit `Relaxed` and leave
+    /// the fsyncs to a [`Syncer`].)
     Durable,
     /// In the WAL, fsynced at checkpoints: survives a crash of deskhook, maybe not a power
     /// loss; for caches such as the call history, where losing the newest rows costs little.
@@ -46,8 +48,7 @@ pub(crate) fn open(path: &Path, commits: Commits, busy_timeout: Duration) -> rus
     Ok((conn, mode))
 }
 
-/// Makes the connection's next commits `commits` (`synchronous = FULL` or `NORMAL`). Switched
-/// on hot paths, so the statement is cached, not parsed each time.
+/// Makes the connection's next commits `commits` (`synchronous = FULL` or `NORMAL`).
 pub(crate) fn set_commits(conn: &Connection, commits: Commits) -> rusqlite::Result<()> {
     let pragma = match commits {
         Commits::Durable => "PRAGMA synchronous = FULL",

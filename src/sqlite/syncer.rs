@@ -41,7 +41,7 @@ pub(crate) enum SyncerError {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    /// fsyncs of the WAL done, for tests and the benches.
+    /// fsyncs of the WAL done (read by the tests).
     syncs: AtomicU64,
 }
 
@@ -193,7 +193,9 @@ impl Work {
             tracing::warn!(path = %self.path, "the state file's WAL is fsynced again");
         }
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-        // PASSIVE never waits for readers or the writer: what they hold is copied next time.
+        // The checkpoint syncs the WAL too, but only when it can copy frames (a reader holding an
+        // old snapshot stops it), hence the fsync above. PASSIVE never waits for readers or the
+        // writer: what they hold is copied next time.
         let checkpoint = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
         if let Err(error) = checkpoint {
             tracing::debug!(path = %self.path, %error, "checkpoint skipped");
