@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ari::client::subscribe_all_supported;
-use crate::ari::websocket::{MessageText, SocketEvent};
+use crate::ari::websocket::{MessageText, SocketEvent, READ_PAUSE};
 use crate::ari::{AriClient, AriEvent, EpochMillis, EventParser, TimedEvent};
 use crate::calls::{Effect, Engine, Output, SinceConnect};
 use crate::health::Health;
@@ -133,6 +133,16 @@ pub(crate) fn resume(engine: &mut Engine, resume: crate::deliver::OpenCalls) -> 
     last_seen.map(LostSight::PreviousRun)
 }
 
+/// When to wake for an engine deadline `ahead_ms` of event time from now: a millisecond late
+/// rather than early (event time is counted in whole ms), and late by the reader's pause, so
+/// that an event Asterisk sent before the deadline but the reader has not taken yet still
+/// counts (a member rung just inside a queue's ring round). Under a steady flow the deadline
+/// passes earlier anyway, with the first event stamped after it.
+fn wake_for_deadline(now: Instant, ahead_ms: EpochMillis) -> Instant {
+    let ahead = u64::try_from(ahead_ms).unwrap_or(0);
+    now + Duration::from_millis(ahead.saturating_add(1)) + READ_PAUSE
+}
+
 impl EngineTask {
     pub(super) async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
@@ -191,11 +201,7 @@ impl EngineTask {
             held.marker_deadline.into_iter().chain(snapshot_late).min()
         });
         let engine = match (self.clock.is_running(), self.engine.next_deadline()) {
-            (true, Some(deadline)) => {
-                let ahead = u64::try_from(deadline.saturating_sub(self.clock.now())).unwrap_or(0);
-                // A millisecond late rather than early: event time is counted in whole ms.
-                Some(now + Duration::from_millis(ahead.saturating_add(1)))
-            }
+            (true, Some(deadline)) => Some(wake_for_deadline(now, deadline.saturating_sub(self.clock.now()))),
             _ => None,
         };
         let connected = self.current_generation.load(Ordering::SeqCst) != 0 && self.awaiting_snapshot.is_none();
@@ -572,5 +578,19 @@ impl Meters {
             connected: metrics::gauge!("deskhook_ari_connected", "1 while the ARI event websocket is connected."),
             open_calls: metrics::gauge!("deskhook_open_calls", "Calls the engine holds open."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_wakes_the_engine_only_after_the_readers_pause_has_passed_it() {
+        let now = Instant::now();
+        assert_eq!(wake_for_deadline(now, 250), now + Duration::from_millis(251) + READ_PAUSE);
+        // A deadline already passed (the clock ran on meanwhile) is acted on after the pause too,
+        // never before it: a message still held in the socket may belong before the deadline.
+        assert_eq!(wake_for_deadline(now, -30), now + Duration::from_millis(1) + READ_PAUSE);
     }
 }
