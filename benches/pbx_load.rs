@@ -470,6 +470,11 @@ async fn run(scenario: &Scenario, seconds: u64) -> Outcome {
     assert_eq!(helpdesk.events.load(Ordering::Relaxed), load.events, "no event twice");
     assert_eq!(helpdesk.uploads.load(Ordering::Relaxed), expected_uploads, "no recording twice");
 
+    let status = fake.status();
+    eprintln!(
+        "pbx_load: {}: the simulated Asterisk wrote {} ARI messages and kept {} back (deskhook's event filter)",
+        scenario.name, status.messages_sent, status.messages_filtered
+    );
     let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
     let _ = child.0.wait();
     fake.shutdown();

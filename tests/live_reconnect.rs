@@ -105,7 +105,7 @@ async fn a_restart_that_took_the_call_away_still_ends_it_once_and_later_calls_wo
     let next_trace = live_support::trace(next);
     let before_next = deskhook.stdout_lines().len();
     let handled_before = metric(metrics, "deskhook_ari_messages_total").await as usize;
-    let sent = fake.play(&next_trace, 0..next_trace.len(), Pace::Recorded { speedup: SPEEDUP }).await.sent;
+    let sent = fake.play(&next_trace, 0..next_trace.len(), Pace::Recorded { speedup: SPEEDUP }).await.written();
     let next_expected = common::expected_values(next);
     deskhook.wait_stdout_lines(before_next + next_expected.len()).await;
     // The second call's tail handled too: nothing more may be printed.
@@ -179,7 +179,7 @@ async fn events_that_arrive_before_a_slow_snapshot_are_not_undone_by_it() {
     let (mut deskhook, metrics) = connected_daemon_with_metrics(&fake, dir.path(), "").await;
     let name = "01-in-direct-answered";
     let trace = trace(name);
-    let sent = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: SPEEDUP / 2.0 }).await.sent;
+    let sent = fake.play(&trace, 0..trace.len(), Pace::Recorded { speedup: SPEEDUP / 2.0 }).await.written();
     let expected = common::expected_values(name);
     deskhook.wait_stdout_lines(expected.len()).await;
     wait_messages_handled(metrics, sent).await;

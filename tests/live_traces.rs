@@ -27,7 +27,7 @@ async fn run_trace(name: &str) {
     deskhook.wait_stdout_lines(expected.len()).await;
     // The tail of the trace handled too (a stop drains what the engine produced): nothing
     // more may be printed.
-    wait_messages_handled(metrics, report.sent).await;
+    wait_messages_handled(metrics, report.written()).await;
     deskhook.stop().await;
     let got = deskhook.events();
     assert_eq!(got, expected, "{name} through `deskhook run`:\n{}", common::diff(&got, &expected));
@@ -97,7 +97,7 @@ async fn the_busy_stretch_through_the_live_daemon_obeys_its_rules() {
     assert_eq!(report.sent, trace.len());
     let ended = |d: &Deskhook| d.stdout_lines().iter().filter(|line| line.contains(" ended\"")).count();
     deskhook.wait_until("70 ended events", |d| ended(d) >= 70).await;
-    wait_messages_handled(metrics, report.sent).await;
+    wait_messages_handled(metrics, report.written()).await;
     deskhook.stop().await;
     common::check_busy_stretch_rules(&common::trace_lines("busy-stretch"), &deskhook.events());
 }

@@ -116,13 +116,13 @@ async fn an_answered_call_uploads_what_asterisk_recorded_after_its_end_and_an_un
 
     let answered = trace(ANSWERED);
     let cut = after_answer(&answered);
-    let mut sent = fake.play(&answered, 0..cut, Pace::Recorded { speedup: SPEEDUP }).await.sent;
+    let mut sent = fake.play(&answered, 0..cut, Pace::Recorded { speedup: SPEEDUP }).await.written();
     let name = format!("deskhook-{ANSWERED_ID}-1");
     wait_live_recording(&fake, &name, &deskhook).await;
     assert_eq!(fake.snoop_channels(), vec![format!("deskhook-snoop-{ANSWERED_ID}-1")]);
-    sent += fake.play(&answered, cut..answered.len(), Pace::Recorded { speedup: SPEEDUP }).await.sent;
+    sent += fake.play(&answered, cut..answered.len(), Pace::Recorded { speedup: SPEEDUP }).await.written();
     let unanswered = trace(UNANSWERED);
-    sent += fake.play(&unanswered, 0..unanswered.len(), Pace::Recorded { speedup: SPEEDUP }).await.sent;
+    sent += fake.play(&unanswered, 0..unanswered.len(), Pace::Recorded { speedup: SPEEDUP }).await.written();
 
     let requests = expected_events(ANSWERED).len() + expected_events(UNANSWERED).len() + 1;
     wait_until("the events and one upload", PATIENCE, || receiver.accepted_count() >= requests).await;

@@ -364,6 +364,17 @@ impl AriClient {
         self.send_full(Method::POST, &path, &[("application", application)], None, Some(&body)).await.map(drop)
     }
 
+    /// `PUT /applications/{name}/eventFilter` (Asterisk 13.26 / 16.3 and later): from now on
+    /// Asterisk sends `application` only events of the `allowed` types. The application must be
+    /// registered, i.e. its event websocket connected. Both lists are given, so whatever filter
+    /// an earlier run left is replaced, not merged.
+    pub(crate) async fn filter_events(&self, application: &str, allowed: &[&str]) -> Result<(), AriError> {
+        let path = format!("/applications/{}/eventFilter", encode_segment(application));
+        let allowed: Vec<serde_json::Value> = allowed.iter().map(|kind| serde_json::json!({ "type": kind })).collect();
+        let body = serde_json::json!({ "allowed": allowed, "disallowed": [] });
+        self.send_full(Method::PUT, &path, &[], None, Some(&body)).await.map(drop)
+    }
+
     /// `DELETE /channels/{id}`: hangs a channel up (deskhook only hangs up its own snoops).
     pub(crate) async fn hangup(&self, channel_id: &str) -> Result<(), AriError> {
         let path = format!("/channels/{}", encode_segment(channel_id));

@@ -19,6 +19,7 @@ use crate::metrics::{self, Counter, Gauge};
 use crate::presence::Presence;
 
 use super::clock::EventClock;
+use super::event_filter::EventFilter;
 use super::queue_members::QueueMemberLookup;
 use super::resync::{is_any_resync_marker, is_resync_marker, spawn_resync, EndpointClasses, Snapshot};
 use super::sink::SinkQueue;
@@ -87,6 +88,8 @@ pub(crate) struct EngineTask {
     pub client: AriClient,
     /// deskhook's ARI application (where the resync marker is posted).
     pub app: String,
+    /// The event types Asterisk is asked to send, set again on every connect.
+    pub event_filter: EventFilter,
     pub presence: Presence,
     pub health: Health,
     pub sink: SinkQueue,
@@ -265,6 +268,7 @@ impl EngineTask {
                 spawn_resync(
                     self.client.clone(),
                     self.app.clone(),
+                    self.event_filter.clone(),
                     generation,
                     self.current_generation.clone(),
                     self.inbound_tx.clone(),

@@ -20,6 +20,7 @@ mod clock;
 pub(crate) mod delivery_sink;
 pub(crate) mod endpoints_facade;
 mod engine_task;
+mod event_filter;
 pub(crate) mod logging;
 mod queue_members;
 pub(crate) mod resync;
@@ -152,6 +153,7 @@ impl Daemon {
     pub fn start(config: &Config, sink: Box<dyn Sink>, links: DaemonLinks) -> Result<Daemon, DaemonError> {
         let DaemonLinks { presence, health, systemd, resume } = links;
         let settings = engine_settings(config, true)?;
+        let event_filter = event_filter::EventFilter::for_engine(&settings);
         let mut engine = Engine::new(settings);
         let lost_sight = engine_task::resume(&mut engine, resume);
         let client = AriClient::new(&config.ari)?;
@@ -169,6 +171,7 @@ impl Daemon {
             queue_members: queue_members::QueueMemberLookup::new(client.clone(), inbound_tx.clone()),
             client,
             app: config.ari.app.clone(),
+            event_filter,
             presence,
             health: health.clone(),
             sink: sink_tx,

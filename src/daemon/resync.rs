@@ -19,6 +19,7 @@ use crate::ari::model::AsteriskInfo;
 use crate::ari::{AriClient, AriError, AriEvent, Bridge, Channel, Endpoint};
 use crate::calls::{ChannelClass, Classifier};
 
+use super::event_filter::EventFilter;
 use super::Inbound;
 
 /// Reading the channels again after a failure: the first pause, and the longest.
@@ -76,16 +77,18 @@ async fn post_marker(client: &AriClient, app: &str, generation: u64) -> bool {
     }
 }
 
-/// Reads a [`Snapshot`] for connection `generation`, posts the resync marker to `app`, and
-/// queues the snapshot as [`Inbound::Resynced`].
+/// Sets `app`'s event filter, reads a [`Snapshot`] for connection `generation`, posts the
+/// resync marker to `app`, and queues the snapshot as [`Inbound::Resynced`].
 pub(crate) fn spawn_resync(
     client: AriClient,
     app: String,
+    event_filter: EventFilter,
     generation: u64,
     current_generation: Arc<AtomicU64>,
     answers: mpsc::UnboundedSender<Inbound>,
 ) {
     tokio::spawn(async move {
+        event_filter.apply(&client, &app).await;
         let mut retries = 0;
         let mut warned = false;
         while current_generation.load(Ordering::SeqCst) == generation {

@@ -11,6 +11,7 @@
 #![warn(unreachable_pub)]
 
 pub mod bundled;
+mod filter;
 mod recording;
 mod server;
 mod session;
@@ -58,6 +59,9 @@ pub struct FakeAriOptions {
     /// channels and bridges — as in Asterisk, where the connect and the REST answers race.
     /// When false, a session gets events only once it has listed both (and replay waits for that).
     pub deliver_before_listing: bool,
+    /// `PUT /applications/{name}/eventFilter` exists (Asterisk 13.26 / 16.3 and later); when
+    /// false it answers 404 "Resource not found", as an older Asterisk does.
+    pub event_filter: bool,
 }
 
 impl FakeAriOptions {
@@ -78,6 +82,7 @@ impl FakeAriOptions {
             queue_members,
             hold_events_while_disconnected: true,
             deliver_before_listing: true,
+            event_filter: true,
         }
     }
 }
@@ -99,8 +104,19 @@ pub struct FakeStatus {
     pub last_events_query: String,
     /// Messages written to websockets.
     pub messages_sent: u64,
+    /// Messages an application's event filter kept from its websocket.
+    pub messages_filtered: u64,
+    /// The event types each application asked for (`allowed` of its event filter; empty: all).
+    pub events_allowed: BTreeMap<String, Vec<String>>,
     /// Longest single write batch to a websocket, in microseconds (a stalled reader shows here).
     pub longest_write_us: u64,
+}
+
+impl PlayReport {
+    /// Messages written to the websocket: sent and not filtered out.
+    pub fn written(&self) -> usize {
+        self.sent - self.filtered
+    }
 }
 
 impl FakeStatus {
@@ -118,10 +134,23 @@ pub enum Pace {
     MaxSpeed,
 }
 
+/// What one replayed message became.
+enum Broadcast {
+    /// Queued for a connected client's websocket.
+    Written,
+    /// Every connected client's application filters its type out (Asterisk's part is done).
+    Filtered,
+    /// No client was there to get it.
+    Nobody,
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlayReport {
+    /// Messages Asterisk emitted while a client was connected (written, or filtered out).
     pub sent: usize,
+    /// Of `sent`, those the application's event filter kept back: never written.
+    pub filtered: usize,
     /// Messages nobody received (no client connected and not holding).
     pub lost: usize,
     /// The replay was cut short by a restart.
@@ -174,12 +203,15 @@ pub(crate) struct Shared {
     /// The newest replayed timestamp and when it was replayed: the fake's "now" in trace time.
     pub clock: Mutex<Option<(EpochMillis, Instant)>>,
     pub sessions: Mutex<Vec<SessionSlot>>,
+    /// Event filters by application; they outlive the application's websockets, as in Asterisk.
+    pub filters: Mutex<BTreeMap<String, filter::EventTypeFilter>>,
     /// False while "restarting": every request gets 503.
     pub up: AtomicBool,
     /// Bumped by every restart; a replay started in an older epoch stops.
     pub epoch: AtomicU64,
     pub next_session: AtomicU64,
     pub messages_sent: AtomicU64,
+    pub messages_filtered: AtomicU64,
     pub longest_write_us: AtomicU64,
     /// `GET /channels` and `/bridges` answer this many milliseconds late (with what was live when asked).
     pub listing_delay_ms: AtomicU64,
@@ -215,15 +247,31 @@ impl Shared {
     }
 
     /// Sends one replayed message to every ready session; false when none was ready.
-    fn broadcast(&self, message: &FakeMessage) -> bool {
+    fn broadcast(&self, message: &FakeMessage) -> Broadcast {
         let sessions = lock(&self.sessions);
-        let mut delivered = false;
+        let (mut written, mut filtered) = (false, false);
         for session in sessions.iter().filter(|session| session.receives_events(&self.options)) {
-            if session.tx.send(SessionCommand::send(message.text.clone())).is_ok() {
-                delivered = true;
+            if !self.allows(&session.app, &message.kind) {
+                filtered = true;
+            } else if session.tx.send(SessionCommand::send(message.text.clone())).is_ok() {
+                written = true;
             }
         }
-        delivered
+        match (written, filtered) {
+            (true, _) => Broadcast::Written,
+            (false, true) => Broadcast::Filtered,
+            (false, false) => Broadcast::Nobody,
+        }
+    }
+
+    /// Whether `app`'s event filter lets a message of type `kind` through (counting the ones it stops).
+    /// Lock order: `sessions` before `filters`.
+    pub(crate) fn allows(&self, app: &str, kind: &str) -> bool {
+        let allowed = lock(&self.filters).get(app).is_none_or(|filter| filter.allows(kind));
+        if !allowed {
+            self.messages_filtered.fetch_add(1, Ordering::Relaxed);
+        }
+        allowed
     }
 
     /// Sends generated events to every ready session.
@@ -234,8 +282,11 @@ impl Shared {
         let sessions = lock(&self.sessions);
         for event in events {
             let text = recording::message(event);
+            let kind = event.get("type").and_then(Value::as_str).unwrap_or_default();
             for session in sessions.iter().filter(|session| session.receives_events(&self.options)) {
-                let _ = session.tx.send(SessionCommand::send(text.clone()));
+                if self.allows(&session.app, kind) {
+                    let _ = session.tx.send(SessionCommand::send(text.clone()));
+                }
             }
         }
     }
@@ -297,7 +348,13 @@ impl Shared {
         let sessions = lock(&self.sessions);
         let mut sent = false;
         for session in sessions.iter().filter(|session| session.app == app) {
-            sent |= session.tx.send(SessionCommand::send(text.clone())).is_ok();
+            // Posted to a connected application: accepted even when its filter then drops it.
+            let delivered = if self.allows(app, "ChannelUserevent") {
+                session.tx.send(SessionCommand::send(text.clone())).is_ok()
+            } else {
+                true
+            };
+            sent |= delivered;
         }
         sent
     }
@@ -351,10 +408,12 @@ impl FakeAri {
             recordings: Mutex::new(recording::Recordings::default()),
             clock: Mutex::new(None),
             sessions: Mutex::new(Vec::new()),
+            filters: Mutex::new(BTreeMap::new()),
             up: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
             messages_sent: AtomicU64::new(0),
+            messages_filtered: AtomicU64::new(0),
             longest_write_us: AtomicU64::new(0),
             listing_delay_ms: AtomicU64::new(0),
             variable_delay_ms: AtomicU64::new(0),
@@ -386,6 +445,7 @@ impl FakeAri {
     pub fn status(&self) -> FakeStatus {
         let mut status = self.shared.status.borrow().clone();
         status.messages_sent = self.shared.messages_sent.load(Ordering::Relaxed);
+        status.messages_filtered = self.shared.messages_filtered.load(Ordering::Relaxed);
         status.longest_write_us = self.shared.longest_write_us.load(Ordering::Relaxed);
         status
     }
@@ -514,9 +574,17 @@ impl FakeAri {
                     }
                     applied = true;
                 }
-                if self.shared.broadcast(message) {
-                    report.sent += 1;
-                    break;
+                match self.shared.broadcast(message) {
+                    Broadcast::Written => {
+                        report.sent += 1;
+                        break;
+                    }
+                    Broadcast::Filtered => {
+                        report.sent += 1;
+                        report.filtered += 1;
+                        break;
+                    }
+                    Broadcast::Nobody => {}
                 }
                 if !hold {
                     report.lost += 1;
@@ -572,8 +640,9 @@ impl FakeAri {
     pub fn replace_application(&self) {
         let mut sessions = lock(&self.shared.sessions);
         for session in sessions.drain(..) {
-            let text = replaced_message(&session.app);
-            let _ = session.tx.send(SessionCommand::send(text));
+            if self.shared.allows(&session.app, "ApplicationReplaced") {
+                let _ = session.tx.send(SessionCommand::send(replaced_message(&session.app)));
+            }
         }
         drop(sessions);
         self.shared.refresh_sessions();
@@ -589,6 +658,9 @@ impl FakeAri {
         let at = self.shared.now_ms();
         lock(&self.shared.recordings).restart(at);
         lock(&self.shared.pbx).clear();
+        // A restarted Asterisk has no applications, so no filters either.
+        lock(&self.shared.filters).clear();
+        self.shared.status.send_modify(|status| status.events_allowed.clear());
         tokio::time::sleep(down_for).await;
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();
         if let Some(status) = lock(&self.shared.info).get_mut("status").and_then(Value::as_object_mut) {

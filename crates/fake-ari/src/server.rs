@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -41,6 +41,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ari/recordings/stored/{name}/file", get(stored_file))
         .route("/ari/events", get(events))
         .route("/ari/events/user/{name}", post(user_event))
+        .route("/ari/applications/{name}/eventFilter", put(event_filter))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .with_state(shared)
@@ -304,6 +305,41 @@ async fn user_event(
     }
 }
 
+/// `PUT /applications/{name}/eventFilter`: sets the application's event filter and answers the
+/// `Application` model. The application must be registered (a websocket of it connected);
+/// without `event_filter` in the options, the resource does not exist.
+async fn event_filter(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !shared.options.event_filter {
+        return not_found().await;
+    }
+    if !lock(&shared.sessions).iter().any(|session| session.app == name) {
+        return ari_error(StatusCode::NOT_FOUND, "Application not found");
+    }
+    let filter = {
+        let mut filters = lock(&shared.filters);
+        let mut filter = filters.get(&name).cloned().unwrap_or_default();
+        if let Err(problem) = filter.update(&body) {
+            return ari_error(StatusCode::BAD_REQUEST, &problem);
+        }
+        filters.insert(name.clone(), filter.clone());
+        filter
+    };
+    shared.status.send_modify(|status| {
+        status.events_allowed.insert(name.clone(), filter.allowed.clone());
+    });
+    let mut application = serde_json::Map::new();
+    application.insert("name".into(), Value::String(name));
+    for list in ["channel_ids", "bridge_ids", "endpoint_ids", "device_names"] {
+        application.insert(list.into(), Value::Array(Vec::new()));
+    }
+    filter.to_json(&mut application);
+    Json(Value::Object(application)).into_response()
+}
+
 async fn not_found() -> Response {
     ari_error(StatusCode::NOT_FOUND, "Resource not found")
 }
@@ -338,7 +374,9 @@ async fn events(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
         // A newer websocket for the same application takes it over, as in Asterisk.
         sessions.retain(|session| {
             if session.app == app {
-                let _ = session.tx.send(SessionCommand::send(replaced_message(&app)));
+                if shared.allows(&app, "ApplicationReplaced") {
+                    let _ = session.tx.send(SessionCommand::send(replaced_message(&app)));
+                }
                 false
             } else {
                 true

@@ -67,6 +67,39 @@ pub struct EngineSettings {
     pub report_mixmonitor_files: bool,
 }
 
+/// The ARI event types the engine acts on whatever the settings (see
+/// [`EngineSettings::event_types_read`]).
+const EVENT_TYPES_READ: &[&str] = &[
+    "ChannelCreated",
+    "ChannelDestroyed",
+    "ChannelStateChange",
+    "ChannelDialplan",
+    "ChannelHangupRequest",
+    "ChannelCallerId",
+    "ChannelConnectedLine",
+    "Dial",
+    "ChannelEnteredBridge",
+    "ChannelLeftBridge",
+    "BridgeDestroyed",
+    "BridgeBlindTransfer",
+    "BridgeAttendedTransfer",
+    "StasisStart",
+    "StasisEnd",
+];
+
+impl EngineSettings {
+    /// The ARI event types that can change what the engine makes of a call with these settings;
+    /// every other type it takes and ignores. `ChannelVarset` (most of what Asterisk sends) only
+    /// counts while MixMonitor's files are picked up: their names are its only use.
+    pub fn event_types_read(&self) -> Vec<&'static str> {
+        let mut types = EVENT_TYPES_READ.to_vec();
+        if self.report_mixmonitor_files {
+            types.push("ChannelVarset");
+        }
+        types
+    }
+}
+
 /// One channel the engine follows.
 #[derive(Debug, Clone)]
 struct Leg {
