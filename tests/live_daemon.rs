@@ -13,17 +13,6 @@ use deskhook::daemon::{Daemon, DaemonLinks, Sink, SinkFuture};
 use fake_ari::{FakeTrace, Pace};
 use live_support::*;
 
-/// Keeps every output, for assertions.
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Output>>>);
-
-impl Sink for Collect {
-    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
-        self.0.lock().expect("not poisoned").push(output.clone());
-        Box::pin(async {})
-    }
-}
-
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !condition() {

@@ -6,44 +6,31 @@ mod live_support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deskhook::calls::Output;
 use deskhook::config::{Config, RecordingMode};
-use deskhook::daemon::{Daemon, DaemonLinks, Sink, SinkFuture};
+use deskhook::daemon::{Daemon, DaemonLinks};
 use fake_ari::{FakeAri, FakeAriOptions, Pace};
 use live_support::*;
 
 const APP: &str = "deskhook-test";
 
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Output>>>);
-
-impl Sink for Collect {
-    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
-        self.0.lock().expect("not poisoned").push(output.clone());
-        Box::pin(async {})
-    }
+/// The call events collected so far, as text (effects such as heartbeats depend on timing).
+fn events(sink: &Collect) -> Vec<String> {
+    let outputs = sink.0.lock().expect("not poisoned");
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Event(event) => Some(format!("{event:?}")),
+            _ => None,
+        })
+        .collect()
 }
 
-impl Collect {
-    /// The call events so far, as text (effects such as heartbeats depend on timing).
-    fn events(&self) -> Vec<String> {
-        let outputs = self.0.lock().expect("not poisoned");
-        outputs
-            .iter()
-            .filter_map(|output| match output {
-                Output::Event(event) => Some(format!("{event:?}")),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn ended(&self) -> usize {
-        let outputs = self.0.lock().expect("not poisoned");
-        outputs.iter().filter(|output| matches!(output, Output::Event(event) if event.is_ended())).count()
-    }
+fn ended(sink: &Collect) -> usize {
+    let outputs = sink.0.lock().expect("not poisoned");
+    outputs.iter().filter(|output| matches!(output, Output::Event(event) if event.is_ended())).count()
 }
 
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
@@ -69,9 +56,9 @@ async fn one_call(mode: RecordingMode, asterisk_filters: bool) -> (Vec<String>, 
     eventually("the first resync", || daemon.stats().resyncs.load(Ordering::Relaxed) >= 1).await;
     let trace = trace("01-in-direct-answered");
     fake.play(&trace, 0..trace.len(), Pace::MaxSpeed).await;
-    eventually("the call's end", || sink.ended() == 1).await;
+    eventually("the call's end", || ended(&sink) == 1).await;
     assert!(daemon.stop(Duration::from_secs(4)).await, "stopped in time");
-    (sink.events(), fake)
+    (events(&sink), fake)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

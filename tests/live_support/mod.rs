@@ -8,9 +8,22 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deskhook::calls::Output;
+use deskhook::daemon::{Sink, SinkFuture};
 use fake_ari::{FakeAri, FakeAriOptions, FakeTrace};
 
 /// Generous: the suite runs on a loaded 2-core machine.
+/// A sink for an in-process daemon that keeps every output, for assertions.
+#[derive(Clone, Default)]
+pub struct Collect(pub Arc<Mutex<Vec<Output>>>);
+
+impl Sink for Collect {
+    fn accept<'a>(&'a mut self, output: &'a Output) -> SinkFuture<'a> {
+        self.0.lock().expect("not poisoned").push(output.clone());
+        Box::pin(async {})
+    }
+}
+
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub const PASSWORD: &str = "s3cret-test-password";
