@@ -1,7 +1,7 @@
 //! Which ARI event types deskhook asks Asterisk for: on every connect it sets its
 //! application's event filter to the types the engine and the daemon act on, so Asterisk
-//! neither builds nor sends the rest (with MixMonitor pickup off, two thirds of its messages:
-//! every `Set()` of the dialplan is a `ChannelVarset`).
+//! neither serializes nor writes the rest to the websocket (with MixMonitor pickup off, two
+//! thirds of its messages: every `Set()` of the dialplan is a `ChannelVarset`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ impl EventFilter {
 
     /// Sets the filter on `app` (its websocket must be connected). Asterisk before 13.26 /
     /// 16.3 has no filter: it then sends everything, which costs CPU and changes nothing else,
-    /// so a refusal is reported once and never retried within this connect.
+    /// so a refusal is reported once per run (every connect asks again).
     pub(crate) async fn apply(&self, client: &AriClient, app: &str) {
         match client.filter_events(app, &self.allowed).await {
             Ok(()) => tracing::debug!(
