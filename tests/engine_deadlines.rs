@@ -37,12 +37,8 @@ fn replay(
 
 #[test]
 fn waking_at_the_engines_deadlines_gives_what_a_fixed_tick_gives() {
-    let mut names = common::scenarios();
-    names.push("busy-stretch".into());
     let mut woken = 0;
-    for name in names {
-        let config =
-            if name == "busy-stretch" { common::config("busy-stretch.toml") } else { common::config("lab.toml") };
+    for (name, config) in common::traces_with_configs() {
         let events = common::parse_all(&common::trace_lines(&name));
         let (ticked, _) = replay(&config, &events, |engine, from, to, out| {
             let mut at = from + TICK_MS;

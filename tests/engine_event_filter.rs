@@ -23,12 +23,8 @@ fn kind_of(line: &str) -> String {
 
 #[test]
 fn only_the_event_types_the_engine_reads_give_the_same_outputs_as_every_event() {
-    let mut names = common::scenarios();
-    names.push("busy-stretch".into());
     let mut dropped_total = 0;
-    for name in names {
-        let config =
-            if name == "busy-stretch" { common::config("busy-stretch.toml") } else { common::config("lab.toml") };
+    for (name, config) in common::traces_with_configs() {
         let lines = common::trace_lines(&name);
         for mixmonitor in [true, false] {
             let mut settings = deskhook::daemon::engine_settings(&config, true).expect("valid settings");

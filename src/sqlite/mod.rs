@@ -49,7 +49,7 @@ pub(crate) fn open(path: &Path, commits: Commits, busy_timeout: Duration) -> rus
 }
 
 /// Makes the connection's next commits `commits` (`synchronous = FULL` or `NORMAL`).
-pub(crate) fn set_commits(conn: &Connection, commits: Commits) -> rusqlite::Result<()> {
+fn set_commits(conn: &Connection, commits: Commits) -> rusqlite::Result<()> {
     let pragma = match commits {
         Commits::Durable => "PRAGMA synchronous = FULL",
         Commits::Relaxed => "PRAGMA synchronous = NORMAL",

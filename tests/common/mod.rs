@@ -27,6 +27,19 @@ pub fn scenarios() -> Vec<String> {
     names
 }
 
+/// Every scenario trace and the busy stretch, each with the config it was captured under.
+pub fn traces_with_configs() -> Vec<(String, Config)> {
+    let mut names = scenarios();
+    names.push("busy-stretch".into());
+    names
+        .into_iter()
+        .map(|name| {
+            let config = if name == "busy-stretch" { config("busy-stretch.toml") } else { config("lab.toml") };
+            (name, config)
+        })
+        .collect()
+}
+
 pub fn trace_lines(name: &str) -> Vec<String> {
     std::fs::read_to_string(fixtures().join(format!("{name}.jsonl")))
         .expect("trace readable")

@@ -264,6 +264,13 @@ impl Shared {
         }
     }
 
+    /// Tells a session that another client took its application over (unless its filter says no).
+    pub(crate) fn tell_replaced(&self, session: &SessionSlot) {
+        if self.allows(&session.app, "ApplicationReplaced") {
+            let _ = session.tx.send(SessionCommand::send(replaced_message(&session.app)));
+        }
+    }
+
     /// Whether `app`'s event filter lets a message of type `kind` through (counting the ones it stops).
     /// Lock order: `sessions` before `filters`.
     pub(crate) fn allows(&self, app: &str, kind: &str) -> bool {
@@ -446,6 +453,8 @@ impl FakeAri {
         let mut status = self.shared.status.borrow().clone();
         status.messages_sent = self.shared.messages_sent.load(Ordering::Relaxed);
         status.messages_filtered = self.shared.messages_filtered.load(Ordering::Relaxed);
+        status.events_allowed =
+            lock(&self.shared.filters).iter().map(|(app, filter)| (app.clone(), filter.allowed.clone())).collect();
         status.longest_write_us = self.shared.longest_write_us.load(Ordering::Relaxed);
         status
     }
@@ -640,9 +649,7 @@ impl FakeAri {
     pub fn replace_application(&self) {
         let mut sessions = lock(&self.shared.sessions);
         for session in sessions.drain(..) {
-            if self.shared.allows(&session.app, "ApplicationReplaced") {
-                let _ = session.tx.send(SessionCommand::send(replaced_message(&session.app)));
-            }
+            self.shared.tell_replaced(&session);
         }
         drop(sessions);
         self.shared.refresh_sessions();
@@ -660,7 +667,6 @@ impl FakeAri {
         lock(&self.shared.pbx).clear();
         // A restarted Asterisk has no applications, so no filters either.
         lock(&self.shared.filters).clear();
-        self.shared.status.send_modify(|status| status.events_allowed.clear());
         tokio::time::sleep(down_for).await;
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();
         if let Some(status) = lock(&self.shared.info).get_mut("status").and_then(Value::as_object_mut) {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::recording::Answer;
-use super::{lock, mark_listing, replaced_message, request_key, session, SessionCommand, SessionSlot, Shared};
+use super::{lock, mark_listing, request_key, session, SessionSlot, Shared};
 
 /// Chunk size of a stored recording's file download.
 const FILE_CHUNK: usize = 64 * 1024;
@@ -328,9 +328,8 @@ async fn event_filter(
         filters.insert(name.clone(), filter.clone());
         filter
     };
-    shared.status.send_modify(|status| {
-        status.events_allowed.insert(name.clone(), filter.allowed.clone());
-    });
+    // Wakes whoever waits on the status (which reads the filters).
+    shared.status.send_modify(|_| {});
     let mut application = serde_json::Map::new();
     application.insert("name".into(), Value::String(name));
     for list in ["channel_ids", "bridge_ids", "endpoint_ids", "device_names"] {
@@ -374,9 +373,7 @@ async fn events(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
         // A newer websocket for the same application takes it over, as in Asterisk.
         sessions.retain(|session| {
             if session.app == app {
-                if shared.allows(&app, "ApplicationReplaced") {
-                    let _ = session.tx.send(SessionCommand::send(replaced_message(&app)));
-                }
+                shared.tell_replaced(session);
                 false
             } else {
                 true
