@@ -2,7 +2,8 @@
 //! silent socket as dead, and reconnect with exponential backoff + jitter.
 //!
 //! Asterisk drops a websocket whose writes stall for `websocket_write_timeout` (100 ms), so the
-//! reading loop does nothing but hand each text frame to a callback that queues it: parsing and
+//! reading loop does nothing but hand the text frames to a callback that queues them — what one
+//! read of the socket brought in one piece, so the receiver wakes once for them: parsing and
 //! everything else happens on the receiving side. The loop runs on its own OS thread with its
 //! own single-threaded runtime, so no other task can delay it. Outages are logged once when they
 //! start (and again only if the kind of failure changes) and once on recovery.
@@ -46,6 +47,9 @@ pub(crate) const READ_PAUSE: Duration = Duration::from_millis(40);
 /// Fewer frames than this between two pauses is a trickle (below ~3,200 messages a second);
 /// more, and the reader reads on without pausing, so a burst never waits in the socket.
 const TRICKLE: usize = 128;
+/// During a flood the reader hands messages over in pieces of this many, so the engine starts
+/// on them while the reader reads on.
+pub(crate) const HANDOVER: usize = 128;
 /// The shortest wait before a reconnect attempt.
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// A connection that lived this long counts as healthy: the next outage starts a fresh backoff.
@@ -56,8 +60,9 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 pub(crate) enum SocketEvent {
     /// A websocket is up. `outage` is how long ARI was unreachable before (None on the first connect).
     Connected { generation: u64, outage: Option<Duration> },
-    /// One ARI message.
-    Message(MessageText),
+    /// ARI messages in socket order: what one read of the socket brought (at most [`HANDOVER`]),
+    /// so the engine is woken once for them, not once each.
+    Messages(Vec<MessageText>),
     /// The websocket of `generation` is gone; `last_alive` is the last moment it was known to
     /// work (its last frame when it fell silent, else when it closed).
     Disconnected { generation: u64, last_alive: Instant },
@@ -408,6 +413,8 @@ async fn read_until_closed(
     let mut frames_since_drain = 0usize;
     // Where the current gap between frames started (a deliberate pause is not a gap).
     let mut gap_from = last_frame;
+    // Messages read and not yet handed over: they go together when the socket runs dry.
+    let mut taken: Vec<MessageText> = Vec::new();
     let end = loop {
         // A frame already read off the socket is taken at once. When the socket runs dry after a
         // trickle of frames (a PBX's ordinary pace, not a flood), the reader pauses a moment
@@ -418,6 +425,9 @@ async fn read_until_closed(
             Some(frame) => frame,
             None if !drained => {
                 drained = true;
+                if !hand_over(&mut taken, deliver, stats) {
+                    break End::ReceiverGone;
+                }
                 if std::mem::take(&mut frames_since_drain) >= TRICKLE {
                     continue;
                 }
@@ -458,12 +468,12 @@ async fn read_until_closed(
                     break End::Overflow;
                 }
                 let replaced = text.contains("ApplicationReplaced") && is_application_replaced(&text);
-                if !deliver(SocketEvent::Message(text)) {
-                    break End::ReceiverGone;
-                }
-                stats.messages.fetch_add(1, Ordering::Relaxed);
+                taken.push(text);
                 if replaced {
                     break End::Replaced;
+                }
+                if taken.len() >= HANDOVER && !hand_over(&mut taken, deliver, stats) {
+                    break End::ReceiverGone;
                 }
                 let busy_us = received.elapsed().as_micros() as u64;
                 stats.longest_busy_us.fetch_max(busy_us, Ordering::Relaxed);
@@ -475,6 +485,8 @@ async fn read_until_closed(
             Some(Ok(_)) => {}
         }
     };
+    // Whatever way the socket ended, what was read (and counted in the backlog) is handed over.
+    hand_over(&mut taken, deliver, stats);
     match end {
         End::Shutdown | End::Replaced | End::Overflow => {
             close_now.cancel();
@@ -484,6 +496,19 @@ async fn read_until_closed(
     }
     let last_alive = if fell_silent { last_frame } else { Instant::now() };
     (end, last_alive)
+}
+
+/// Hands the messages read so far to the receiver in one piece; false once it is gone.
+fn hand_over(taken: &mut Vec<MessageText>, deliver: &mut impl FnMut(SocketEvent) -> bool, stats: &ReaderStats) -> bool {
+    if taken.is_empty() {
+        return true;
+    }
+    let count = taken.len() as u64;
+    let handed = deliver(SocketEvent::Messages(std::mem::take(taken)));
+    if handed {
+        stats.messages.fetch_add(count, Ordering::Relaxed);
+    }
+    handed
 }
 
 /// After an overflow: counts it, says so once, and waits until the receiver has worked the

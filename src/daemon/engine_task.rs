@@ -26,8 +26,9 @@ use super::sink::SinkQueue;
 use super::systemd::Systemd;
 use super::{Inbound, LiveStats};
 
-/// Inbound items taken per wake-up.
-const BATCH: usize = 512;
+/// Inbound items taken per wake-up: the reader's items carry up to `HANDOVER` messages each,
+/// so this is up to about a thousand messages before the sink's room is looked at again.
+const BATCH: usize = 8;
 /// On shutdown, how long the engine may keep working through what was already read.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// How long events are held back waiting for the snapshot after a connect.
@@ -242,10 +243,13 @@ impl EngineTask {
 
     fn on_inbound(&mut self, item: Inbound) {
         match item {
-            Inbound::Socket(SocketEvent::Message(text)) => {
-                self.stats.reader.handled();
-                let Some(event) = self.parse(&text) else { return };
-                self.on_received(event);
+            Inbound::Socket(SocketEvent::Messages(texts)) => {
+                for text in texts {
+                    self.stats.reader.handled();
+                    if let Some(event) = self.parse(&text) {
+                        self.on_received(event);
+                    }
+                }
             }
             Inbound::Socket(SocketEvent::Connected { generation, outage }) => {
                 self.release_held();
