@@ -536,6 +536,40 @@ async fn a_failed_commit_is_retried_until_it_works_and_loses_nothing() {
     handle.shutdown().await;
 }
 
+/// The outbox's writer runs on the daemon's runtime (a single thread): while another process
+/// holds the write lock, the commit waits without holding up the runtime's other tasks (the
+/// engine, `/forward`, `/healthz`), and the requests are stored once the lock is gone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_held_write_lock_holds_up_the_commit_not_the_runtime() {
+    let storage = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let cfg = fast_config();
+    let handle =
+        Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
+    handle.enqueue(vec![event("1700000030.1", 0, 1).request(&utc())]).await.expect("stored");
+    wait_settled(&handle, 1).await;
+
+    let blocker = rusqlite::Connection::open(storage.path().join(deskhook::deliver::OUTBOX_FILE)).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("write lock taken");
+    let requests: Vec<Request> =
+        (0..3).map(|index| event(&format!("1700000031.{index}"), 0, 1).request(&utc())).collect();
+    let stored = tokio::spawn(handle.enqueue(requests));
+    // Twenty turns of a timer on the same thread: a writer asleep in SQLite's busy handler
+    // would hold the first one up for the whole busy timeout (10 s).
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "the runtime was held up for {:?}", started.elapsed());
+    assert!(!stored.is_finished(), "the requests wait for the lock");
+
+    blocker.execute_batch("ROLLBACK").expect("write lock released");
+    stored.await.expect("enqueue task").expect("stored once the lock is gone");
+    wait_settled(&handle, 4).await;
+    assert_eq!(receiver.accepted_count(), 4);
+    handle.shutdown().await;
+}
+
 fn delivered_calls(storage: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(storage.join(deskhook::deliver::OUTBOX_FILE)).expect("open db");
     let mut statement =

@@ -24,8 +24,10 @@ const DAEMON_GRACE: Duration = Duration::from_millis(2_500);
 pub fn run(config: &Config, print_events: bool) -> i32 {
     logging::init("info");
     // One runtime thread: deskhook's tasks are small and mostly wait, and a second worker only
-    // added wake-ups taken from Asterisk. The ARI reader and the outbox writer keep threads of
-    // their own, and SQLite and file work goes to the blocking pool.
+    // added wake-ups taken from Asterisk. The outbox's writer is one of those tasks (a commit
+    // only writes the WAL); the ARI reader keeps a thread of its own so Asterisk never waits on
+    // deskhook, fsyncs have the syncer's thread, and other SQLite and file work goes to the
+    // blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().thread_name("deskhook").build() {
         Ok(runtime) => runtime,
         Err(error) => {

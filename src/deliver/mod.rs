@@ -5,7 +5,7 @@
 //! - `request`: what is stored (an event form or a recording upload);
 //! - `omnidesk`: the wire formats (SPEC §3);
 //! - `outbox`: the SQLite file, its reads and the admin commands (`deskhook outbox`);
-//! - `writer`: the single writer thread with group commit (its fsyncs: [`crate::sqlite::Syncer`]);
+//! - `writer`: the single writer task with group commit (its fsyncs: [`crate::sqlite::Syncer`]);
 //! - `scheduler` + `sender`: which row goes next, and the HTTP tries;
 //! - `protocol`: the sinks that speak an API (the CRMs, `crate::crm`) and send each row themselves;
 //! - `policy`: retry, backoff, `Retry-After`, retention, and error texts without secrets.
@@ -28,7 +28,6 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::Connection;
@@ -72,8 +71,6 @@ pub enum DeliverError {
     HttpClient { message: String },
     #[error("delivery must be started inside a tokio runtime")]
     NoRuntime,
-    #[error("cannot start the outbox writer thread: {source}")]
-    Thread { source: std::io::Error },
     #[error("cannot start the outbox's syncer: {error}")]
     Syncer { error: String },
 }
@@ -135,7 +132,7 @@ impl Delivery {
             parts.push((target, sink, counts, added_rx, meters));
         }
         let commits_failing = Arc::new(AtomicBool::new(false));
-        let writer = writer::spawn(outbox, books, commits_failing.clone())?;
+        let writer = writer::spawn(outbox, books, commits_failing.clone(), &runtime)?;
         let mut sinks = BTreeMap::new();
         let mut controls = Vec::with_capacity(parts.len());
         for (target, sink, counts, added, meters) in parts {
@@ -285,7 +282,7 @@ pub struct DeliveryHandle {
 }
 
 struct Inner {
-    writer: Sender<WriterCommand>,
+    writer: tokio::sync::mpsc::UnboundedSender<WriterCommand>,
     controls: Vec<tokio::sync::mpsc::UnboundedSender<Control>>,
     sinks: BTreeMap<String, SinkState>,
     reader: Arc<Mutex<Connection>>,

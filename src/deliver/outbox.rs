@@ -1,6 +1,6 @@
 //! The SQLite outbox file under `storage.dir`: schema, opening (WAL), and the reads and admin
 //! changes (`deskhook outbox list|retry|purge`). Routine writes go through `writer`, the
-//! single writer thread of a running delivery.
+//! single writer task of a running delivery.
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

@@ -4,7 +4,6 @@
 //! row may go. So after a crash at most one request per call is sent twice.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,7 +90,7 @@ pub(crate) struct SenderContext {
     pub meters: crate::metrics::SinkMeters,
     pub sink: Sink,
     pub policy: RetryPolicy,
-    pub writer: Sender<WriterCommand>,
+    pub writer: UnboundedSender<WriterCommand>,
     pub reader: Arc<Mutex<Connection>>,
     pub done: UnboundedSender<Done>,
     /// False while the destination fails, so an outage is logged once, not once per request

@@ -1,16 +1,22 @@
-//! The outbox's single writer: a thread that owns the write connection and commits whatever
+//! The outbox's single writer: a task that owns the write connection and commits whatever
 //! arrived meanwhile in one transaction (group commit). Commits reach the WAL without waiting
 //! for the disk, so they survive a crash or `kill -9` of deskhook as soon as `enqueue` returns;
 //! the [`Syncer`] fsyncs them moments later, many commits to one fsync.
+//!
+//! It runs on the runtime of the engine and the dispatchers, not on a thread of its own: a
+//! commit only writes the WAL (a fraction of a millisecond), and a thread would cost two
+//! wake-ups per commit — about half of all the context switches of the daemon. What may take
+//! long stays off the runtime: the fsync (the syncer's thread) and the ARI socket (the reader's
+//! thread, so Asterisk never waits on a commit).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
-use tokio::sync::{mpsc::UnboundedSender, oneshot};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
 
 use super::metrics;
 use super::outbox::{count_rows_by_sink, insert_request, now_ms, Limits, Outbox, OutboxCounts, PendingRow};
@@ -114,16 +120,22 @@ pub(crate) struct Writer {
 /// The first wait before a failed commit is tried again, and the longest.
 const COMMIT_RETRY_FIRST: Duration = Duration::from_millis(100);
 const COMMIT_RETRY_LONGEST: Duration = Duration::from_secs(5);
+/// How often a commit is tried again while another process holds the outbox's write lock.
+const BUSY_POLL: Duration = Duration::from_millis(5);
 /// While commits keep failing, the error is logged again this often.
 const COMMIT_FAILURE_REMINDER: Duration = Duration::from_secs(60);
 
-/// Starts the writer thread on the outbox's connection, for the sinks in `sinks`.
+/// Starts the writer task on `runtime`, on the outbox's connection, for the sinks in `sinks`.
 pub(crate) fn spawn(
     outbox: Outbox,
     sinks: BTreeMap<String, SinkBook>,
     failing: Arc<AtomicBool>,
-) -> Result<Sender<WriterCommand>, DeliverError> {
+    runtime: &tokio::runtime::Handle,
+) -> Result<UnboundedSender<WriterCommand>, DeliverError> {
     let current = count_rows_by_sink(&outbox.conn).map_err(|source| outbox.db_error(source))?;
+    // The writer runs on the runtime: it must never sleep in SQLite's busy handler (see
+    // `commit_until_stored`).
+    outbox.conn.busy_timeout(Duration::ZERO).map_err(|source| outbox.db_error(source))?;
     // The syncer fsyncs and checkpoints; commits only write the WAL.
     crate::sqlite::relax_for_syncer(&outbox.conn).map_err(|source| outbox.db_error(source))?;
     let syncer = Syncer::spawn("deskhook-sync", &outbox.path, metrics::write_errors())
@@ -143,11 +155,8 @@ pub(crate) fn spawn(
     writer.publish();
     // Bounded upstream: enqueues by the engine's sink queue, finishes by each sink's
     // `max_parallel`, checkpoints and heartbeats by engine steps.
-    let (commands, receiver) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("deskhook-outbox".into())
-        .spawn(move || writer.run(receiver))
-        .map_err(|source| DeliverError::Thread { source })?;
+    let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+    runtime.spawn(async move { writer.run(receiver).await });
     Ok(commands)
 }
 
@@ -164,21 +173,29 @@ struct BatchEffects {
 }
 
 impl Writer {
-    fn run(&mut self, commands: Receiver<WriterCommand>) {
+    async fn run(&mut self, mut commands: UnboundedReceiver<WriterCommand>) {
         loop {
             if Instant::now() >= self.next_prune {
-                self.prune();
+                self.prune().await;
                 self.next_prune = Instant::now() + PRUNE_EVERY;
             }
-            let first = match commands.recv_timeout(self.next_prune.saturating_duration_since(Instant::now())) {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.finish_syncer();
-                    return;
-                }
-            };
+            let first =
+                match tokio::time::timeout(self.next_prune.saturating_duration_since(Instant::now()), commands.recv())
+                    .await
+                {
+                    Ok(Some(command)) => command,
+                    Err(_) => continue,
+                    Ok(None) => {
+                        self.finish_syncer();
+                        return;
+                    }
+                };
             let mut all_lazy = first.is_lazy();
+            if !all_lazy {
+                // Whatever else is ready on the runtime (other dispatchers' outcomes, the rest
+                // of an engine step) runs first and joins this commit.
+                tokio::task::yield_now().await;
+            }
             let mut batch = vec![first];
             let mut stop = None;
             // Checkpoints and heartbeats wait on nothing: they ride on the next commit anyone
@@ -193,7 +210,10 @@ impl Writer {
                 // On a timeout or a disconnect, what is here is committed (the outer loop then
                 // sees the disconnect).
                 let next = if all_lazy {
-                    commands.recv_timeout(lazy_until.saturating_duration_since(Instant::now())).ok()
+                    tokio::time::timeout(lazy_until.saturating_duration_since(Instant::now()), commands.recv())
+                        .await
+                        .ok()
+                        .flatten()
                 } else {
                     commands.try_recv().ok()
                 };
@@ -211,7 +231,7 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                self.apply(batch);
+                self.apply(batch).await;
             }
             if let Some(reply) = stop {
                 self.finish_syncer();
@@ -221,7 +241,7 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self, batch: Vec<WriterCommand>) {
+    async fn apply(&mut self, batch: Vec<WriterCommand>) {
         // Every batch is one transaction, so a group only needs to stay inside its batch.
         let batch: Vec<WriterCommand> = batch
             .into_iter()
@@ -231,7 +251,7 @@ impl Writer {
             })
             .collect();
         let recount = batch.iter().any(|command| matches!(command, WriterCommand::Recount));
-        let effects = self.commit_until_stored(&batch);
+        let effects = self.commit_until_stored(&batch).await;
         if !batch.iter().all(|command| matches!(command, WriterCommand::Recount)) {
             self.committed();
         }
@@ -270,15 +290,25 @@ impl Writer {
     /// disk, a read-only file): the requests stay in memory meanwhile, `/healthz` is red and
     /// the error is logged at once and then once a minute. Nothing is reported "not stored"
     /// for a failure that may pass.
-    fn commit_until_stored(&mut self, batch: &[WriterCommand]) -> BatchEffects {
+    async fn commit_until_stored(&mut self, batch: &[WriterCommand]) -> BatchEffects {
         let max_rows: BTreeMap<&str, u64> =
             self.sinks.iter().map(|(name, book)| (name.as_str(), book.max_rows)).collect();
         let mut failures = 0u32;
         let mut reminded = Instant::now();
+        let mut busy_since: Option<Instant> = None;
         loop {
             let outcome =
                 apply_batch(&mut self.conn, &max_rows, self.limits.max_rows, self.current.clone(), batch, &self.path);
             match outcome {
+                // Another process (an admin's `deskhook outbox retry`, a `sqlite3` shell) holds
+                // the write lock: waited for here, as its busy timeout would, but without
+                // holding up the runtime's other tasks.
+                Err(error)
+                    if is_busy(&error)
+                        && busy_since.get_or_insert_with(Instant::now).elapsed() < crate::sqlite::BUSY_TIMEOUT =>
+                {
+                    tokio::time::sleep(BUSY_POLL).await;
+                }
                 Ok(effects) => {
                     if failures > 0 {
                         self.failing.store(false, Ordering::Relaxed);
@@ -303,7 +333,7 @@ impl Writer {
                              are held in memory and the commit is tried again until it works"
                         );
                     }
-                    std::thread::sleep(crate::backoff::pause(COMMIT_RETRY_FIRST, COMMIT_RETRY_LONGEST, failures));
+                    tokio::time::sleep(crate::backoff::pause(COMMIT_RETRY_FIRST, COMMIT_RETRY_LONGEST, failures)).await;
                 }
             }
         }
@@ -359,8 +389,9 @@ impl Writer {
         metrics::publish_counts(total);
     }
 
-    /// Deletes delivered rows older than `keep_delivered`, a chunk per transaction.
-    fn prune(&mut self) {
+    /// Deletes delivered rows older than `keep_delivered`, a chunk per transaction, letting the
+    /// runtime's other tasks run between chunks.
+    async fn prune(&mut self) {
         let keep = i64::try_from(self.limits.keep_delivered.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(keep);
         let mut removed = 0u64;
@@ -376,6 +407,11 @@ impl Writer {
                     if (count as i64) < PRUNE_CHUNK {
                         break;
                     }
+                    tokio::task::yield_now().await;
+                }
+                Err(error) if is_busy(&error) => {
+                    tracing::debug!(path = %self.path, "another process holds the outbox's write lock; pruning later");
+                    break;
                 }
                 Err(error) => {
                     tracing::warn!(path = %self.path, %error, "cannot prune delivered rows from the outbox");
@@ -389,6 +425,11 @@ impl Writer {
             self.recount();
         }
     }
+}
+
+/// Whether `error` says another connection holds the lock this one needs.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn apply_batch(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 /// How long a connection waits for another one's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens (creating if needed) a durable store; returns it with the journal mode SQLite
 /// actually chose (`wal` unless the file system cannot do it).
