@@ -4,7 +4,9 @@
 //! disk has been quiet, and at most every [`SYNC_EVERY`] under load, so many commits share one
 //! fsync and a power cut loses at most the last half second. It also copies the WAL into the
 //! database file (a checkpoint) on a connection of its own, so the writer never does that
-//! inline either.
+//! inline either: after the first fsync that follows a quiet spell, then at most every
+//! [`CHECKPOINT_EVERY`] under load (a busy outbox rewrites the same few pages with every
+//! commit, and each checkpoint copies and fsyncs them again), and once the commits stop.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,9 @@ use crate::metrics::Counter;
 
 /// The longest a commit waits for its fsync under load (and so what a power cut can lose).
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Under load, the WAL is copied into the database file at most this often; a checkpoint still
+/// owed when the commits stop is done this long after the last one.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// A checkpoint that finds the database busy waits this long for its turn.
 const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 /// While fsyncs keep failing, the error is logged again this often.
@@ -43,6 +48,8 @@ struct Shared {
     wake: Condvar,
     /// fsyncs of the WAL done (read by the tests).
     syncs: AtomicU64,
+    /// Checkpoints done (read by the tests).
+    checkpoints: AtomicU64,
 }
 
 #[derive(Default)]
@@ -60,8 +67,12 @@ impl Syncer {
             .map_err(|source| SyncerError::Open { path: db_path.display().to_string(), source })?;
         let mut wal = db_path.as_os_str().to_owned();
         wal.push("-wal");
-        let shared =
-            Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new(), syncs: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            syncs: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+        });
         let mut work = Work {
             shared: shared.clone(),
             conn,
@@ -137,10 +148,34 @@ impl Work {
     fn run(&mut self) {
         // A first commit is synced at once: the disk has been quiet.
         let mut next_sync = Instant::now();
+        // When the WAL was last copied into the database file (None: not yet), and whether
+        // fsynced commits wait for that copy.
+        let mut last_checkpoint: Option<Instant> = None;
+        let mut checkpoint_owed = false;
         loop {
             let mut state = self.shared.lock();
             while !state.dirty && !state.stop {
-                state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                if !checkpoint_owed {
+                    state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                    continue;
+                }
+                // The commits stopped: what the WAL holds goes into the database file once the
+                // disk has been quiet for a while.
+                let timed_out;
+                (state, timed_out) = match self.shared.wake.wait_timeout(state, CHECKPOINT_EVERY) {
+                    Ok((state, result)) => (state, result.timed_out()),
+                    Err(poisoned) => {
+                        let (state, result) = poisoned.into_inner();
+                        (state, result.timed_out())
+                    }
+                };
+                if timed_out && !state.dirty && !state.stop {
+                    drop(state);
+                    self.checkpoint();
+                    last_checkpoint = Some(Instant::now());
+                    checkpoint_owed = false;
+                    state = self.shared.lock();
+                }
             }
             // Under load, commits gather until the next sync is due.
             while !state.stop {
@@ -156,9 +191,19 @@ impl Work {
             let stopping = state.stop;
             let dirty = std::mem::take(&mut state.dirty);
             drop(state);
-            if dirty && !self.sync() {
-                // Tried again at the next round; the commits stay in the WAL meanwhile.
-                self.shared.lock().dirty = true;
+            if dirty {
+                if self.sync() {
+                    checkpoint_owed = true;
+                } else {
+                    // Tried again at the next round; the commits stay in the WAL meanwhile.
+                    self.shared.lock().dirty = true;
+                }
+            }
+            let checkpoint_due = last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
+            if checkpoint_owed && (checkpoint_due || stopping) {
+                self.checkpoint();
+                last_checkpoint = Some(Instant::now());
+                checkpoint_owed = false;
             }
             next_sync = Instant::now() + SYNC_EVERY;
             if stopping {
@@ -167,7 +212,7 @@ impl Work {
         }
     }
 
-    /// Fsyncs the WAL, then copies it into the database file. Returns whether the fsync worked.
+    /// Fsyncs the WAL. Returns whether it worked.
     fn sync(&mut self) -> bool {
         let synced = match std::fs::File::open(&self.wal) {
             Ok(file) => file.sync_data(),
@@ -193,14 +238,19 @@ impl Work {
             tracing::warn!(path = %self.path, "the state file's WAL is fsynced again");
         }
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Copies the WAL into the database file (and fsyncs that).
+    fn checkpoint(&mut self) {
         // The checkpoint syncs the WAL too, but only when it can copy frames (a reader holding an
-        // old snapshot stops it), hence the fsync above. PASSIVE never waits for readers or the
+        // old snapshot stops it), hence `sync`'s own fsync. PASSIVE never waits for readers or the
         // writer: what they hold is copied next time.
         let checkpoint = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
         if let Err(error) = checkpoint {
             tracing::debug!(path = %self.path, %error, "checkpoint skipped");
         }
-        true
+        self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -267,6 +317,32 @@ mod tests {
         // Nothing is waiting: finishing syncs and checkpoints at once, not after SYNC_EVERY.
         syncer.finish();
         assert_eq!(rows_in_database_file(&path), commits as i64);
+    }
+
+    #[test]
+    fn under_load_checkpoints_are_spaced_and_one_owed_is_done_once_the_commits_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, conn) = store(dir.path());
+        let syncer = Syncer::spawn("test-sync", &path, test_failures()).expect("spawns");
+        let checkpoints = || syncer.shared.checkpoints.load(Ordering::Relaxed);
+        conn.execute("INSERT INTO t VALUES (1)", []).expect("insert");
+        syncer.committed();
+        wait_for("the first checkpoint", || checkpoints() == 1);
+        // The next commits are fsynced as before, but stay in the WAL: a checkpoint was just done.
+        for round in 2..=3 {
+            let syncs = syncer.syncs();
+            conn.execute("INSERT INTO t VALUES (?1)", [round]).expect("insert");
+            syncer.committed();
+            wait_for("the commit's fsync", || syncer.syncs() > syncs);
+        }
+        let since_first = Instant::now();
+        assert_eq!(checkpoints(), 1, "no checkpoint within CHECKPOINT_EVERY of the last one");
+        assert_eq!(rows_in_database_file(&path), 1);
+        // With no more commits, the owed checkpoint follows by itself.
+        wait_for("the owed checkpoint", || checkpoints() == 2);
+        assert!(since_first.elapsed() < CHECKPOINT_EVERY * 2);
+        assert_eq!(rows_in_database_file(&path), 3);
+        syncer.finish();
     }
 
     #[test]
