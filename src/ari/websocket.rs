@@ -49,7 +49,7 @@ pub(crate) const READ_PAUSE: Duration = Duration::from_millis(40);
 const TRICKLE: usize = 128;
 /// During a flood the reader hands messages over in pieces of this many, so the engine starts
 /// on them while the reader reads on.
-pub(crate) const HANDOVER: usize = 128;
+const HANDOVER: usize = 128;
 /// The shortest wait before a reconnect attempt.
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// A connection that lived this long counts as healthy: the next outage starts a fresh backoff.

@@ -81,6 +81,8 @@ impl Syncer {
             failures,
             failing: false,
             reminded: Instant::now(),
+            last_checkpoint: None,
+            checkpoint_owed: false,
         };
         let thread =
             std::thread::Builder::new().name(name.into()).spawn(move || work.run()).map_err(SyncerError::Thread)?;
@@ -142,20 +144,20 @@ struct Work {
     /// The last fsync failed.
     failing: bool,
     reminded: Instant,
+    /// When the WAL was last copied into the database file (None: not yet).
+    last_checkpoint: Option<Instant>,
+    /// Fsynced commits wait for that copy.
+    checkpoint_owed: bool,
 }
 
 impl Work {
     fn run(&mut self) {
         // A first commit is synced at once: the disk has been quiet.
         let mut next_sync = Instant::now();
-        // When the WAL was last copied into the database file (None: not yet), and whether
-        // fsynced commits wait for that copy.
-        let mut last_checkpoint: Option<Instant> = None;
-        let mut checkpoint_owed = false;
         loop {
             let mut state = self.shared.lock();
             while !state.dirty && !state.stop {
-                if !checkpoint_owed {
+                if !self.checkpoint_owed {
                     state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
                     continue;
                 }
@@ -172,8 +174,6 @@ impl Work {
                 if timed_out && !state.dirty && !state.stop {
                     drop(state);
                     self.checkpoint();
-                    last_checkpoint = Some(Instant::now());
-                    checkpoint_owed = false;
                     state = self.shared.lock();
                 }
             }
@@ -193,17 +193,15 @@ impl Work {
             drop(state);
             if dirty {
                 if self.sync() {
-                    checkpoint_owed = true;
+                    self.checkpoint_owed = true;
                 } else {
                     // Tried again at the next round; the commits stay in the WAL meanwhile.
                     self.shared.lock().dirty = true;
                 }
             }
-            let checkpoint_due = last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
-            if checkpoint_owed && (checkpoint_due || stopping) {
+            let checkpoint_due = self.last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
+            if self.checkpoint_owed && (checkpoint_due || stopping) {
                 self.checkpoint();
-                last_checkpoint = Some(Instant::now());
-                checkpoint_owed = false;
             }
             next_sync = Instant::now() + SYNC_EVERY;
             if stopping {
@@ -251,6 +249,8 @@ impl Work {
             tracing::debug!(path = %self.path, %error, "checkpoint skipped");
         }
         self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.last_checkpoint = Some(Instant::now());
+        self.checkpoint_owed = false;
     }
 }
 
