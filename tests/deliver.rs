@@ -711,3 +711,60 @@ async fn each_sink_has_its_own_queue_and_admin_commands_pick_one_sink() {
     assert_eq!(outbox.purge_dead(Some("broken")).expect("purge"), 0, "retried rows are pending, not dead");
     assert_eq!(outbox.sinks().expect("sinks"), ["broken", "fine"]);
 }
+
+/// A call's next request goes only once the outcome of the one before it is committed, so a
+/// kill of deskhook sends at most one request of each call again: whether the next request was
+/// stored before the try (queued behind it) or while the try was on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_next_request_goes_only_once_the_previous_outcome_is_stored() {
+    let storage = tempfile::tempdir().expect("tempdir");
+    let outbox_path = storage.path().join(deskhook::deliver::OUTBOX_FILE);
+    let early = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let script: deliver_support::receiver::Script = {
+        let early = early.clone();
+        let outbox_path = outbox_path.clone();
+        Arc::new(move |seen: &Seen| {
+            if let Some((call, seq)) = call_and_seq(&seen.body) {
+                let conn = rusqlite::Connection::open(&outbox_path).expect("outbox readable");
+                let delivered: usize = conn
+                    .query_row(
+                        "SELECT count(*) FROM outbox WHERE unique_id = ?1 AND state = 'delivered'",
+                        [&call],
+                        |row| row.get(0),
+                    )
+                    .expect("count");
+                if delivered < seq {
+                    early.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{call} #{seq}: {delivered} stored"));
+                }
+            }
+            // Slow enough that later events are stored while a try is on the wire.
+            Reply::ok().delayed(Duration::from_millis(15))
+        })
+    };
+    let receiver = Receiver::start_with(script).await;
+    let cfg = fast_config();
+    let handle =
+        Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
+    let calls = calls("1700000040", 6);
+    let per_call = 4;
+    // Half of each call's events are stored at once (queued behind the first try), the rest
+    // one by one while earlier ones are on the wire.
+    let mut first_half = Vec::new();
+    for seq in 0..per_call / 2 {
+        for call in &calls {
+            first_half.push(event(call, seq, per_call).request(&utc()));
+        }
+    }
+    handle.enqueue(first_half).await.expect("stored");
+    for seq in per_call / 2..per_call {
+        for call in &calls {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            handle.enqueue(vec![event(call, seq, per_call).request(&utc())]).await.expect("stored");
+        }
+    }
+    wait_settled(&handle, (calls.len() * per_call) as u64).await;
+    assert_each_call_exactly_in_order(&receiver, &calls, per_call);
+    let early = early.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(early.is_empty(), "requests sent before their predecessor's outcome was stored: {early:?}");
+    handle.shutdown().await;
+}
