@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf target/assets
-# The generator's own speed does not matter: a plain build (CI's tests already made one).
+# A plain build: its speed does not matter, and an optimised one costs another whole-program link.
 cargo run --quiet --example package_assets -- target/assets >/dev/null
 gzip -9n target/assets/*.1
 cargo deb --strip "$@"

@@ -718,21 +718,13 @@ async fn each_sink_has_its_own_queue_and_admin_commands_pick_one_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calls_next_request_goes_only_once_the_previous_outcome_is_stored() {
     let storage = tempfile::tempdir().expect("tempdir");
-    let outbox_path = storage.path().join(deskhook::deliver::OUTBOX_FILE);
     let early = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let script: deliver_support::receiver::Script = {
         let early = early.clone();
-        let outbox_path = outbox_path.clone();
+        let storage = storage.path().to_path_buf();
         Arc::new(move |seen: &Seen| {
             if let Some((call, seq)) = call_and_seq(&seen.body) {
-                let conn = rusqlite::Connection::open(&outbox_path).expect("outbox readable");
-                let delivered: usize = conn
-                    .query_row(
-                        "SELECT count(*) FROM outbox WHERE unique_id = ?1 AND state = 'delivered'",
-                        [&call],
-                        |row| row.get(0),
-                    )
-                    .expect("count");
+                let delivered = delivered_calls(&storage).iter().filter(|delivered| **delivered == call).count();
                 if delivered < seq {
                     early.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{call} #{seq}: {delivered} stored"));
                 }
