@@ -5,6 +5,7 @@
 
 pub(crate) mod client;
 pub mod events;
+pub(crate) mod low_water;
 pub mod model;
 pub(crate) mod tls;
 pub(crate) mod websocket;

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AriConfig;
 
 use super::client::{classify_transport, AriClient, AriEndpoint, AriError};
+use super::low_water::LowWater;
 
 /// The text of one ARI message, as received (cheap to move: reference-counted bytes).
 pub(crate) type MessageText = tungstenite::Utf8Bytes;
@@ -37,15 +38,22 @@ pub(crate) type MessageText = tungstenite::Utf8Bytes;
 /// A connected event websocket.
 pub(crate) type EventSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// How long the reader pauses after draining the socket while messages flow (see
+/// The longest the reader pauses after draining the socket while messages flow (see
 /// `read_until_closed`): a message waits at most this long more, and at 10 calls a second
-/// (about 1,100 messages) one wake-up of the reader and the engine carries some forty
-/// messages instead of three. Whatever waits in event time allows for it (the engine task
-/// acts on a deadline only this much after it, so an event sent before the deadline but
-/// still in the socket is never overtaken).
-pub(crate) const READ_PAUSE: Duration = Duration::from_millis(40);
-/// Fewer frames than this between two pauses is a trickle (below ~3,200 messages a second);
-/// more, and the reader reads on without pausing, so a burst never waits in the socket.
+/// (about 400 messages with the event filter) one wake-up of the reader and of the engine
+/// carries some fifty messages, stored in one outbox commit, instead of one or two. Whatever
+/// waits in event time allows for it (the engine task acts on a deadline only this much after
+/// it, so an event sent before the deadline but still in the socket is never overtaken).
+pub(crate) const READ_PAUSE: Duration = Duration::from_millis(150);
+/// A pause ends early once this many bytes wait in the socket (its receive low-water mark, for
+/// which the kernel sizes the socket's buffer), so a burst wakes the reader long before the
+/// buffers fill, and Asterisk's writes never wait on a pause.
+const PAUSE_BYTES: usize = 32 * 1024;
+/// The pause where the socket cannot wake the reader early (no low-water mark): short enough
+/// for its buffers to take what a busy PBX sends meanwhile.
+const PAUSE_WITHOUT_MARK: Duration = Duration::from_millis(40);
+/// Fewer frames than this between two pauses is a trickle; more (a flood that kept the reader
+/// busy well past `PAUSE_BYTES`), and the reader reads on without pausing.
 const TRICKLE: usize = 128;
 /// During a flood the reader hands messages over in pieces of this many, so the engine starts
 /// on them while the reader reads on.
@@ -378,6 +386,7 @@ async fn read_until_closed(
     shutdown: &CancellationToken,
     stats: &ReaderStats,
 ) -> (End, Instant) {
+    let mut low_water = LowWater::of(socket.get_ref());
     let (mut write, mut read) = socket.split();
     let close_now = CancellationToken::new();
     let pinger = {
@@ -431,27 +440,39 @@ async fn read_until_closed(
                 if std::mem::take(&mut frames_since_drain) >= TRICKLE {
                     continue;
                 }
+                let marked = low_water.set(PAUSE_BYTES);
+                let pause = if marked { READ_PAUSE } else { PAUSE_WITHOUT_MARK };
                 tokio::select! {
                     biased;
                     _ = &mut cancelled => break End::Shutdown,
-                    _ = tokio::time::sleep(READ_PAUSE) => {
+                    // Only with the mark set: otherwise every byte would end the pause.
+                    frame = read.next(), if marked => {
+                        gap_from = Instant::now();
+                        frame
+                    }
+                    _ = tokio::time::sleep(pause) => {
                         gap_from = gap_from.max(Instant::now());
                         continue;
                     }
                 }
             }
-            None => tokio::select! {
-            biased;
-            _ = &mut cancelled => break End::Shutdown,
-            frame = read.next() => frame,
-            _ = idle_checks.tick() => {
-                if last_frame.elapsed() >= idle_timeout {
-                    fell_silent = true;
-                    break End::Lost(format!("no frame for {:.1} s, not even a pong", idle_timeout.as_secs_f64()));
+            None => {
+                // Waiting for the next message after a pause or a quiet spell: the first byte
+                // wakes the reader (and, with the mark lowered, what came during the pause).
+                low_water.set(1);
+                tokio::select! {
+                biased;
+                _ = &mut cancelled => break End::Shutdown,
+                frame = read.next() => frame,
+                _ = idle_checks.tick() => {
+                    if last_frame.elapsed() >= idle_timeout {
+                        fell_silent = true;
+                        break End::Lost(format!("no frame for {:.1} s, not even a pong", idle_timeout.as_secs_f64()));
+                    }
+                    continue;
                 }
-                continue;
+                }
             }
-            },
         };
         drained = false;
         frames_since_drain += 1;
