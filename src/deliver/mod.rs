@@ -15,6 +15,7 @@
 //! whoever registered with [`DeliveryHandle::on_delivered`] hears when the helpdesk accepted
 //! it (ARI recording mode then deletes the recording from Asterisk).
 
+mod file_body;
 mod metrics;
 mod omnidesk;
 mod outbox;

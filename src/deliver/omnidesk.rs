@@ -6,13 +6,12 @@ use std::path::Path;
 
 use reqwest::multipart::{Form, Part};
 
+use super::file_body::{FileBody, Refusal};
+
 /// The `Content-Type` of an event POST.
 pub(crate) const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// The `Content-Type` of a JSON POST (and of a summary part).
 pub(super) const JSON_CONTENT_TYPE: &str = "application/json";
-
-/// Size of the chunks a recording is read and sent in.
-const UPLOAD_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Encodes form fields in the given order: UTF-8 percent-encoding, space as `+`, `+` as `%2B`.
 pub(crate) fn form_body(fields: &[(&str, String)]) -> String {
@@ -46,22 +45,18 @@ pub(super) async fn upload_form(unique_id: &str, path: &Path) -> Result<Form, Up
 
 /// The file as a streamed `record` part, named by its base name.
 async fn record_part(path: &Path) -> Result<Part, UploadError> {
-    let shown = path.display().to_string();
-    let file =
-        tokio::fs::File::open(path).await.map_err(|source| UploadError::Missing { path: shown.clone(), source })?;
-    let metadata = file.metadata().await.map_err(|source| UploadError::Missing { path: shown.clone(), source })?;
-    if !metadata.is_file() {
-        return Err(UploadError::NotAFile { path: shown });
-    }
-    if metadata.len() == 0 {
-        return Err(UploadError::Empty { path: shown });
-    }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK_BYTES);
+    let shown = || path.display().to_string();
+    let body = FileBody::open(path).await.map_err(|refusal| match refusal {
+        Refusal::Missing(source) => UploadError::Missing { path: shown(), source },
+        Refusal::Empty => UploadError::Empty { path: shown() },
+        Refusal::NotAFile => UploadError::NotAFile { path: shown() },
+    })?;
+    let length = body.length;
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_else(|| "record".into());
-    Part::stream_with_length(reqwest::Body::wrap_stream(stream), metadata.len())
+    Part::stream_with_length(reqwest::Body::wrap_stream(body.into_stream()), length)
         .file_name(file_name)
         .mime_str(audio_content_type(path))
-        .map_err(|_| UploadError::NotAFile { path: shown })
+        .map_err(|_| UploadError::NotAFile { path: shown() })
 }
 
 /// The `json` sink's upload form: part `summary` (the call summary, JSON) and part `record`

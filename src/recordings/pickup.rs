@@ -228,9 +228,9 @@ impl Pickup {
             .iter()
             .flat_map(|(id, files)| files.iter().map(move |pending| (id.clone(), pending.clone())))
             .collect();
-        let journal = self.journal.clone();
-        let stored = tokio::task::spawn_blocking(move || journal.add(&rows)).await;
-        if !matches!(stored, Ok(Ok(()))) {
+        // On the runtime, like the outbox's commits: a commit only writes the WAL (the syncer
+        // fsyncs), and nothing else writes this file, so it never waits for a lock.
+        if self.journal.add(&rows).is_err() {
             tracing::error!(
                 "cannot journal recording pickups; they are still attempted but would not survive a restart"
             );
@@ -300,9 +300,7 @@ impl Worker {
                 }
                 Err(problem) => report(unique_id, &problem),
             }
-            let journal = self.journal.clone();
-            let (id, name) = (unique_id.to_string(), file);
-            let _ = tokio::task::spawn_blocking(move || journal.done(&id, &name)).await;
+            self.journal.done(unique_id, &file);
         }
     }
 }
