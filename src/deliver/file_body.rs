@@ -86,7 +86,7 @@ fn read_ahead(
         let read = match file.read(&mut chunk) {
             Ok(0) => Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("the file shrank while it was sent ({} of {length} bytes left)", left),
+                format!("the file shrank while it was sent ({left} of {length} bytes left)"),
             )),
             Ok(read) => Ok(read),
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -76,13 +76,15 @@ impl Journal {
 
     /// A promise to upload, committed before the call's pickup counts as taken: a crash of
     /// deskhook keeps it at once, the syncer fsyncs it within half a second.
-    fn add(&self, batch: &[(String, PendingFile)]) -> Result<(), rusqlite::Error> {
+    fn add(&self, calls: &[(String, Vec<PendingFile>)]) -> Result<(), rusqlite::Error> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        for (unique_id, pending) in batch {
-            let uploads = serde_json::to_string(&pending.routes).unwrap_or_default();
-            tx.prepare_cached("INSERT OR IGNORE INTO pending (unique_id, file, uploads) VALUES (?1, ?2, ?3)")?
-                .execute(params![unique_id, pending.file, uploads])?;
+        for (unique_id, files) in calls {
+            for pending in files {
+                let uploads = serde_json::to_string(&pending.routes).unwrap_or_default();
+                tx.prepare_cached("INSERT OR IGNORE INTO pending (unique_id, file, uploads) VALUES (?1, ?2, ?3)")?
+                    .execute(params![unique_id, pending.file, uploads])?;
+            }
         }
         tx.commit()?;
         self.syncer.committed();
@@ -224,13 +226,9 @@ impl Pickup {
         if by_call.is_empty() {
             return Promised(by_call);
         }
-        let rows: Vec<(String, PendingFile)> = by_call
-            .iter()
-            .flat_map(|(id, files)| files.iter().map(move |pending| (id.clone(), pending.clone())))
-            .collect();
         // On the runtime, like the outbox's commits: a commit only writes the WAL (the syncer
         // fsyncs), and nothing else writes this file, so it never waits for a lock.
-        if self.journal.add(&rows).is_err() {
+        if self.journal.add(&by_call).is_err() {
             tracing::error!(
                 "cannot journal recording pickups; they are still attempted but would not survive a restart"
             );
