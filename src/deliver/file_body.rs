@@ -14,12 +14,15 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks read ahead of the request at most (memory per upload in flight: 256 KB).
 const READ_AHEAD_CHUNKS: usize = 4;
 
-/// Why a file cannot be sent at all (as opposed to a failed try).
-#[derive(Debug)]
-pub(super) enum Refusal {
-    Missing(std::io::Error),
-    Empty,
-    NotAFile,
+/// Why a recording cannot be sent at all (as opposed to a failed try).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UploadError {
+    #[error("recording file {path} is missing ({source}); it cannot be uploaded")]
+    Missing { path: String, source: std::io::Error },
+    #[error("recording file {path} is empty; it cannot be uploaded")]
+    Empty { path: String },
+    #[error("recording {path} is not a regular file; it cannot be uploaded")]
+    NotAFile { path: String },
 }
 
 /// An opened, checked file and its bytes as they are read.
@@ -33,14 +36,15 @@ impl FileBody {
     /// Opens `path` and starts reading it ahead. The reader stops when the body is dropped (a
     /// request abandoned), and holds a blocking-pool thread while the request is slower than
     /// the disk.
-    pub(super) async fn open(path: &Path) -> Result<FileBody, Refusal> {
+    pub(super) async fn open(path: &Path) -> Result<FileBody, UploadError> {
         let (opened_tx, opened_rx) = oneshot::channel();
         let (chunks_tx, chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
-        let path: PathBuf = path.to_path_buf();
-        tokio::task::spawn_blocking(move || read_ahead(&path, opened_tx, &chunks_tx));
-        let length = opened_rx
-            .await
-            .map_err(|_| Refusal::Missing(std::io::Error::other("the file's reader stopped before opening it")))??;
+        let owned: PathBuf = path.to_path_buf();
+        tokio::task::spawn_blocking(move || read_ahead(&owned, opened_tx, &chunks_tx));
+        let length = opened_rx.await.map_err(|_| UploadError::Missing {
+            path: path.display().to_string(),
+            source: std::io::Error::other("the file's reader stopped before opening it"),
+        })??;
         Ok(FileBody { length, chunks })
     }
 
@@ -54,21 +58,21 @@ impl FileBody {
 
 fn read_ahead(
     path: &Path,
-    opened: oneshot::Sender<Result<u64, Refusal>>,
+    opened: oneshot::Sender<Result<u64, UploadError>>,
     chunks: &mpsc::Sender<std::io::Result<Bytes>>,
 ) {
     let checked = std::fs::File::open(path).and_then(|file| Ok((file.metadata()?, file)));
     let (metadata, mut file) = match checked {
         Ok(opened) => opened,
         Err(error) => {
-            let _ = opened.send(Err(Refusal::Missing(error)));
+            let _ = opened.send(Err(UploadError::Missing { path: path.display().to_string(), source: error }));
             return;
         }
     };
     let refusal = if !metadata.is_file() {
-        Some(Refusal::NotAFile)
+        Some(UploadError::NotAFile { path: path.display().to_string() })
     } else if metadata.len() == 0 {
-        Some(Refusal::Empty)
+        Some(UploadError::Empty { path: path.display().to_string() })
     } else {
         None
     };
@@ -132,11 +136,11 @@ mod tests {
     #[tokio::test]
     async fn missing_empty_and_directory_paths_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(matches!(FileBody::open(&dir.path().join("gone.wav")).await, Err(Refusal::Missing(_))));
+        assert!(matches!(FileBody::open(&dir.path().join("gone.wav")).await, Err(UploadError::Missing { .. })));
         let empty = dir.path().join("empty.wav");
         std::fs::write(&empty, b"").expect("write");
-        assert!(matches!(FileBody::open(&empty).await, Err(Refusal::Empty)));
-        assert!(matches!(FileBody::open(dir.path()).await, Err(Refusal::NotAFile)));
+        assert!(matches!(FileBody::open(&empty).await, Err(UploadError::Empty { .. })));
+        assert!(matches!(FileBody::open(dir.path()).await, Err(UploadError::NotAFile { .. })));
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use reqwest::multipart::{Form, Part};
 
-use super::file_body::{FileBody, Refusal};
+use super::file_body::FileBody;
+pub(super) use super::file_body::UploadError;
 
 /// The `Content-Type` of an event POST.
 pub(crate) const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
@@ -22,17 +23,6 @@ pub(crate) fn form_body(fields: &[(&str, String)]) -> String {
     serializer.finish()
 }
 
-/// Why a recording cannot be sent at all (as opposed to a failed try).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum UploadError {
-    #[error("recording file {path} is missing ({source}); it cannot be uploaded")]
-    Missing { path: String, source: std::io::Error },
-    #[error("recording file {path} is empty; it cannot be uploaded")]
-    Empty { path: String },
-    #[error("recording {path} is not a regular file; it cannot be uploaded")]
-    NotAFile { path: String },
-}
-
 /// The upload form: parts `status=record`, `unique_id`, and `record` = the file, whose bytes
 /// are read from disk while the request is sent (never held in memory whole).
 pub(super) async fn upload_form(unique_id: &str, path: &Path) -> Result<Form, UploadError> {
@@ -45,18 +35,13 @@ pub(super) async fn upload_form(unique_id: &str, path: &Path) -> Result<Form, Up
 
 /// The file as a streamed `record` part, named by its base name.
 async fn record_part(path: &Path) -> Result<Part, UploadError> {
-    let shown = || path.display().to_string();
-    let body = FileBody::open(path).await.map_err(|refusal| match refusal {
-        Refusal::Missing(source) => UploadError::Missing { path: shown(), source },
-        Refusal::Empty => UploadError::Empty { path: shown() },
-        Refusal::NotAFile => UploadError::NotAFile { path: shown() },
-    })?;
+    let body = FileBody::open(path).await?;
     let length = body.length;
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_else(|| "record".into());
     Part::stream_with_length(reqwest::Body::wrap_stream(body.into_stream()), length)
         .file_name(file_name)
         .mime_str(audio_content_type(path))
-        .map_err(|_| UploadError::NotAFile { path: shown() })
+        .map_err(|_| UploadError::NotAFile { path: path.display().to_string() })
 }
 
 /// The `json` sink's upload form: part `summary` (the call summary, JSON) and part `record`
