@@ -325,6 +325,33 @@ mod tests {
         assert_eq!(history.last_operator("79161234567", day * 4).await.expect("query"), None, "pruned");
     }
 
+    #[tokio::test]
+    async fn calls_ending_close_together_share_one_commit() {
+        let (_dir, history) = open();
+        let minute = Duration::from_secs(60);
+        assert!(history.record(&ended(false, "79161230000", "101", "5.0", minute, Some(1))));
+        history.flush();
+        let before = history.inner.queue.commits();
+        // Ten calls ending a few milliseconds apart, soon after that commit.
+        for n in 1..=10 {
+            assert!(history.record(&ended(
+                false,
+                &format!("791612300{n:02}"),
+                "102",
+                &format!("5.{n}"),
+                minute,
+                Some(1)
+            )));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        history.flush();
+        assert_eq!(history.inner.queue.commits() - before, 1, "one transaction for the ten calls");
+        for n in 1..=10 {
+            let last = history.last_operator(&format!("791612300{n:02}"), minute * 2).await.expect("query");
+            assert_eq!(last.map(|l| l.unique_id), Some(format!("5.{n}")));
+        }
+    }
+
     #[test]
     fn an_unwritable_directory_is_reported_with_its_path() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,9 +1,12 @@
 //! The history's writer thread: ended calls queue here without waiting (the event path never
-//! blocks on the history), and are committed to the local store in batches; when the shared
-//! history is on, the same transaction queues them for the copier, which is then woken.
+//! blocks on the history), and are committed to the local store in batches, at most one every
+//! [`GATHER`]; when the shared history is on, the same transaction queues them for the copier,
+//! which is then woken.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -16,6 +19,10 @@ use crate::ari::events::EpochMillis;
 const QUEUE: usize = 10_000;
 /// The most calls committed in one transaction.
 const BATCH: usize = 512;
+/// After a commit, calls gather this long before the next one: a busy PBX pays one transaction
+/// (and one wake-up of this thread) for many calls. `/forward` sees a call at most this much
+/// later, long before its client could call again.
+const GATHER: Duration = Duration::from_millis(500);
 /// Old rows are pruned once per this many committed calls (and when the writer starts).
 const PRUNE_EVERY: u64 = 1000;
 
@@ -29,6 +36,9 @@ pub(super) enum Message {
 #[derive(Debug, Clone)]
 pub(super) struct Queue {
     sender: SyncSender<Message>,
+    /// Transactions committed (read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    commits: Arc<AtomicU64>,
 }
 
 impl Queue {
@@ -41,10 +51,18 @@ impl Queue {
         cutoff: fn() -> EpochMillis,
     ) -> std::io::Result<Queue> {
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         std::thread::Builder::new()
             .name("deskhook-history".into())
-            .spawn(move || write(&local, share, &copier, cutoff, &receiver))?;
-        Ok(Queue { sender })
+            .spawn(move || write(&local, share, &copier, cutoff, &receiver, &counted))?;
+        Ok(Queue { sender, commits })
+    }
+
+    /// How many transactions the writer has committed.
+    #[cfg(test)]
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Queues `row`; false when it could not be (queue full, writer gone).
@@ -76,11 +94,23 @@ impl Queue {
     }
 }
 
-fn write(local: &LocalStore, share: bool, copier: &Notify, cutoff: fn() -> EpochMillis, queue: &Receiver<Message>) {
+fn write(
+    local: &LocalStore,
+    share: bool,
+    copier: &Notify,
+    cutoff: fn() -> EpochMillis,
+    queue: &Receiver<Message>,
+    commits: &AtomicU64,
+) {
     prune(local, cutoff);
     let mut since_prune = 0u64;
     let (mut rows, mut flushes) = (Vec::with_capacity(BATCH), Vec::new());
+    let mut last_commit: Option<Instant> = None;
     while let Ok(first) = queue.recv() {
+        // Not woken by each call meanwhile: the thread sleeps rather than waits on the queue.
+        if let (Message::Row(_), Some(at)) = (&first, last_commit) {
+            std::thread::sleep(GATHER.saturating_sub(at.elapsed()));
+        }
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
@@ -92,6 +122,7 @@ fn write(local: &LocalStore, share: bool, copier: &Notify, cutoff: fn() -> Epoch
         if !rows.is_empty() {
             match local.insert(&rows, share) {
                 Ok(()) => {
+                    commits.fetch_add(1, Ordering::Relaxed);
                     let count = rows.len() as u64;
                     crate::metrics::counter!(
                         "deskhook_history_records_total",
@@ -108,6 +139,8 @@ fn write(local: &LocalStore, share: bool, copier: &Notify, cutoff: fn() -> Epoch
                     tracing::error!(calls = rows.len(), "calls not added to the history: {error}");
                 }
             }
+            // A full batch means calls are waiting already: no pause before the next.
+            last_commit = (rows.len() < BATCH).then(Instant::now);
             rows.clear();
         }
         for done in flushes.drain(..) {

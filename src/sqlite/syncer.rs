@@ -50,12 +50,16 @@ struct Shared {
     syncs: AtomicU64,
     /// Checkpoints done (read by the tests).
     checkpoints: AtomicU64,
+    /// Times a commit woke the syncer (read by the tests).
+    wakes: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
     /// Commits reached the WAL since the last fsync began.
     dirty: bool,
+    /// The syncer waits for a commit (rather than for its next sync to be due).
+    idle: bool,
     stop: bool,
 }
 
@@ -72,6 +76,7 @@ impl Syncer {
             wake: Condvar::new(),
             syncs: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            wakes: AtomicU64::new(0),
         });
         let mut work = Work {
             shared: shared.clone(),
@@ -89,13 +94,16 @@ impl Syncer {
         Ok(Syncer { shared, thread: Some(thread) })
     }
 
-    /// A commit reached the WAL: have it fsynced. Costs an uncontended lock while a sync is
-    /// already due, a wake-up of the syncer only for the first commit after a sync.
+    /// A commit reached the WAL: have it fsynced. Costs an uncontended lock, and a wake-up of
+    /// the syncer only when it is idle (under load it wakes by itself when the next sync is due).
     pub(crate) fn committed(&self) {
         let mut state = self.shared.lock();
         if !state.dirty {
             state.dirty = true;
-            self.shared.wake.notify_one();
+            if state.idle {
+                self.shared.wakes.fetch_add(1, Ordering::Relaxed);
+                self.shared.wake.notify_one();
+            }
         }
     }
 
@@ -156,28 +164,8 @@ impl Work {
         let mut next_sync = Instant::now();
         loop {
             let mut state = self.shared.lock();
-            while !state.dirty && !state.stop {
-                if !self.checkpoint_owed {
-                    state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
-                    continue;
-                }
-                // The commits stopped: what the WAL holds goes into the database file once the
-                // disk has been quiet for a while.
-                let timed_out;
-                (state, timed_out) = match self.shared.wake.wait_timeout(state, CHECKPOINT_EVERY) {
-                    Ok((state, result)) => (state, result.timed_out()),
-                    Err(poisoned) => {
-                        let (state, result) = poisoned.into_inner();
-                        (state, result.timed_out())
-                    }
-                };
-                if timed_out && !state.dirty && !state.stop {
-                    drop(state);
-                    self.checkpoint();
-                    state = self.shared.lock();
-                }
-            }
-            // Under load, commits gather until the next sync is due.
+            // Under load, commits gather until the next sync is due; they do not wake the
+            // thread meanwhile (only an idle syncer is woken).
             while !state.stop {
                 let now = Instant::now();
                 if now >= next_sync {
@@ -187,6 +175,33 @@ impl Work {
                     Ok((state, _)) => state,
                     Err(poisoned) => poisoned.into_inner().0,
                 };
+            }
+            if !state.dirty && !state.stop {
+                state.idle = true;
+                while !state.dirty && !state.stop {
+                    if !self.checkpoint_owed {
+                        state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                        continue;
+                    }
+                    // The commits stopped: what the WAL holds goes into the database file once
+                    // the disk has been quiet for a while.
+                    let timed_out;
+                    (state, timed_out) = match self.shared.wake.wait_timeout(state, CHECKPOINT_EVERY) {
+                        Ok((state, result)) => (state, result.timed_out()),
+                        Err(poisoned) => {
+                            let (state, result) = poisoned.into_inner();
+                            (state, result.timed_out())
+                        }
+                    };
+                    if timed_out && !state.dirty && !state.stop {
+                        drop(state);
+                        self.checkpoint();
+                        state = self.shared.lock();
+                    }
+                }
+                state.idle = false;
+                // A commit soon after the last sync waits for the next one to be due.
+                continue;
             }
             let stopping = state.stop;
             let dirty = std::mem::take(&mut state.dirty);
@@ -317,6 +332,27 @@ mod tests {
         // Nothing is waiting: finishing syncs and checkpoints at once, not after SYNC_EVERY.
         syncer.finish();
         assert_eq!(rows_in_database_file(&path), commits as i64);
+    }
+
+    #[test]
+    fn commits_while_a_sync_is_due_do_not_wake_the_syncer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, conn) = store(dir.path());
+        let syncer = Syncer::spawn("test-sync", &path, test_failures()).expect("spawns");
+        let wakes = || syncer.shared.wakes.load(Ordering::Relaxed);
+        conn.execute("INSERT INTO t VALUES (0)", []).expect("insert");
+        syncer.committed();
+        wait_for("the first sync", || syncer.syncs() == 1);
+        assert_eq!(wakes(), 1, "the idle syncer was woken by the first commit");
+        // Right after a sync the next is not due for SYNC_EVERY: commits meanwhile only mark it.
+        for x in 1..=50 {
+            conn.execute("INSERT INTO t VALUES (?1)", [x]).expect("insert");
+            syncer.committed();
+        }
+        wait_for("the second sync, when due", || syncer.syncs() == 2);
+        assert_eq!(wakes(), 1, "the syncer woke by itself for the second sync");
+        syncer.finish();
+        assert_eq!(rows_in_database_file(&path), 51);
     }
 
     #[test]
