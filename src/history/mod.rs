@@ -352,6 +352,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_stream_of_calls_faster_than_the_pause_is_never_dropped() {
+        let (dir, history) = open();
+        let minute = Duration::from_secs(60);
+        assert!(history.record(&ended(false, "79161230000", "101", "6.0", minute, Some(1))));
+        history.flush();
+        // Right after a commit, about 35,000 calls a second: the queue would fill long before a
+        // whole pause ended; a full batch ends it.
+        let calls = 12_000;
+        for n in 0..calls {
+            let event = ended(false, &format!("7916{n:07}"), "102", &format!("6.{}", n + 1), minute, Some(1));
+            assert!(history.record(&event), "call {n} queued");
+            if n % 40 == 39 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        history.flush();
+        let file = rusqlite::Connection::open(dir.path().join(local::HISTORY_FILE)).expect("open");
+        let stored: i64 = file.query_row("SELECT count(*) FROM calls", [], |row| row.get(0)).expect("count");
+        assert_eq!(stored, calls as i64 + 1);
+    }
+
     #[test]
     fn an_unwritable_directory_is_reported_with_its_path() {
         let dir = tempfile::tempdir().expect("tempdir");

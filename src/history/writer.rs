@@ -1,9 +1,10 @@
 //! The history's writer thread: ended calls queue here without waiting (the event path never
-//! blocks on the history), and are committed to the local store in batches, at most one every
-//! [`GATHER`]; when the shared history is on, the same transaction queues them for the copier,
-//! which is then woken.
+//! blocks on the history), and are committed to the local store in batches: after a commit,
+//! the next waits up to [`GATHER`] for a batch to fill (without the thread being woken by each
+//! call meanwhile); when the shared history is on, the same transaction queues them for the
+//! copier, which is then woken.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +20,9 @@ use crate::ari::events::EpochMillis;
 const QUEUE: usize = 10_000;
 /// The most calls committed in one transaction.
 const BATCH: usize = 512;
-/// After a commit, calls gather this long before the next one: a busy PBX pays one transaction
-/// (and one wake-up of this thread) for many calls. `/forward` sees a call at most this much
-/// later, long before its client could call again.
+/// After a commit, calls gather this long before the next one (or until a batch is full): a
+/// busy PBX pays one transaction and one wake-up of this thread for many calls. `/forward` sees
+/// a call at most this much later, long before its client could call again.
 const GATHER: Duration = Duration::from_millis(500);
 /// Old rows are pruned once per this many committed calls (and when the writer starts).
 const PRUNE_EVERY: u64 = 1000;
@@ -36,9 +37,21 @@ pub(super) enum Message {
 #[derive(Debug, Clone)]
 pub(super) struct Queue {
     sender: SyncSender<Message>,
+    gathering: Arc<Gathering>,
+    /// The writer thread, woken when a batch is full or a flush waits.
+    writer: std::thread::Thread,
+}
+
+/// What the writer's pause between commits looks at.
+#[derive(Debug, Default)]
+struct Gathering {
+    /// Calls queued and not yet taken by the writer.
+    queued: AtomicUsize,
+    /// A flush waits: the pause ends.
+    flush: AtomicBool,
     /// Transactions committed (read by the tests).
     #[cfg_attr(not(test), allow(dead_code))]
-    commits: Arc<AtomicU64>,
+    commits: AtomicU64,
 }
 
 impl Queue {
@@ -51,23 +64,31 @@ impl Queue {
         cutoff: fn() -> EpochMillis,
     ) -> std::io::Result<Queue> {
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
-        let commits = Arc::new(AtomicU64::new(0));
-        let counted = commits.clone();
-        std::thread::Builder::new()
+        let gathering = Arc::new(Gathering::default());
+        let shared = gathering.clone();
+        let writer = std::thread::Builder::new()
             .name("deskhook-history".into())
-            .spawn(move || write(&local, share, &copier, cutoff, &receiver, &counted))?;
-        Ok(Queue { sender, commits })
+            .spawn(move || write(&local, share, &copier, cutoff, &receiver, &shared))?;
+        Ok(Queue { sender, gathering, writer: writer.thread().clone() })
     }
 
     /// How many transactions the writer has committed.
     #[cfg(test)]
     pub(super) fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.gathering.commits.load(Ordering::Relaxed)
     }
 
     /// Queues `row`; false when it could not be (queue full, writer gone).
     pub(super) fn push(&self, row: HistoryRow) -> bool {
-        match self.sender.try_send(Message::Row(row)) {
+        // Counted before it is sent, so the writer never takes a row it has not counted.
+        let queued = self.gathering.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        let sent = self.sender.try_send(Message::Row(row));
+        if sent.is_err() {
+            self.gathering.queued.fetch_sub(1, Ordering::Relaxed);
+        } else if queued >= BATCH {
+            self.writer.unpark();
+        }
+        match sent {
             Ok(()) => true,
             Err(TrySendError::Full(Message::Row(row))) => {
                 dropped().inc();
@@ -89,6 +110,8 @@ impl Queue {
     pub(super) fn flush(&self) {
         let (done, wait) = mpsc::sync_channel(1);
         if self.sender.send(Message::Flush(done)).is_ok() {
+            self.gathering.flush.store(true, Ordering::Relaxed);
+            self.writer.unpark();
             let _ = wait.recv();
         }
     }
@@ -100,21 +123,23 @@ fn write(
     copier: &Notify,
     cutoff: fn() -> EpochMillis,
     queue: &Receiver<Message>,
-    commits: &AtomicU64,
+    gathering: &Gathering,
 ) {
     prune(local, cutoff);
     let mut since_prune = 0u64;
     let (mut rows, mut flushes) = (Vec::with_capacity(BATCH), Vec::new());
     let mut last_commit: Option<Instant> = None;
     while let Ok(first) = queue.recv() {
-        // Not woken by each call meanwhile: the thread sleeps rather than waits on the queue.
         if let (Message::Row(_), Some(at)) = (&first, last_commit) {
-            std::thread::sleep(GATHER.saturating_sub(at.elapsed()));
+            gathering.pause_until(at + GATHER);
         }
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
-                Message::Row(row) => rows.push(row),
+                Message::Row(row) => {
+                    gathering.queued.fetch_sub(1, Ordering::Relaxed);
+                    rows.push(row);
+                }
                 Message::Flush(done) => flushes.push(done),
             }
             next = if rows.len() < BATCH { queue.try_recv().ok() } else { None };
@@ -122,7 +147,7 @@ fn write(
         if !rows.is_empty() {
             match local.insert(&rows, share) {
                 Ok(()) => {
-                    commits.fetch_add(1, Ordering::Relaxed);
+                    gathering.commits.fetch_add(1, Ordering::Relaxed);
                     let count = rows.len() as u64;
                     crate::metrics::counter!(
                         "deskhook_history_records_total",
@@ -143,12 +168,32 @@ fn write(
             last_commit = (rows.len() < BATCH).then(Instant::now);
             rows.clear();
         }
+        if !flushes.is_empty() {
+            gathering.flush.store(false, Ordering::Relaxed);
+        }
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
         if since_prune >= PRUNE_EVERY {
             since_prune = 0;
             prune(local, cutoff);
+        }
+    }
+}
+
+impl Gathering {
+    /// Sleeps until `until`, a full batch or a flush, whichever comes first. Calls queued
+    /// meanwhile do not wake the thread (only the one that fills a batch does).
+    fn pause_until(&self, until: Instant) {
+        loop {
+            if self.queued.load(Ordering::Relaxed) >= BATCH || self.flush.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            std::thread::park_timeout(until - now);
         }
     }
 }
