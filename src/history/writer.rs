@@ -109,8 +109,9 @@ impl Queue {
     /// Waits until every call queued so far is committed (or the writer is gone).
     pub(super) fn flush(&self) {
         let (done, wait) = mpsc::sync_channel(1);
+        // Raised before the flush is sent: the writer lowers it only once it has the flush.
+        self.gathering.flush.store(true, Ordering::Relaxed);
         if self.sender.send(Message::Flush(done)).is_ok() {
-            self.gathering.flush.store(true, Ordering::Relaxed);
             self.writer.unpark();
             let _ = wait.recv();
         }
