@@ -16,7 +16,7 @@ const READ_AHEAD_CHUNKS: usize = 4;
 
 /// Why a recording cannot be sent at all (as opposed to a failed try).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum UploadError {
+pub(crate) enum UploadError {
     #[error("recording file {path} is missing ({source}); it cannot be uploaded")]
     Missing { path: String, source: std::io::Error },
     #[error("recording file {path} is empty; it cannot be uploaded")]
@@ -26,7 +26,7 @@ pub(super) enum UploadError {
 }
 
 /// An opened, checked file and its bytes as they are read.
-pub(super) struct FileBody {
+pub(crate) struct FileBody {
     /// The file's length when it was opened: exactly this many bytes are streamed.
     pub length: u64,
     pub chunks: mpsc::Receiver<std::io::Result<Bytes>>,
@@ -36,7 +36,7 @@ impl FileBody {
     /// Opens `path` and starts reading it ahead. The reader stops when the body is dropped (a
     /// request abandoned), and holds a blocking-pool thread while the request is slower than
     /// the disk.
-    pub(super) async fn open(path: &Path) -> Result<FileBody, UploadError> {
+    pub(crate) async fn open(path: &Path) -> Result<FileBody, UploadError> {
         let (opened_tx, opened_rx) = oneshot::channel();
         let (chunks_tx, chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
         let owned: PathBuf = path.to_path_buf();
@@ -49,7 +49,7 @@ impl FileBody {
     }
 
     /// The chunks as a stream for a request body.
-    pub(super) fn into_stream(self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    pub(crate) fn into_stream(self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         futures_util::stream::unfold(self.chunks, |mut chunks| async move {
             chunks.recv().await.map(|chunk| (chunk, chunks))
         })

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::Connection;
 
+pub(crate) use file_body::FileBody;
 pub(crate) use omnidesk::form_body;
 pub use outbox::{ListedRow, Listing, OpenCalls, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
 pub(crate) use policy::{humanize, TryResult};

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use reqwest::multipart::{Form, Part};
 
-use super::file_body::FileBody;
-pub(super) use super::file_body::UploadError;
+use super::file_body::{FileBody, UploadError};
 
 /// The `Content-Type` of an event POST.
 pub(crate) const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";

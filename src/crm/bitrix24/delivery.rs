@@ -220,13 +220,12 @@ impl Bitrix24Delivery {
     /// Streams the file to the `uploadUrl` Bitrix24 gave (its address carries its own
     /// one-time authorisation).
     async fn upload(&self, upload_url: &str, field: &str, path: &Path, file_name: &str) -> Result<(), CallError> {
-        let file = tokio::fs::File::open(path).await.map_err(|error| CallError::Refused {
-            code: String::new(),
-            error: format!("cannot read the recording {}: {error}", path.display()),
-        })?;
-        let length = file.metadata().await.map(|metadata| metadata.len()).unwrap_or(0);
-        let stream = tokio_util::io::ReaderStream::new(file);
-        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), length)
+        // UploadError names the file and why it cannot be sent.
+        let body = crate::deliver::FileBody::open(path)
+            .await
+            .map_err(|error| CallError::Refused { code: String::new(), error: error.to_string() })?;
+        let length = body.length;
+        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body.into_stream()), length)
             .file_name(file_name.to_string());
         let form = reqwest::multipart::Form::new().part(field.to_string(), part);
         self.portal.wait_turn().await;
