@@ -16,6 +16,7 @@
 //! it (ARI recording mode then deletes the recording from Asterisk).
 
 mod file_body;
+mod http1;
 mod metrics;
 mod omnidesk;
 mod outbox;
@@ -267,8 +268,16 @@ fn build_sink(webhook_url: &str, cfg: &HelpdeskConfig, wire: Wire) -> Result<Sin
         .user_agent(concat!("deskhook/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|error| DeliverError::HttpClient { message: error.to_string() })?;
+    // Small POSTs take the lean path unless a proxy is configured (only reqwest follows one).
+    let lean = if http1::proxy_configured() {
+        None
+    } else {
+        http1::Http1Client::new(&url, cfg.connect_timeout.get(), cfg.request_timeout.get(), http1::Roots::System)
+            .map(Box::new)
+    };
     Ok(Sink::Http {
         client,
+        lean,
         url,
         raw: webhook_url.to_string(),
         host: shown,

@@ -42,6 +42,8 @@ const RESPONSE_QUOTE_CHARS: usize = 200;
 pub(super) enum Sink {
     Http {
         client: reqwest::Client,
+        /// The path of the small POSTs (events, summaries); `None` sends them through `client`.
+        lean: Option<Box<super::http1::Http1Client>>,
         url: reqwest::Url,
         raw: String,
         host: String,
@@ -73,12 +75,19 @@ impl Wire {
     }
 
     fn sign(&self, builder: reqwest::RequestBuilder, body: &str) -> reqwest::RequestBuilder {
+        match self.signature(body) {
+            Some(signature) => builder.header(super::signature::SIGNATURE_HEADER, signature),
+            None => builder,
+        }
+    }
+
+    /// The `X-Deskhook-Signature` value for `body`, when this wire signs.
+    fn signature(&self, body: &str) -> Option<String> {
         match self {
-            Wire::Plain | Wire::Zammad => builder,
+            Wire::Plain | Wire::Zammad => None,
             Wire::Signed { secret } => {
                 let now = jiff::Timestamp::now().as_second();
-                let signature = super::signature::signature(secret.expose(), now, body.as_bytes());
-                builder.header(super::signature::SIGNATURE_HEADER, signature)
+                Some(super::signature::signature(secret.expose(), now, body.as_bytes()))
             }
         }
     }
@@ -451,7 +460,10 @@ impl Sink {
 
     async fn try_send(&self, request: &Request) -> TryResult {
         let (client, url, raw, host, request_timeout, wire) = match self {
-            Sink::Http { client, url, raw, host, request_timeout, wire } => {
+            Sink::Http { client, lean, url, raw, host, request_timeout, wire } => {
+                if let (Some(lean), RequestKind::Form { body, json, .. }) = (lean, &request.kind) {
+                    return post_lean(lean, wire, body, *json, raw, host, *request_timeout).await;
+                }
                 (client, url, raw, host, request_timeout, wire)
             }
             Sink::Api(protocol) => return protocol.send(request).await,
@@ -487,32 +499,90 @@ impl Sink {
                 return TryResult::Transient { error: scrub(&error, raw), retry_after: None };
             }
         };
-        let status = response.status();
+        let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, now_ms()));
         let quoted = read_quote(response).await;
-        let error = || {
-            let mut text = format!("HTTP {status} from {host}");
-            if !quoted.is_empty() {
-                text.push_str(": ");
-                text.push_str(&quoted);
-            }
-            scrub(&text, raw)
+        judge_answer(wire, status, retry_after, &quoted, host, raw)
+    }
+}
+
+/// A small POST on the lean path: the same request and the same reading of the answer as
+/// through `reqwest`.
+async fn post_lean(
+    lean: &super::http1::Http1Client,
+    wire: &Wire,
+    body: &str,
+    json: bool,
+    raw: &str,
+    host: &str,
+    request_timeout: Duration,
+) -> TryResult {
+    let signature = if json { wire.signature(body) } else { None };
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3);
+    if json {
+        headers.push((CONTENT_TYPE.as_str(), JSON_CONTENT_TYPE));
+        headers.push((ACCEPT.as_str(), JSON_CONTENT_TYPE));
+    } else {
+        headers.push((CONTENT_TYPE.as_str(), FORM_CONTENT_TYPE));
+        headers.push((ACCEPT.as_str(), "*/*"));
+    }
+    if let Some(signature) = &signature {
+        headers.push((super::signature::SIGNATURE_HEADER, signature));
+    }
+    match lean.post(&headers, body.as_bytes()).await {
+        Ok(answer) => {
+            let retry_after = answer.retry_after.as_deref().and_then(|value| parse_retry_after(value, now_ms()));
+            judge_answer(wire, answer.status, retry_after, &quote_of(&answer.body), host, raw)
+        }
+        Err(error) => {
+            let error = match error {
+                super::http1::Http1Error::Connect(detail) => format!("cannot connect to {host} ({detail})"),
+                super::http1::Http1Error::Timeout => format!(
+                    "no complete answer from {host} within helpdesk.request_timeout = {}",
+                    humanize(request_timeout)
+                ),
+                super::http1::Http1Error::Exchange(detail) => format!("request to {host} failed ({detail})"),
+            };
+            TryResult::Transient { error: scrub(&error, raw), retry_after: None }
+        }
+    }
+}
+
+/// What an answer means for the request: taken, to be tried again, or refused.
+fn judge_answer(
+    wire: &Wire,
+    status: u16,
+    retry_after: Option<Duration>,
+    quoted: &str,
+    host: &str,
+    raw: &str,
+) -> TryResult {
+    let error = || {
+        // "404 Not Found", as the status is shown everywhere; a code outside 100–999 as is.
+        let mut text = match reqwest::StatusCode::from_u16(status) {
+            Ok(known) => format!("HTTP {known} from {host}"),
+            Err(_) => format!("HTTP {status} from {host}"),
         };
-        if wire.accepted_anyway(status.as_u16(), &quoted) {
-            return TryResult::Accepted;
+        if !quoted.is_empty() {
+            text.push_str(": ");
+            text.push_str(quoted);
         }
-        match classify_status(status.as_u16()) {
-            StatusClass::Accepted => TryResult::Accepted,
-            StatusClass::Transient => TryResult::Transient { error: error(), retry_after },
-            StatusClass::Rejected if status.is_redirection() => TryResult::Rejected {
-                error: format!("{}; set helpdesk.webhook_url to the address it redirects to", error()),
-            },
-            StatusClass::Rejected => TryResult::Rejected { error: error() },
-        }
+        scrub(&text, raw)
+    };
+    if wire.accepted_anyway(status, quoted) {
+        return TryResult::Accepted;
+    }
+    match classify_status(status) {
+        StatusClass::Accepted => TryResult::Accepted,
+        StatusClass::Transient => TryResult::Transient { error: error(), retry_after },
+        StatusClass::Rejected if (300..400).contains(&status) => TryResult::Rejected {
+            error: format!("{}; set helpdesk.webhook_url to the address it redirects to", error()),
+        },
+        StatusClass::Rejected => TryResult::Rejected { error: error() },
     }
 }
 
@@ -541,10 +611,14 @@ async fn read_quote(mut response: reqwest::Response) -> String {
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&body);
-    let mut quote: String = text.trim().chars().take(RESPONSE_QUOTE_CHARS).collect();
-    quote = quote.replace(['\r', '\n'], " ");
-    quote
+    quote_of(&body)
+}
+
+/// The start of an answer's body, on one line, to quote in an error.
+fn quote_of(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let quote: String = text.trim().chars().take(RESPONSE_QUOTE_CHARS).collect();
+    quote.replace(['\r', '\n'], " ")
 }
 
 /// A network error in words an admin can act on, without the URL's path.
