@@ -214,22 +214,7 @@ impl Http1Client {
             let addresses = tokio::net::lookup_host((self.target.host.as_str(), self.target.port))
                 .await
                 .map_err(|error| Http1Error::Connect(format!("cannot resolve the name: {error}")))?;
-            let mut last = None;
-            let mut tcp = None;
-            for address in addresses {
-                match TcpStream::connect(address).await {
-                    Ok(stream) => {
-                        tcp = Some(stream);
-                        break;
-                    }
-                    Err(error) => last = Some(error),
-                }
-            }
-            let tcp = match (tcp, last) {
-                (Some(tcp), _) => tcp,
-                (None, Some(error)) => return Err(Http1Error::Connect(format!("tcp connect error: {error}"))),
-                (None, None) => return Err(Http1Error::Connect("the name resolves to no address".into())),
-            };
+            let tcp = connect_tcp(addresses.collect()).await?;
             // Requests are written whole; waiting for more to coalesce would only delay them.
             let _ = tcp.set_nodelay(true);
             match &self.target.tls {
@@ -249,6 +234,54 @@ impl Http1Client {
             ))),
         }
     }
+}
+
+/// How long the addresses of the name's first family get before those of the other family are
+/// tried alongside (RFC 8305's "happy eyeballs": an IPv6 route that drops packets must not
+/// cost the whole connect timeout when IPv4 works).
+const OTHER_FAMILY_AFTER: Duration = Duration::from_millis(300);
+
+/// A TCP connection to the first of `addresses` that takes one: those of the first address's
+/// family in turn, and from [`OTHER_FAMILY_AFTER`] on those of the other family in parallel.
+async fn connect_tcp(addresses: Vec<std::net::SocketAddr>) -> Result<TcpStream, Http1Error> {
+    let Some(first) = addresses.first() else {
+        return Err(Http1Error::Connect("the name resolves to no address".into()));
+    };
+    let ipv6 = first.is_ipv6();
+    let (preferred, other): (Vec<_>, Vec<_>) = addresses.into_iter().partition(|address| address.is_ipv6() == ipv6);
+    let preferred = connect_in_turn(preferred);
+    if other.is_empty() {
+        return preferred.await;
+    }
+    let other = async {
+        tokio::time::sleep(OTHER_FAMILY_AFTER).await;
+        connect_in_turn(other).await
+    };
+    tokio::pin!(preferred, other);
+    tokio::select! {
+        result = &mut preferred => match result {
+            Ok(tcp) => Ok(tcp),
+            Err(error) => other.await.map_err(|_| error),
+        },
+        result = &mut other => match result {
+            Ok(tcp) => Ok(tcp),
+            Err(_) => preferred.await,
+        },
+    }
+}
+
+async fn connect_in_turn(addresses: Vec<std::net::SocketAddr>) -> Result<TcpStream, Http1Error> {
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(match last {
+        Some(error) => Http1Error::Connect(format!("tcp connect error: {error}")),
+        None => Http1Error::Connect("the name resolves to no address".into()),
+    })
 }
 
 fn connector(roots: Roots) -> Option<tokio_rustls::TlsConnector> {
@@ -284,8 +317,18 @@ enum Failure {
 /// Writes `request` and reads the answer; `true` with it when the connection can be kept.
 async fn send_and_read(stream: &mut Stream, request: &[u8]) -> Result<(Answer, bool), Failure> {
     if let Err(error) = write_all(stream, request).await {
-        return Err(Failure::Unanswered(Http1Error::exchange("sending the request failed", &error)));
+        // A server may answer before it has read the whole request (413, 401) and close: that
+        // answer is the one to report. Anything else is a request that went unanswered.
+        return match read_answer(stream).await {
+            Ok((answer, _)) => Ok((answer, false)),
+            Err(_) => Err(Failure::Unanswered(Http1Error::exchange("sending the request failed", &error))),
+        };
     }
+    read_answer(stream).await
+}
+
+/// Reads an answer; `true` with it when the connection can be kept.
+async fn read_answer(stream: &mut Stream) -> Result<(Answer, bool), Failure> {
     let mut buffer = Vec::with_capacity(READ_CHUNK);
     let head = loop {
         match parse_head(&buffer).map_err(Failure::Broken)? {
@@ -388,7 +431,9 @@ fn parse_head(buffer: &[u8]) -> Result<Option<(Head, usize)>, Http1Error> {
     } else {
         Framing::UntilClose
     };
-    let keep_alive = !close && (http11 || keep_alive_token) && !matches!(framing, Framing::UntilClose);
+    // Both lengths at once is how request smuggling starts: read by chunks, then close.
+    let ambiguous = chunked && content_length.is_some();
+    let keep_alive = !close && !ambiguous && (http11 || keep_alive_token) && !matches!(framing, Framing::UntilClose);
     Ok(Some((Head { status, interim, retry_after, framing, keep_alive }, length)))
 }
 
@@ -896,6 +941,43 @@ mod tests {
             let error = strict.post(FORM, b"a=1").await.expect_err("untrusted");
             assert!(matches!(&error, Http1Error::Connect(detail) if detail.contains("TLS")), "{error}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_the_request_was_read_is_the_one_reported() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = url::Url::parse(&format!("http://{}/hook", listener.local_addr().expect("address"))).expect("url");
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let mut head = [0u8; 1024];
+            let _ = tcp.read(&mut head).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo long")
+                .await;
+            // Closed with most of the body unread: the client's writes then fail.
+        });
+        let body = vec![b'a'; 8 * 1024 * 1024];
+        let reply = client(&url).post(FORM, &body).await.expect("the early answer");
+        assert_eq!((reply.status, reply.body), (413, b"too long".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn the_other_address_family_is_tried_when_the_first_fails() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let good = listener.local_addr().expect("address");
+        let closed = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            probe.local_addr().expect("address")
+        };
+        // An address of the same family that refuses, then the one that listens.
+        connect_tcp(vec![closed, good]).await.expect("the second address");
+        // IPv6 first (refused, or not even available here), IPv4 after it.
+        let refused_v6: std::net::SocketAddr = format!("[::1]:{}", closed.port()).parse().expect("address");
+        connect_tcp(vec![refused_v6, good]).await.expect("IPv4 after IPv6");
+        let error = connect_tcp(vec![refused_v6, closed]).await.expect_err("nothing listens");
+        assert!(error.to_string().contains("tcp connect error"), "{error}");
+        let error = connect_tcp(Vec::new()).await.expect_err("no address");
+        assert!(error.to_string().contains("no address"), "{error}");
     }
 
     #[test]
