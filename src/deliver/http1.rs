@@ -191,8 +191,10 @@ impl Http1Client {
     /// The most recently used idle connection still open, if any.
     fn take_idle(&self) -> Option<Stream> {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Expired ones go whatever their place, so a quiet spell leaves no sockets behind.
+        idle.retain(|kept| kept.since.elapsed() < IDLE_FOR);
         while let Some(candidate) = idle.pop() {
-            if candidate.since.elapsed() < IDLE_FOR && candidate.stream.quiet() {
+            if candidate.stream.quiet() {
                 return Some(candidate.stream);
             }
         }
