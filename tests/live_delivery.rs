@@ -529,3 +529,35 @@ async fn settled(metrics: std::net::SocketAddr) {
     wait_for("no call left open", || async { metric(metrics, "deskhook_open_calls").await == 0 }).await;
     wait_outbox_drained(metrics).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_proxy_in_the_environment_events_go_through_it_and_ari_does_not() {
+    let fake = lab_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The proxy: a plain HTTP proxy gets the webhook's requests in absolute form.
+    let proxy = Receiver::start_with(Arc::new(|_: &Seen| Reply::ok())).await;
+    let proxy_url = format!("http://{}", proxy.url().trim_start_matches("http://").split('/').next().expect("host"));
+    // `.invalid` never resolves: only the proxy can deliver these.
+    let webhook = format!("http://helpdesk.invalid/webhooks/asterisk/{TOKEN}");
+    let config = delivering_config(dir.path(), &fake.url(), &webhook, "");
+    let mut deskhook = Deskhook::spawn_with_env(
+        &["run", "--config", config.to_str().expect("utf8")],
+        &[("HTTP_PROXY", proxy_url.as_str()), ("NO_PROXY", "")],
+    );
+    // Connecting takes ARI's REST calls (the resync's channel list): they must not go to the proxy.
+    fake.wait_for(PATIENCE, |status| status.ready).await.expect("connected");
+    play_all(&fake).await;
+    let expected = expected_by_call();
+    let total: usize = expected.values().map(Vec::len).sum();
+    wait_until("every event delivered through the proxy", Duration::from_secs(30), || proxy.accepted_count() >= total)
+        .await;
+    let (got, repeats) = accepted_by_call(&proxy.accepted());
+    assert_eq!(got, expected);
+    assert_eq!(repeats, 0);
+    assert!(
+        proxy.attempts().iter().all(|seen| seen.path == format!("/webhooks/asterisk/{TOKEN}")),
+        "only the webhook's requests reached the proxy"
+    );
+    deskhook.stop().await;
+    assert!(!deskhook.stderr_text().contains(TOKEN), "the webhook's token leaked into the log");
+}

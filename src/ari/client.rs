@@ -260,7 +260,10 @@ impl AriClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .danger_accept_invalid_certs(accept_any_certificate)
-            .pool_idle_timeout(Duration::from_secs(30));
+            .pool_idle_timeout(Duration::from_secs(30))
+            // Asterisk is reached directly, like the event websocket (which cannot take a
+            // proxy): an HTTP_PROXY set for the helpdesk must not carry ARI's REST calls.
+            .no_proxy();
         if !config.ca_file.is_empty() {
             // Asterisk's certificate is checked against the admin's CA only.
             let certificates = super::tls::ca_certificates(&config.ca_file)

@@ -117,7 +117,8 @@ pub(crate) async fn check_to(config: &Config, out: &mut impl Write) -> i32 {
 /// What answers at `url` when it is an HTTP server that is not Asterisk (whose answers say
 /// `Server: Asterisk/…`).
 async fn foreign_server(url: &str) -> Option<String> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
+    // Asterisk's address, reached directly as the daemon does.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).no_proxy().build().ok()?;
     let response = http.get(format!("{}/ari/asterisk/info", url.trim_end_matches('/'))).send().await.ok()?;
     let server = response.headers().get(reqwest::header::SERVER)?.to_str().ok()?.trim().to_string();
     (!server.to_ascii_lowercase().starts_with("asterisk")).then_some(server)
