@@ -539,14 +539,14 @@ async fn post_lean(
             judge_answer(wire, answer.status, retry_after, &quote_of(&answer.body), host, raw)
         }
         Err(error) => {
-            let error = match error {
-                super::http1::Http1Error::Connect(detail) => format!("cannot connect to {host} ({detail})"),
-                super::http1::Http1Error::Timeout => format!(
-                    "no complete answer from {host} within helpdesk.request_timeout = {}",
-                    humanize(request_timeout)
-                ),
-                super::http1::Http1Error::Exchange(detail) => format!("request to {host} failed ({detail})"),
+            use super::http1::Http1Error;
+            use crate::failure::Failure;
+            let (failure, detail) = match error {
+                Http1Error::Connect(detail) => (Failure::Connect, vec![detail]),
+                Http1Error::Timeout => (Failure::Timeout, Vec::new()),
+                Http1Error::Exchange(detail) => (Failure::Other, vec![detail]),
             };
+            let error = transport_error_text(failure, &detail, host, request_timeout);
             TryResult::Transient { error: scrub(&error, raw), retry_after: None }
         }
     }
@@ -623,9 +623,18 @@ fn quote_of(body: &[u8]) -> String {
 
 /// A network error in words an admin can act on, without the URL's path.
 fn describe_transport_error(error: &reqwest::Error, host: &str, request_timeout: Duration) -> String {
-    let causes = crate::failure::causes(error);
+    transport_error_text(crate::failure::Failure::of(error), &crate::failure::causes(error), host, request_timeout)
+}
+
+/// The words of a failed request, whichever client made it: the kind, the host, the causes.
+fn transport_error_text(
+    failure: crate::failure::Failure,
+    causes: &[String],
+    host: &str,
+    request_timeout: Duration,
+) -> String {
     let detail = if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(": ")) };
-    match crate::failure::Failure::of(error) {
+    match failure {
         crate::failure::Failure::Connect => format!("cannot connect to {host}{detail}"),
         crate::failure::Failure::Timeout => format!(
             "no complete answer from {host} within helpdesk.request_timeout = {}{detail}",
