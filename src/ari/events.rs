@@ -165,21 +165,25 @@ pub struct ParseStats {
     pub malformed: u64,
 }
 
-/// Every field of every event deskhook reads, flattened; absent ones stay `None`.
+/// Every field of every event deskhook reads, flattened; absent ones stay `None`. What is only
+/// looked at (the type, the time, the application) is borrowed from the message, not copied.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct RawMessage {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    timestamp: Option<String>,
+struct RawMessage<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
     channel: Option<Box<Channel>>,
     caller: Option<Box<Channel>>,
     peer: Option<Box<Channel>>,
     bridge: Option<Bridge>,
     variable: Option<String>,
     value: Option<String>,
-    dialplan_app: Option<String>,
-    dialplan_app_data: Option<String>,
+    #[serde(borrow)]
+    dialplan_app: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    dialplan_app_data: Option<Cow<'a, str>>,
     dialstring: Option<String>,
     dialstatus: Option<String>,
     forward: Option<String>,
@@ -320,9 +324,9 @@ impl EventParser {
     }
 }
 
-impl RawMessage {
-    fn into_event(self) -> Result<TimedEvent, ParseError> {
-        let kind = self.kind.clone().ok_or(ParseError::MissingType)?;
+impl RawMessage<'_> {
+    fn into_event(mut self) -> Result<TimedEvent, ParseError> {
+        let kind = self.kind.take().ok_or(ParseError::MissingType)?;
         let Some(stamp) = self.timestamp.as_deref() else {
             // Application lifecycle messages carry no timestamp in some versions; they need none.
             if kind == "ApplicationReplaced" {
@@ -331,17 +335,17 @@ impl RawMessage {
                     event: AriEvent::ApplicationReplaced { application: self.application.unwrap_or_default() },
                 });
             }
-            return Err(ParseError::MissingTimestamp { kind });
+            return Err(ParseError::MissingTimestamp { kind: kind.into_owned() });
         };
         let at = parse_ari_timestamp(stamp)
-            .ok_or_else(|| ParseError::BadTimestamp { kind: kind.clone(), value: stamp.to_string() })?;
-        let event = self.typed(kind)?;
+            .ok_or_else(|| ParseError::BadTimestamp { kind: kind.to_string(), value: stamp.to_string() })?;
+        let event = self.typed(&kind)?;
         Ok(TimedEvent { at, event })
     }
 
-    fn typed(self, kind: String) -> Result<AriEvent, ParseError> {
-        let missing = |field: &'static str| ParseError::MissingField { kind: kind.clone(), field };
-        let event = match kind.as_str() {
+    fn typed(self, kind: &str) -> Result<AriEvent, ParseError> {
+        let missing = |field: &'static str| ParseError::MissingField { kind: kind.to_string(), field };
+        let event = match kind {
             "ChannelCreated" => {
                 AriEvent::ChannelCreated { channel: unbox(self.channel).ok_or_else(|| missing("channel"))? }
             }
@@ -445,7 +449,7 @@ impl RawMessage {
                 eventname: self.eventname.ok_or_else(|| missing("eventname"))?,
                 userevent: self.userevent.unwrap_or_default(),
             },
-            _ => AriEvent::Other { kind },
+            _ => AriEvent::Other { kind: kind.to_string() },
         };
         Ok(event)
     }
@@ -649,6 +653,22 @@ mod tests {
         assert_eq!(parser.stats.unknown_fields, 0);
         let nameless = r#"{"type":"ChannelUserevent","timestamp":"2026-11-21T04:58:16.310+0000","userevent":{}}"#;
         assert!(matches!(parser.parse(nameless), Err(ParseError::MissingField { field: "eventname", .. })));
+    }
+
+    #[test]
+    fn escaped_strings_read_the_same_as_plain_ones() {
+        // What the parser borrows from the message must still be read when JSON escapes force a copy.
+        let plain = r#"{"type":"ChannelDialplan","timestamp":"2026-11-21T04:58:16.310+0000","dialplan_app":"Queue","dialplan_app_data":"support,t","channel":{"id":"1.1","name":"PJSIP/trunk-00000001","state":"Ring","caller":{"name":"","number":"79161234567"},"creationtime":"2026-11-21T04:58:15.000+0000","dialplan":{"context":"from-pstn","exten":"100","priority":3,"app_name":"Queue","app_data":"support,t"}}}"#;
+        let escaped = r#"{"type":"Channel\u0044ialplan","timestamp":"2026-11-21T04:58:16.310\u002b0000","dialplan_app":"Qu\u0065ue","dialplan_app_data":"support\u002ct","channel":{"id":"1.1","name":"PJSIP/trunk-00000001","state":"R\u0069ng","caller":{"name":"","number":"79161234567"},"creationtime":"2026-11-21T04:58:15.000\u002b0000","dialplan":{"context":"from-pstn","exten":"100","priority":3,"app_name":"Q\u0075eue","app_data":"support\u002ct"}}}"#;
+        for parser in [EventParser::new(), EventParser::live(&["MIXMONITOR_FILENAME"])].iter_mut() {
+            let expected = parser.parse(plain).expect("plain message parses");
+            assert_eq!(parser.parse(escaped).expect("escaped message parses"), expected);
+            let AriEvent::ChannelDialplan { channel, app } = expected.event else { panic!("a dialplan event") };
+            assert_eq!(app, DialplanApp::Queue { name: "support".into() });
+            assert_eq!(channel.dialplan.app, DialplanApp::Queue { name: "support".into() });
+            assert_eq!(channel.state, crate::ari::model::ChannelState::Ring);
+            assert_eq!(channel.creationtime, Some(expected.at - 1310));
+        }
     }
 
     #[test]

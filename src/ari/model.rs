@@ -3,6 +3,7 @@
 //! Only the fields deskhook uses are typed; everything else Asterisk sends is ignored
 //! (and counted by the event parser). Shapes follow `shared/ari-api/*.json`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +19,7 @@ pub struct CallerId {
 }
 
 /// Where a channel is in the dialplan.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, from = "RawDialplanCep")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DialplanCep {
     pub context: String,
     pub exten: String,
@@ -28,19 +28,28 @@ pub struct DialplanCep {
     pub app: DialplanApp,
 }
 
-/// `DialplanCep` as ARI writes it.
+/// `DialplanCep` as ARI writes it. What is only looked at (the application) is borrowed from
+/// the message, not copied: almost every message carries a channel and so one of these.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct RawDialplanCep {
+struct RawDialplanCep<'a> {
     context: String,
     exten: String,
     priority: i64,
-    app_name: String,
-    app_data: String,
+    #[serde(borrow)]
+    app_name: Cow<'a, str>,
+    #[serde(borrow)]
+    app_data: Cow<'a, str>,
 }
 
-impl From<RawDialplanCep> for DialplanCep {
-    fn from(raw: RawDialplanCep) -> Self {
+impl<'de> Deserialize<'de> for DialplanCep {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        RawDialplanCep::deserialize(deserializer).map(DialplanCep::from)
+    }
+}
+
+impl From<RawDialplanCep<'_>> for DialplanCep {
+    fn from(raw: RawDialplanCep<'_>) -> Self {
         DialplanCep {
             context: raw.context,
             exten: raw.exten,
@@ -90,8 +99,7 @@ impl DialplanApp {
 }
 
 /// ARI's channel states (`Channel.state`); a state this version does not know is kept by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(from = "String")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ChannelState {
     #[default]
     Down,
@@ -110,9 +118,26 @@ pub enum ChannelState {
     Other(String),
 }
 
+/// A string read from a message, borrowed from it when it has no escapes: for what is only
+/// looked at and then dropped (a state's name, a time), so it costs no allocation.
+#[derive(Deserialize)]
+struct BorrowedText<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for ChannelState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BorrowedText::deserialize(deserializer).map(|name| ChannelState::named(&name.0))
+    }
+}
+
 impl From<String> for ChannelState {
     fn from(name: String) -> Self {
-        match name.as_str() {
+        ChannelState::named(&name)
+    }
+}
+
+impl ChannelState {
+    fn named(name: &str) -> Self {
+        match name {
             "Down" => ChannelState::Down,
             "Rsrvd" => ChannelState::Rsrvd,
             "OffHook" => ChannelState::OffHook,
@@ -124,12 +149,10 @@ impl From<String> for ChannelState {
             "Dialing Offhook" => ChannelState::DialingOffhook,
             "Pre-ring" => ChannelState::PreRing,
             "Unknown" => ChannelState::Unknown,
-            _ => ChannelState::Other(name),
+            _ => ChannelState::Other(name.to_string()),
         }
     }
-}
 
-impl ChannelState {
     /// A call coming in on this channel, not yet answered (`Ring`, `Pre-ring`).
     pub(crate) fn is_inbound_ringing(&self) -> bool {
         matches!(self, ChannelState::Ring | ChannelState::PreRing)
@@ -138,8 +161,8 @@ impl ChannelState {
 
 /// ARI's `creationtime` read once into epoch milliseconds (`None`: absent or unreadable).
 fn creation_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<EpochMillis>, D::Error> {
-    let text: Option<String> = Option::deserialize(deserializer)?;
-    Ok(text.as_deref().and_then(crate::ari::events::parse_ari_timestamp))
+    let text: Option<BorrowedText> = Option::deserialize(deserializer)?;
+    Ok(text.and_then(|text| crate::ari::events::parse_ari_timestamp(&text.0)))
 }
 
 /// ARI `Channel`. Its `id` is Asterisk's uniqueid.
