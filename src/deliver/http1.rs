@@ -244,7 +244,8 @@ impl Http1Client {
 const OTHER_FAMILY_AFTER: Duration = Duration::from_millis(300);
 
 /// A TCP connection to the first of `addresses` that takes one: those of the first address's
-/// family in turn, and from [`OTHER_FAMILY_AFTER`] on those of the other family in parallel.
+/// family in turn, and those of the other family alongside from [`OTHER_FAMILY_AFTER`] on, or
+/// at once when the first family has failed sooner.
 async fn connect_tcp(addresses: Vec<std::net::SocketAddr>) -> Result<TcpStream, Http1Error> {
     let Some(first) = addresses.first() else {
         return Err(Http1Error::Connect("the name resolves to no address".into()));
@@ -255,11 +256,19 @@ async fn connect_tcp(addresses: Vec<std::net::SocketAddr>) -> Result<TcpStream, 
     if other.is_empty() {
         return preferred.await;
     }
-    let other = async {
-        tokio::time::sleep(OTHER_FAMILY_AFTER).await;
-        connect_in_turn(other).await
+    tokio::pin!(preferred);
+    let head_start = tokio::select! {
+        result = &mut preferred => Some(result),
+        () = tokio::time::sleep(OTHER_FAMILY_AFTER) => None,
     };
-    tokio::pin!(preferred, other);
+    match head_start {
+        Some(Ok(tcp)) => return Ok(tcp),
+        // The first family's error is the one reported when both fail.
+        Some(Err(error)) => return connect_in_turn(other).await.map_err(|_| error),
+        None => {}
+    }
+    let other = connect_in_turn(other);
+    tokio::pin!(other);
     tokio::select! {
         result = &mut preferred => match result {
             Ok(tcp) => Ok(tcp),
@@ -973,9 +982,12 @@ mod tests {
         };
         // An address of the same family that refuses, then the one that listens.
         connect_tcp(vec![closed, good]).await.expect("the second address");
-        // IPv6 first (refused, or not even available here), IPv4 after it.
+        // IPv6 first (refused, or not even available here), IPv4 after it: at once, not after
+        // the head start the first family gets while it may still connect.
         let refused_v6: std::net::SocketAddr = format!("[::1]:{}", closed.port()).parse().expect("address");
+        let started = std::time::Instant::now();
         connect_tcp(vec![refused_v6, good]).await.expect("IPv4 after IPv6");
+        assert!(started.elapsed() < OTHER_FAMILY_AFTER, "waited {:?} after IPv6 had failed", started.elapsed());
         let error = connect_tcp(vec![refused_v6, closed]).await.expect_err("nothing listens");
         assert!(error.to_string().contains("tcp connect error"), "{error}");
         let error = connect_tcp(Vec::new()).await.expect_err("no address");
