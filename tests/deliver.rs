@@ -499,6 +499,53 @@ async fn the_size_cap_drops_delivered_rows_first_then_refuses_loudly() {
     handle.shutdown().await;
 }
 
+/// Delivered rows older than `keep_delivered` are pruned when delivery starts (and every ten
+/// minutes): of every sink with rows, configured or not; pending, dead and recent delivered rows
+/// stay, and the counts follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_rows_older_than_keep_delivered_are_pruned_and_the_rest_kept() {
+    let storage = tempfile::tempdir().expect("tempdir");
+    let cfg = fast_config();
+    drop(Outbox::open(storage.path(), &cfg).expect("create the outbox"));
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis(),
+    )
+    .expect("fits");
+    let two_hours_ago = now - 2 * 3_600_000;
+    {
+        let conn = rusqlite::Connection::open(storage.path().join(deskhook::deliver::OUTBOX_FILE)).expect("open db");
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO outbox (unique_id, kind, status, body, state, enqueued_at, next_attempt_at, finished_at, sink)
+                 VALUES (?1, 'form', 'incoming call answered', 'x=1', ?2, ?3, ?3, ?4, ?5)",
+            )
+            .expect("sql");
+        for (unique_id, state, finished_at, sink) in [
+            ("1700000001.1", "delivered", Some(two_hours_ago), "helpdesk"),
+            ("1700000001.2", "delivered", Some(two_hours_ago), "helpdesk"),
+            ("1700000001.3", "dead", Some(two_hours_ago), "helpdesk"),
+            ("1700000001.4", "delivered", Some(two_hours_ago), "warehouse"),
+            ("1700000001.5", "delivered", Some(now), "helpdesk"),
+            ("1700000001.6", "pending", None, "helpdesk"),
+        ] {
+            insert.execute(rusqlite::params![unique_id, state, two_hours_ago, finished_at, sink]).expect("row");
+        }
+    }
+    let receiver = Receiver::start().await;
+    let handle =
+        Delivery::start(Outbox::open(storage.path(), &cfg).expect("open"), &receiver.url(), &cfg).expect("start");
+    wait_until("the old delivered rows pruned and the pending one delivered", LONG, || {
+        let counts = handle.counts();
+        (counts.pending, counts.dead, counts.delivered) == (0, 1, 2)
+    })
+    .await;
+    assert_eq!(delivered_calls(storage.path()), vec!["1700000001.5", "1700000001.6"]);
+    let conn = rusqlite::Connection::open(storage.path().join(deskhook::deliver::OUTBOX_FILE)).expect("open db");
+    let left: i64 = conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0)).expect("count");
+    assert_eq!(left, 3, "the dead row stays until purged; the other sink's old row went too");
+    handle.shutdown().await;
+}
+
 /// A commit that fails (here: another process holds the outbox's write lock longer than the
 /// busy timeout, as an admin's `sqlite3` with an open transaction would) is tried again until
 /// it works: the requests are held, `/healthz` says the outbox is not writable meanwhile, and

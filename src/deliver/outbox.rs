@@ -487,6 +487,37 @@ pub(crate) fn insert_request(conn: &Connection, request: &Request, now: i64) -> 
     Ok((inserted == 1).then(|| conn.last_insert_rowid()))
 }
 
+const PRUNE_BOUNDARY: &str = "SELECT id FROM outbox INDEXED BY outbox_by_sink
+     WHERE sink = ?1 AND state = 'delivered' AND finished_at >= ?2 ORDER BY id LIMIT 1";
+const PRUNE_CHUNK: &str = "DELETE FROM outbox WHERE id IN
+     (SELECT id FROM outbox INDEXED BY outbox_by_sink
+      WHERE sink = ?1 AND state = 'delivered' AND id < ?2 AND finished_at < ?3 ORDER BY id LIMIT ?4)";
+
+/// Where pruning of sink `sink`'s delivered rows stops: the id of its first delivered row, in
+/// id order, finished at or after `cutoff` (`None`: every delivered row is older).
+///
+/// Pruning walks a sink's delivered rows in id order through `outbox_by_sink` and stops at the
+/// first one still kept, so it reads what it deletes and not the whole table: an outbox at its
+/// million-row cap was read end to end every ten minutes, holding up the runtime (and with it
+/// `/forward`) for half a second. Rows are delivered nearly in the order they were stored; one
+/// delivered late (after hours of retries) holds the rows behind it until it is old enough
+/// itself, so they are kept a little longer, never shorter.
+pub(crate) fn prune_boundary(conn: &Connection, sink: &str, cutoff: i64) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(PRUNE_BOUNDARY)?.query_row(params![sink, cutoff], |row| row.get(0)).optional()
+}
+
+/// Deletes up to `chunk` of sink `sink`'s delivered rows finished before `cutoff` with ids below
+/// `below` (see [`prune_boundary`]), oldest first; returns how many.
+pub(crate) fn prune_chunk(
+    conn: &Connection,
+    sink: &str,
+    cutoff: i64,
+    below: Option<i64>,
+    chunk: i64,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(PRUNE_CHUNK)?.execute(params![sink, below.unwrap_or(i64::MAX), cutoff, chunk])
+}
+
 pub(crate) use crate::wallclock::now_ms;
 
 #[cfg(test)]
@@ -519,5 +550,81 @@ mod tests {
         assert_eq!(load_row(&conn, id).expect("read").expect("row").request.tag(), Some("ari-recording:b"));
         assert_eq!(tag_state(&conn, "ari-recording:b").expect("state"), Some(RowState::Pending));
         assert_eq!(tag_state(&conn, "ari-recording:none").expect("state"), None);
+    }
+
+    fn delivered_row(conn: &Connection, sink: &str, state: RowState, finished_at: Option<i64>) -> i64 {
+        conn.execute(
+            "INSERT INTO outbox (unique_id, kind, status, body, state, enqueued_at, next_attempt_at, finished_at, sink)
+             VALUES ('1.1', 'form', 'incoming call answered', 'x=1', ?1, 1, 1, ?2, ?3)",
+            params![state.as_str(), finished_at, sink],
+        )
+        .expect("row");
+        conn.last_insert_rowid()
+    }
+
+    fn ids(conn: &Connection) -> Vec<i64> {
+        let mut statement = conn.prepare("SELECT id FROM outbox ORDER BY id").expect("sql");
+        let ids = statement.query_map([], |row| row.get(0)).expect("query").collect::<rusqlite::Result<Vec<i64>>>();
+        ids.expect("ids")
+    }
+
+    #[test]
+    fn pruning_stops_at_a_sinks_first_delivered_row_still_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = connect(&dir.path().join(OUTBOX_FILE), true).expect("outbox");
+        let (old, cutoff, fresh) = (100, 200, 300);
+        let old_1 = delivered_row(&conn, "helpdesk", RowState::Delivered, Some(old));
+        let dead = delivered_row(&conn, "helpdesk", RowState::Dead, Some(old));
+        let pending = delivered_row(&conn, "helpdesk", RowState::Pending, None);
+        let elsewhere = delivered_row(&conn, "warehouse", RowState::Delivered, Some(old));
+        let old_2 = delivered_row(&conn, "helpdesk", RowState::Delivered, Some(old));
+        // Delivered late (after retries): it holds the older-finished row behind it.
+        let late = delivered_row(&conn, "helpdesk", RowState::Delivered, Some(fresh));
+        let held = delivered_row(&conn, "helpdesk", RowState::Delivered, Some(old));
+
+        let below = prune_boundary(&conn, "helpdesk", cutoff).expect("boundary");
+        assert_eq!(below, Some(late));
+        assert_eq!(prune_chunk(&conn, "helpdesk", cutoff, below, 1).expect("chunk"), 1, "a chunk at most");
+        assert_eq!(prune_chunk(&conn, "helpdesk", cutoff, below, 10).expect("chunk"), 1);
+        assert!(!ids(&conn).contains(&old_1) && !ids(&conn).contains(&old_2));
+        assert_eq!(ids(&conn), vec![dead, pending, elsewhere, late, held], "other states and sinks untouched");
+
+        assert_eq!(prune_boundary(&conn, "warehouse", cutoff).expect("boundary"), None, "all its rows are old");
+        assert_eq!(prune_chunk(&conn, "warehouse", cutoff, None, 10).expect("chunk"), 1);
+        // Once the late row is old too, the one it held goes with it.
+        let later = fresh + 1;
+        let below = prune_boundary(&conn, "helpdesk", later).expect("boundary");
+        assert_eq!(below, None);
+        assert_eq!(prune_chunk(&conn, "helpdesk", later, below, 10).expect("chunk"), 2);
+        assert_eq!(ids(&conn), vec![dead, pending]);
+    }
+
+    /// What pruning reads does not grow with the rows it keeps: ten thousand recent delivered
+    /// rows cost a pass that finds nothing to delete a handful of steps (a read of the whole
+    /// table took one per row).
+    #[test]
+    fn pruning_reads_what_it_deletes_not_the_whole_outbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = connect(&dir.path().join(OUTBOX_FILE), true).expect("outbox");
+        let (cutoff, kept) = (1_000, 10_000);
+        let tx = conn.transaction().expect("tx");
+        for _ in 0..kept {
+            delivered_row(&tx, "helpdesk", RowState::Delivered, Some(cutoff + 1));
+        }
+        tx.commit().expect("commit");
+        let steps = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> i32 {
+            let mut statement = conn.prepare(sql).expect("sql");
+            let mut rows = statement.query(params).expect("query");
+            while rows.next().expect("step").is_some() {}
+            drop(rows);
+            statement.get_status(rusqlite::StatementStatus::VmStep)
+        };
+        let boundary = steps(PRUNE_BOUNDARY, &[&"helpdesk", &cutoff]);
+        let chunk = steps(PRUNE_CHUNK, &[&"helpdesk", &1_i64, &cutoff, &5_000_i64]);
+        assert!(boundary < 100 && chunk < 100, "steps: boundary {boundary}, chunk {chunk}");
+        let whole_table =
+            steps("SELECT id FROM outbox WHERE state = 'delivered' AND finished_at < ?1 LIMIT 5000", &[&cutoff]);
+        assert!(whole_table > kept, "the measure sees a scan: {whole_table} steps");
+        assert_eq!(ids(&conn).len(), kept as usize, "nothing was old enough");
     }
 }

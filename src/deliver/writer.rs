@@ -19,7 +19,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
 use super::metrics;
-use super::outbox::{count_rows_by_sink, insert_request, now_ms, Limits, Outbox, OutboxCounts, PendingRow};
+use super::outbox::{
+    count_rows_by_sink, insert_request, now_ms, prune_boundary, prune_chunk, Limits, Outbox, OutboxCounts, PendingRow,
+};
 use super::policy::Verdict;
 use super::request::Request;
 use super::DeliverError;
@@ -395,39 +397,64 @@ impl Writer {
     }
 
     /// Deletes delivered rows older than `keep_delivered`, a chunk per transaction, letting the
-    /// runtime's other tasks run between chunks.
+    /// runtime's other tasks run between chunks. Each sink's rows are walked in id order up to
+    /// the first one still kept (see [`prune_boundary`]): the cost is what is deleted, however
+    /// many rows the outbox holds.
     async fn prune(&mut self) {
         let keep = i64::try_from(self.limits.keep_delivered.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(keep);
+        let sinks: Vec<String> =
+            self.current.iter().filter(|(_, counts)| counts.delivered > 0).map(|(sink, _)| sink.clone()).collect();
+        let mut removed_total = 0u64;
+        for sink in sinks {
+            let removed = self.prune_sink(&sink, cutoff).await;
+            if removed > 0 {
+                // Only this writer turns rows delivered, so nothing else changed the count.
+                let counts = self.current.entry(sink).or_default();
+                counts.delivered = counts.delivered.saturating_sub(removed);
+                removed_total += removed;
+            }
+        }
+        if removed_total > 0 {
+            self.committed();
+            tracing::debug!(removed = removed_total, "pruned delivered rows older than keep_delivered");
+            self.publish();
+        }
+    }
+
+    /// Prunes sink `sink`'s old delivered rows; returns how many went.
+    async fn prune_sink(&mut self, sink: &str, cutoff: i64) -> u64 {
+        let complain = |path: &str, error: &rusqlite::Error| {
+            if is_busy(error) {
+                tracing::debug!(path, "another process holds the outbox's write lock; pruning later");
+            } else {
+                tracing::warn!(path, %error, "cannot prune delivered rows from the outbox");
+            }
+        };
+        // Taken once: the rows before it stay delivered and old while this writer prunes, as
+        // no one else marks rows delivered.
+        let below = match prune_boundary(&self.conn, sink, cutoff) {
+            Ok(below) => below,
+            Err(error) => {
+                complain(&self.path, &error);
+                return 0;
+            }
+        };
         let mut removed = 0u64;
         loop {
-            let deleted = self.conn.execute(
-                "DELETE FROM outbox WHERE id IN
-                 (SELECT id FROM outbox WHERE state = 'delivered' AND finished_at < ?1 LIMIT ?2)",
-                params![cutoff, PRUNE_CHUNK],
-            );
-            match deleted {
+            match prune_chunk(&self.conn, sink, cutoff, below, PRUNE_CHUNK) {
                 Ok(count) => {
                     removed += count as u64;
                     if (count as i64) < PRUNE_CHUNK {
-                        break;
+                        return removed;
                     }
                     tokio::task::yield_now().await;
                 }
-                Err(error) if is_busy(&error) => {
-                    tracing::debug!(path = %self.path, "another process holds the outbox's write lock; pruning later");
-                    break;
-                }
                 Err(error) => {
-                    tracing::warn!(path = %self.path, %error, "cannot prune delivered rows from the outbox");
-                    break;
+                    complain(&self.path, &error);
+                    return removed;
                 }
             }
-        }
-        if removed > 0 {
-            self.committed();
-            tracing::debug!(removed, "pruned delivered rows older than keep_delivered");
-            self.recount();
         }
     }
 }
