@@ -184,7 +184,7 @@ fn store_for_all(
 ) -> Vec<impl std::future::Future<Output = Result<(), deskhook::deliver::DeliverError>>> {
     let utc = jiff::tz::TimeZone::UTC;
     let requests = SINKS.iter().map(|sink| vec![event(call, seq, per_call).request(&utc).to_sink(*sink)]).collect();
-    handle.store_step(requests, Vec::new())
+    handle.store_step(requests, Vec::new(), Vec::new())
 }
 
 async fn sustained_sinks(size: Size) {

@@ -734,7 +734,7 @@ async fn each_sink_has_its_own_queue_and_admin_commands_pick_one_sink() {
             .iter()
             .map(|sink| vec![event("1700000020.1", seq, 3).request(&utc).to_sink(*sink)])
             .collect();
-        for stored in handle.store_step(requests, Vec::new()) {
+        for stored in handle.store_step(requests, Vec::new(), Vec::new()) {
             stored.await.expect("stored");
         }
     }

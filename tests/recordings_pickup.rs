@@ -129,7 +129,7 @@ fn a_pickup_promised_before_a_restart_is_done_after_it() {
     }
     std::fs::write(&path, b"RIFF-after-restart").expect("write");
 
-    // Second run: the journal brings the pickup back.
+    // Second run: the promise kept in the outbox brings the pickup back.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let receiver = Receiver::start().await;
@@ -140,6 +140,62 @@ fn a_pickup_promised_before_a_restart_is_done_after_it() {
         let seen = &receiver.accepted()[0];
         let parts = multipart_parts(&seen.content_type, &seen.body);
         assert!(parts.iter().any(|p| p.name == "record" && p.data == b"RIFF-after-restart"));
+        assert_eq!(promised_pickups(storage.path()), 0, "the promise went with the upload's commit");
         delivery.shutdown().await;
     });
+}
+
+/// Promises still in the outbox's `pickups` table (read beside the running delivery).
+fn promised_pickups(storage: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(storage.join(deskhook::deliver::OUTBOX_FILE)).expect("open outbox");
+    conn.query_row("SELECT COUNT(*) FROM pickups", [], |row| row.get(0)).expect("count")
+}
+
+/// An older deskhook kept promised pickups in `recordings.sqlite`: the first start takes them
+/// over into the outbox (and removes the file), and does them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_deskhooks_recordings_journal_is_taken_over_and_removed() {
+    let storage = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let done = spool.path().join("q-501-+79161234569.wav");
+    std::fs::write(&done, b"RIFF-from-the-old-journal").expect("write");
+    let missing = spool.path().join("q-501-gone.wav");
+    let legacy = storage.path().join("recordings.sqlite");
+    {
+        let old = rusqlite::Connection::open(&legacy).expect("old journal");
+        old.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE pending (id INTEGER PRIMARY KEY AUTOINCREMENT, unique_id TEXT NOT NULL,
+                                   file TEXT NOT NULL, UNIQUE (unique_id, file));
+             ALTER TABLE pending ADD COLUMN uploads TEXT;",
+        )
+        .expect("old schema");
+        old.execute(
+            "INSERT INTO pending (unique_id, file, uploads) VALUES ('1795237150.20', ?1, ?2), ('1795237150.21', ?3, NULL)",
+            rusqlite::params![
+                done.display().to_string(),
+                r#"[{"sink":"helpdesk","summary":null}]"#,
+                missing.display().to_string()
+            ],
+        )
+        .expect("old rows");
+    }
+    let mut cfg = recordings_config(spool.path());
+    cfg.settle = DurationSpec(Duration::from_millis(200));
+    cfg.wait_timeout = DurationSpec(Duration::from_millis(500));
+    let receiver = Receiver::start().await;
+    let outbox = Outbox::open(storage.path(), &fast_config()).expect("outbox");
+    let delivery = Delivery::start(outbox, &receiver.url(), &fast_config()).expect("delivery");
+    let _pickup = Pickup::start(&cfg, storage.path(), delivery.clone()).expect("pickup");
+    wait_until("the old journal removed", Duration::from_secs(15), || !legacy.exists()).await;
+    wait_until("the recording uploaded", Duration::from_secs(15), || receiver.accepted_count() == 1).await;
+    let seen = &receiver.accepted()[0];
+    let parts = multipart_parts(&seen.content_type, &seen.body);
+    assert!(parts.iter().any(|p| p.name == "record" && p.data == b"RIFF-from-the-old-journal"));
+    wait_until("both promises settled: one uploaded, one given up", Duration::from_secs(15), || {
+        promised_pickups(storage.path()) == 0
+    })
+    .await;
+    assert_eq!(receiver.accepted_count(), 1, "the missing file sends nothing");
+    delivery.shutdown().await;
 }

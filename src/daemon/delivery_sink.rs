@@ -118,24 +118,27 @@ impl Sink for DeliverySink {
 }
 
 impl DeliverySink {
-    /// Stores the step: its recordings are journaled first (a call forgotten by its
-    /// checkpoint must not take a promised upload with it), then its events and checkpoints in
-    /// one transaction, then the pickups start (queued behind the call's ended event).
+    /// Stores the step: its events, checkpoints and recordings promised for upload in one
+    /// transaction (a call forgotten by its checkpoint never takes a promised upload with it),
+    /// then the pickups start (queued behind the call's ended event).
     async fn store_step(&mut self) {
         if self.step.is_empty() {
             return;
         }
         let step = std::mem::take(&mut self.step);
-        let promised = match (&self.pickup, step.recordings.is_empty()) {
-            (Some(pickup), false) => Some(pickup.promise(step.recordings).await),
+        let (pickups, promised) = match (&self.pickup, step.recordings.is_empty()) {
+            (Some(pickup), false) => {
+                let (pickups, promised) = pickup.promise(step.recordings);
+                (pickups, Some(promised))
+            }
             (None, false) => {
                 tracing::debug!(count = step.recordings.len(), "recordings ignored: no pickup configured");
-                None
+                (Vec::new(), None)
             }
-            (_, true) => None,
+            (_, true) => (Vec::new(), None),
         };
         let (requests, names): (Vec<Vec<Request>>, Vec<Named>) = step.events.into_iter().unzip();
-        let outcomes = self.delivery.store_step(requests, step.open_calls);
+        let outcomes = self.delivery.store_step(requests, step.open_calls, pickups);
         // The order is fixed now; the commit (group fsync) is awaited off the sink's path so
         // one slow fsync does not hold every event.
         for (stored, Named { sink, unique_id, status }) in outcomes.into_iter().zip(names) {

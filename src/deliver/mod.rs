@@ -39,7 +39,7 @@ pub(crate) use omnidesk::form_body;
 pub use outbox::{ListedRow, Listing, OpenCalls, Outbox, OutboxCounts, RowState, OUTBOX_FILE};
 pub(crate) use policy::{humanize, TryResult};
 pub(crate) use protocol::{Protocol, TryFuture};
-pub use request::{Request, UploadRoute, HELPDESK_SINK, UPLOAD_STATUS};
+pub use request::{PickupPromise, Request, UploadRoute, HELPDESK_SINK, UPLOAD_STATUS};
 
 use crate::config::{redacted_url, Destination, HelpdeskConfig, SinkConfig};
 use policy::RetryPolicy;
@@ -340,7 +340,10 @@ impl DeliveryHandle {
             let _ = reply.send(Ok(()));
             Ok(())
         } else {
-            self.inner.writer.send(WriterCommand::Enqueue { requests, reply }).map_err(|_| DeliverError::Stopped)
+            self.inner
+                .writer
+                .send(WriterCommand::Enqueue { requests, kept: None, reply })
+                .map_err(|_| DeliverError::Stopped)
         };
         async move {
             sent?;
@@ -348,23 +351,83 @@ impl DeliveryHandle {
         }
     }
 
+    /// Enqueues the uploads of a promised recording, file `file` of call `unique_id`, and
+    /// forgets its promise in the same transaction: a crash leaves either the promise or the
+    /// uploads, never both or neither. Nothing is forgotten when the uploads are refused.
+    pub(crate) fn enqueue_pickup(
+        &self,
+        uploads: Vec<Request>,
+        unique_id: &str,
+        file: &str,
+    ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
+        let (reply, stored) = tokio::sync::oneshot::channel();
+        let kept = Some((unique_id.to_string(), file.to_string()));
+        let sent = self
+            .inner
+            .writer
+            .send(WriterCommand::Enqueue { requests: uploads, kept, reply })
+            .map_err(|_| DeliverError::Stopped);
+        async move {
+            sent?;
+            stored.await.map_err(|_| DeliverError::Stopped)?
+        }
+    }
+
+    /// Stores pickup promises on their own (not with an engine step).
+    pub(crate) fn promise_pickups(
+        &self,
+        promises: Vec<PickupPromise>,
+    ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
+        let (reply, stored) = tokio::sync::oneshot::channel();
+        let sent = self
+            .inner
+            .writer
+            .send(WriterCommand::Promise { promises, reply: Some(reply) })
+            .map_err(|_| DeliverError::Stopped);
+        async move {
+            sent?;
+            stored.await.map_err(|_| DeliverError::Stopped)?
+        }
+    }
+
+    /// Gives up a promised pickup (its file never completed). It rides on the next commit: a
+    /// crash before it only has the file looked for once more.
+    pub(crate) fn forget_pickup(&self, unique_id: &str, file: &str) {
+        let _ = self
+            .inner
+            .writer
+            .send(WriterCommand::ForgetPickup { unique_id: unique_id.to_string(), file: file.to_string() });
+    }
+
+    /// The pickups promised and not yet kept (a previous run's), in the order promised. Read
+    /// at start, before the pickup promises anything new.
+    pub(crate) fn pending_pickups(&self) -> Result<Vec<PickupPromise>, DeliverError> {
+        let conn = self.inner.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        outbox::pending_pickups(&conn).map_err(|source| DeliverError::Database { path: describe(&conn), source })
+    }
+
     /// Stores one engine step as a unit, in one transaction: each entry of `events` as
-    /// [`DeliveryHandle::enqueue`] stores it (with its own outcome, returned in order), and the
-    /// checkpoints of the calls they changed (`None` forgets a call). A kill therefore never
-    /// keeps an event without the checkpoint that says it was sent.
+    /// [`DeliveryHandle::enqueue`] stores it (with its own outcome, returned in order), the
+    /// checkpoints of the calls they changed (`None` forgets a call), and the recordings of
+    /// the calls that ended, promised for upload. A kill therefore never keeps an event without
+    /// the checkpoint that says it was sent, nor forgets a call without its recordings' promise.
     pub fn store_step(
         &self,
         events: Vec<Vec<Request>>,
         open_calls: Vec<(String, Option<String>)>,
+        pickups: Vec<PickupPromise>,
     ) -> Vec<impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static> {
-        let mut commands = Vec::with_capacity(events.len() + open_calls.len());
+        let mut commands = Vec::with_capacity(events.len() + open_calls.len() + 1);
+        if !pickups.is_empty() {
+            commands.push(WriterCommand::Promise { promises: pickups, reply: None });
+        }
         let mut outcomes = Vec::with_capacity(events.len());
         for requests in events {
             let (reply, stored) = tokio::sync::oneshot::channel();
             if requests.is_empty() {
                 let _ = reply.send(Ok(()));
             } else {
-                commands.push(WriterCommand::Enqueue { requests, reply });
+                commands.push(WriterCommand::Enqueue { requests, kept: None, reply });
             }
             outcomes.push(stored);
         }

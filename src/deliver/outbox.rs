@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::request::{Request, RequestKind};
+use super::request::{PickupPromise, Request, RequestKind, UploadRoute, HELPDESK_SINK};
 use super::DeliverError;
 use crate::config::HelpdeskConfig;
 
@@ -41,6 +41,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('requeue_gen', 0);
+-- Recordings of ended calls promised for upload, until the upload is stored (see
+-- recordings::pickup); `uploads` is the JSON list of routes.
+CREATE TABLE IF NOT EXISTS pickups (
+    id        INTEGER PRIMARY KEY,
+    unique_id TEXT    NOT NULL,
+    file      TEXT    NOT NULL,
+    uploads   TEXT    NOT NULL,
+    UNIQUE (unique_id, file)
+);
 -- Calls announced and not yet closed, for a restart after a crash (see calls::checkpoint).
 CREATE TABLE IF NOT EXISTS open_calls (
     unique_id  TEXT    PRIMARY KEY,
@@ -516,6 +525,37 @@ pub(crate) fn prune_chunk(
     chunk: i64,
 ) -> rusqlite::Result<usize> {
     conn.prepare_cached(PRUNE_CHUNK)?.execute(params![sink, below.unwrap_or(i64::MAX), cutoff, chunk])
+}
+
+/// Stores a pickup promise (a second promise of the same file of the same call is a no-op).
+pub(crate) fn promise_pickup(conn: &Connection, promise: &PickupPromise) -> rusqlite::Result<()> {
+    let uploads = serde_json::to_string(&promise.routes).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached("INSERT OR IGNORE INTO pickups (unique_id, file, uploads) VALUES (?1, ?2, ?3)")?
+        .execute(params![promise.unique_id, promise.file, uploads])?;
+    Ok(())
+}
+
+/// Forgets a kept (or given up) pickup promise.
+pub(crate) fn forget_pickup(conn: &Connection, unique_id: &str, file: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM pickups WHERE unique_id = ?1 AND file = ?2")?.execute(params![unique_id, file])?;
+    Ok(())
+}
+
+/// The pickups promised and not yet kept, in the order they were promised. Unreadable routes
+/// (a hand-edited file) send the recording to the helpdesk alone, with a warning.
+pub(crate) fn pending_pickups(conn: &Connection) -> rusqlite::Result<Vec<PickupPromise>> {
+    let mut statement = conn.prepare("SELECT unique_id, file, uploads FROM pickups ORDER BY id")?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?)))?;
+    let mut promises = Vec::new();
+    for row in rows {
+        let (unique_id, file, uploads): (String, String, String) = row?;
+        let routes = serde_json::from_str::<Vec<UploadRoute>>(&uploads).unwrap_or_else(|error| {
+            tracing::warn!(unique_id, file, %error, "unreadable upload routes of a promised recording; sending it to the helpdesk only");
+            vec![UploadRoute { sink: HELPDESK_SINK.into(), summary: None }]
+        });
+        promises.push(PickupPromise { unique_id, file, routes });
+    }
+    Ok(promises)
 }
 
 pub(crate) use crate::wallclock::now_ms;

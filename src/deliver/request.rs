@@ -36,6 +36,17 @@ pub struct UploadRoute {
     pub summary: Option<String>,
 }
 
+/// A recording of an ended call promised for upload: kept in the outbox from the step that
+/// ended the call until its upload is stored (or the file is given up), so a restart in between
+/// picks it up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickupPromise {
+    pub unique_id: String,
+    pub file: String,
+    /// The sinks it goes to, in configuration order.
+    pub routes: Vec<UploadRoute>,
+}
+
 impl UploadRoute {
     /// The upload of `path`, a recording of call `unique_id`, to this route's sink.
     pub(crate) fn request(&self, unique_id: &str, path: PathBuf, delete_after: bool) -> Request {

@@ -20,10 +20,11 @@ use tokio::sync::oneshot;
 
 use super::metrics;
 use super::outbox::{
-    count_rows_by_sink, insert_request, now_ms, prune_boundary, prune_chunk, Limits, Outbox, OutboxCounts, PendingRow,
+    count_rows_by_sink, forget_pickup, insert_request, now_ms, promise_pickup, prune_boundary, prune_chunk, Limits,
+    Outbox, OutboxCounts, PendingRow,
 };
 use super::policy::Verdict;
-use super::request::Request;
+use super::request::{PickupPromise, Request};
 use super::DeliverError;
 use crate::metrics::SinkMeters;
 use crate::sqlite::Syncer;
@@ -38,8 +39,15 @@ const LAZY_WINDOW: Duration = Duration::from_millis(50);
 const PRUNE_CHUNK: i64 = 5000;
 
 pub(crate) enum WriterCommand {
-    /// Commit these requests durably; the reply says whether they are stored.
-    Enqueue { requests: Vec<Request>, reply: oneshot::Sender<Result<(), DeliverError>> },
+    /// Commit these requests durably; the reply says whether they are stored. With `kept`
+    /// (call, file), that pickup promise is forgotten in the same transaction, and only if the
+    /// requests (its uploads) are stored.
+    Enqueue { requests: Vec<Request>, kept: Option<(String, String)>, reply: oneshot::Sender<Result<(), DeliverError>> },
+    /// Recording pickups promised; with a reply once they are stored, else they ride on the
+    /// commit they are grouped with (an engine step's, see `Together`).
+    Promise { promises: Vec<PickupPromise>, reply: Option<oneshot::Sender<Result<(), DeliverError>>> },
+    /// A pickup promise given up (the file never completed): nobody waits for it.
+    ForgetPickup { unique_id: String, file: String },
     /// Record how a try of row `id` (of sink `sink`) ended.
     Finish { id: i64, sink: String, tries: u32, verdict: Verdict, reply: oneshot::Sender<Result<(), DeliverError>> },
     /// Another process changed the file (`deskhook outbox retry|purge`): count the rows again.
@@ -60,7 +68,8 @@ impl WriterCommand {
     /// Whether nobody waits for this command's commit.
     fn is_lazy(&self) -> bool {
         match self {
-            WriterCommand::OpenCall { .. } | WriterCommand::Alive { .. } => true,
+            WriterCommand::OpenCall { .. } | WriterCommand::Alive { .. } | WriterCommand::ForgetPickup { .. } => true,
+            WriterCommand::Promise { reply, .. } => reply.is_none(),
             WriterCommand::Together(commands) => commands.iter().all(WriterCommand::is_lazy),
             WriterCommand::Enqueue { .. }
             | WriterCommand::Finish { .. }
@@ -264,10 +273,12 @@ impl Writer {
         }
         let replies = batch.into_iter().filter_map(|command| match command {
             WriterCommand::Enqueue { reply, .. } | WriterCommand::Finish { reply, .. } => Some(reply),
+            WriterCommand::Promise { reply, .. } => reply,
             WriterCommand::Recount
             | WriterCommand::Stop(_)
             | WriterCommand::OpenCall { .. }
             | WriterCommand::Alive { .. }
+            | WriterCommand::ForgetPickup { .. }
             | WriterCommand::Together(_) => None,
         });
         if effects.refused > 0 {
@@ -477,10 +488,22 @@ fn apply_batch(
     let tx = Scope::transaction(conn)?;
     for command in batch {
         match command {
-            WriterCommand::Enqueue { requests, .. } => {
+            WriterCommand::Enqueue { requests, kept, .. } => {
                 let result = enqueue(tx.conn, max_rows, default_max_rows, requests, now, &mut effects, path)?;
+                if let (Ok(()), Some((unique_id, file))) = (&result, kept) {
+                    forget_pickup(tx.conn, unique_id, file)?;
+                }
                 effects.results.push(result);
             }
+            WriterCommand::Promise { promises, reply } => {
+                for promise in promises {
+                    promise_pickup(tx.conn, promise)?;
+                }
+                if reply.is_some() {
+                    effects.results.push(Ok(()));
+                }
+            }
+            WriterCommand::ForgetPickup { unique_id, file } => forget_pickup(tx.conn, unique_id, file)?,
             WriterCommand::Finish { id, sink, tries, verdict, .. } => {
                 finish(tx.conn, *id, sink, *tries, verdict, now, &mut effects)?;
                 effects.results.push(Ok(()));

@@ -2,140 +2,40 @@
 //! complete and hand it to the outbox as an upload to every sink that takes recordings, in the
 //! order the recordings were started.
 //!
-//! Promised pickups are journaled in SQLite (`storage.dir/recordings.sqlite`) before they are
-//! worked on, so a restart while a file is still being closed does not lose the upload.
+//! Promised pickups are kept in the outbox (its `pickups` table), stored in the same
+//! transaction as the engine step that ended the call and forgotten in the one that stores
+//! the uploads, so a restart while a file is still being closed neither loses the upload nor
+//! sends it twice, and no commit is spent on them alone. A `recordings.sqlite` journal left by
+//! an older deskhook is taken over at start and removed.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use rusqlite::{params, Connection};
+use rusqlite::OpenFlags;
 use tokio::sync::mpsc;
 
 use crate::calls::{RecordingRef, RecordingSource};
 use crate::config::RecordingsConfig;
-use crate::deliver::{DeliveryHandle, UploadRoute, HELPDESK_SINK};
+use crate::deliver::{DeliveryHandle, PickupPromise, UploadRoute, HELPDESK_SINK};
 use crate::metrics;
 
 use super::closes::CloseWatch;
 use super::mixmonitor::wait_until_complete;
 use super::safety::{AllowedDirs, PickupError};
 
-/// The journal's file name under `storage.dir`.
-pub(crate) const JOURNAL_FILE: &str = "recordings.sqlite";
+/// The journal file older deskhooks kept promised pickups in, under `storage.dir`.
+pub(crate) const LEGACY_JOURNAL_FILE: &str = "recordings.sqlite";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PickupStartError {
-    #[error("cannot open the recordings journal {path}: {source}; check that storage.dir is writable")]
-    Journal { path: String, source: rusqlite::Error },
-    #[error("cannot start the recordings journal's syncer: {0}")]
-    Syncer(String),
-}
-
-struct Journal {
-    conn: Mutex<Connection>,
-    /// Takes the journal's commits to the disk.
-    syncer: crate::sqlite::Syncer,
-}
-
-impl Journal {
-    fn open(path: &Path) -> Result<Journal, PickupStartError> {
-        let failed = |source| PickupStartError::Journal { path: path.display().to_string(), source };
-        let conn = Self::open_table(path).map_err(failed)?;
-        crate::sqlite::relax_for_syncer(&conn).map_err(failed)?;
-        let syncer = crate::sqlite::Syncer::spawn("sync-recordings", path, sync_failures())
-            .map_err(|error| PickupStartError::Syncer(error.to_string()))?;
-        Ok(Journal { conn: Mutex::new(conn), syncer })
-    }
-
-    fn open_table(path: &Path) -> Result<Connection, rusqlite::Error> {
-        let (conn, _mode) = crate::sqlite::open_durable(path)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS pending (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                unique_id TEXT NOT NULL,
-                file TEXT NOT NULL,
-                UNIQUE (unique_id, file)
-            );",
-        )?;
-        // Where each file goes (JSON list of routes); rows from before sinks go to the helpdesk.
-        let has_uploads: bool =
-            conn.query_row("SELECT COUNT(*) FROM pragma_table_info('pending') WHERE name = 'uploads'", [], |row| {
-                row.get(0)
-            })?;
-        if !has_uploads {
-            conn.execute_batch("ALTER TABLE pending ADD COLUMN uploads TEXT")?;
-        }
-        Ok(conn)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A promise to upload, committed before the call's pickup counts as taken: a crash of
-    /// deskhook keeps it at once, the syncer fsyncs it within half a second.
-    fn add(&self, calls: &[(String, Vec<PendingFile>)]) -> Result<(), rusqlite::Error> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        for (unique_id, files) in calls {
-            for pending in files {
-                let uploads = serde_json::to_string(&pending.routes).unwrap_or_default();
-                tx.prepare_cached("INSERT OR IGNORE INTO pending (unique_id, file, uploads) VALUES (?1, ?2, ?3)")?
-                    .execute(params![unique_id, pending.file, uploads])?;
-            }
-        }
-        tx.commit()?;
-        self.syncer.committed();
-        Ok(())
-    }
-
-    /// A kept promise (after a power cut that lost it, the file is only looked for once more).
-    fn done(&self, unique_id: &str, file: &str) {
-        let conn = self.lock();
-        let result = conn
-            .prepare_cached("DELETE FROM pending WHERE unique_id = ?1 AND file = ?2")
-            .and_then(|mut statement| statement.execute(params![unique_id, file]));
-        match result {
-            Ok(_) => self.syncer.committed(),
-            Err(error) => tracing::warn!(%error, unique_id, "cannot clear a finished recording from the journal"),
-        }
-    }
-
-    /// Pickups a previous run promised, grouped by call in their original order.
-    fn unfinished(&self) -> Result<Vec<(String, Vec<PendingFile>)>, rusqlite::Error> {
-        let conn = self.lock();
-        let mut statement = conn.prepare("SELECT unique_id, file, uploads FROM pending ORDER BY id")?;
-        let rows = statement.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<String>>(2)?))
-        })?;
-        let mut calls: Vec<(String, Vec<PendingFile>)> = Vec::new();
-        for row in rows {
-            let (unique_id, file, uploads) = row?;
-            let routes = match uploads.as_deref().map(serde_json::from_str::<Vec<UploadRoute>>) {
-                Some(Ok(routes)) => routes,
-                Some(Err(error)) => {
-                    tracing::warn!(unique_id, file, %error, "unreadable upload routes in the recordings journal; sending to the helpdesk only");
-                    helpdesk_only()
-                }
-                None => helpdesk_only(),
-            };
-            let pending = PendingFile { file, routes };
-            match calls.iter_mut().find(|(id, _)| *id == unique_id) {
-                Some((_, files)) => files.push(pending),
-                None => calls.push((unique_id, vec![pending])),
-            }
-        }
-        Ok(calls)
-    }
-}
-
-fn sync_failures() -> &'static metrics::Counter {
-    metrics::counter!(
-        "deskhook_recordings_journal_sync_errors_total",
-        "Failed fsyncs of the recordings journal (its commits wait in the WAL and are fsynced again)."
-    )
+    #[error("cannot read the promised recording pickups: {0}")]
+    Outbox(crate::deliver::DeliverError),
+    #[error(
+        "cannot read the recordings journal {path} an older deskhook left: {source}; move it away to start without it"
+    )]
+    LegacyJournal { path: String, source: rusqlite::Error },
 }
 
 /// A promised file and the sinks it goes to.
@@ -149,11 +49,72 @@ fn helpdesk_only() -> Vec<UploadRoute> {
     vec![UploadRoute { sink: HELPDESK_SINK.into(), summary: None }]
 }
 
+/// Promises grouped by call, each call's files in the order they were promised.
+fn by_call(promises: Vec<PickupPromise>) -> Vec<(String, Vec<PendingFile>)> {
+    let mut calls: Vec<(String, Vec<PendingFile>)> = Vec::new();
+    for PickupPromise { unique_id, file, routes } in promises {
+        let pending = PendingFile { file, routes };
+        match calls.iter_mut().find(|(id, _)| *id == unique_id) {
+            Some((_, files)) => files.push(pending),
+            None => calls.push((unique_id, vec![pending])),
+        }
+    }
+    calls
+}
+
+/// The promises in an older deskhook's journal, oldest first (`None`: there is no journal).
+fn read_legacy_journal(path: &Path) -> Result<Option<Vec<PickupPromise>>, rusqlite::Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let has_uploads: bool =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('pending') WHERE name = 'uploads'", [], |row| {
+            row.get(0)
+        })?;
+    let sql = if has_uploads {
+        "SELECT unique_id, file, uploads FROM pending ORDER BY id"
+    } else {
+        "SELECT unique_id, file, NULL FROM pending ORDER BY id"
+    };
+    let mut statement = conn.prepare(sql)?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<String>>(2)?))
+    })?;
+    let mut promises = Vec::new();
+    for row in rows {
+        let (unique_id, file, uploads) = row?;
+        let routes = match uploads.as_deref().map(serde_json::from_str::<Vec<UploadRoute>>) {
+            Some(Ok(routes)) => routes,
+            Some(Err(error)) => {
+                tracing::warn!(unique_id, file, %error, "unreadable upload routes in the recordings journal; sending to the helpdesk only");
+                helpdesk_only()
+            }
+            None => helpdesk_only(),
+        };
+        promises.push(PickupPromise { unique_id, file, routes });
+    }
+    Ok(Some(promises))
+}
+
+/// Removes an older deskhook's journal and its WAL files.
+fn remove_legacy_journal(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        if let Err(error) = std::fs::remove_file(&name) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %Path::new(&name).display(), %error, "cannot remove the old recordings journal");
+            }
+        }
+    }
+}
+
 /// Hands finished calls' MixMonitor files to the outbox.
 #[derive(Clone)]
 pub struct Pickup {
     tx: mpsc::UnboundedSender<(String, Vec<PendingFile>)>,
-    journal: Arc<Journal>,
+    delivery: DeliveryHandle,
 }
 
 struct Worker {
@@ -163,23 +124,43 @@ struct Worker {
     wait_timeout: Duration,
     delete_after: bool,
     delivery: DeliveryHandle,
-    journal: Arc<Journal>,
 }
 
 impl Pickup {
-    /// Opens the journal, resumes what a previous run left, and starts the pickup on the
-    /// current tokio runtime.
+    /// Resumes what a previous run promised (taking over an older deskhook's journal under
+    /// `storage_dir`), and starts the pickup on the current tokio runtime.
     pub fn start(
         cfg: &RecordingsConfig,
         storage_dir: &Path,
         delivery: DeliveryHandle,
     ) -> Result<Pickup, PickupStartError> {
-        let path = storage_dir.join(JOURNAL_FILE);
-        let journal = Journal::open(&path)?;
-        let journal = Arc::new(journal);
-        let resumed = journal
-            .unfinished()
-            .map_err(|source| PickupStartError::Journal { path: path.display().to_string(), source })?;
+        let mut resumed = delivery.pending_pickups().map_err(PickupStartError::Outbox)?;
+        let legacy_path = storage_dir.join(LEGACY_JOURNAL_FILE);
+        let legacy = read_legacy_journal(&legacy_path)
+            .map_err(|source| PickupStartError::LegacyJournal { path: legacy_path.display().to_string(), source })?;
+        if let Some(legacy) = legacy {
+            // A start that stored them and stopped before removing the journal: not twice.
+            let taken_over: Vec<PickupPromise> = legacy
+                .into_iter()
+                .filter(|old| !resumed.iter().any(|kept| kept.unique_id == old.unique_id && kept.file == old.file))
+                .collect();
+            let stored = delivery.promise_pickups(taken_over.clone());
+            resumed.extend(taken_over);
+            tokio::spawn(async move {
+                match stored.await {
+                    Ok(()) => {
+                        remove_legacy_journal(&legacy_path);
+                        tracing::info!(path = %legacy_path.display(), "the recordings journal is now kept in the outbox; removed the old file");
+                    }
+                    Err(error) => tracing::warn!(
+                        path = %legacy_path.display(),
+                        %error,
+                        "cannot take the old recordings journal over; it is read again at the next start"
+                    ),
+                }
+            });
+        }
+        let resumed = by_call(resumed);
         // One item per call that ended with recordings; taken at once (each call is its own task).
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<PendingFile>)>();
         let worker = Arc::new(Worker {
@@ -188,8 +169,7 @@ impl Pickup {
             settle: cfg.settle.get(),
             wait_timeout: cfg.wait_timeout.get(),
             delete_after: cfg.delete_after_upload,
-            delivery,
-            journal: journal.clone(),
+            delivery: delivery.clone(),
         });
         if !resumed.is_empty() {
             tracing::info!(calls = resumed.len(), "resuming recording pickups left by the previous run");
@@ -204,36 +184,23 @@ impl Pickup {
                 tokio::spawn(async move { worker.pick_up(&unique_id, files).await });
             }
         });
-        Ok(Pickup { tx, journal })
+        Ok(Pickup { tx, delivery })
     }
 
-    /// Promises the upload of finished calls' recordings, each to the sinks of its routes:
-    /// journaled before this returns, and started by [`Pickup::release`] (so the call's ended
-    /// event can be queued ahead of them).
-    pub(crate) async fn promise(&self, recordings: Vec<(RecordingRef, Vec<UploadRoute>)>) -> Promised {
-        let mut by_call: Vec<(String, Vec<PendingFile>)> = Vec::new();
-        for (recording, routes) in recordings {
-            let RecordingSource::File(file) = recording.source;
-            if routes.is_empty() {
-                continue;
-            }
-            let pending = PendingFile { file, routes };
-            match by_call.iter_mut().find(|(id, _)| *id == recording.unique_id) {
-                Some((_, files)) => files.push(pending),
-                None => by_call.push((recording.unique_id, vec![pending])),
-            }
-        }
-        if by_call.is_empty() {
-            return Promised(by_call);
-        }
-        // On the runtime, like the outbox's commits: a commit only writes the WAL (the syncer
-        // fsyncs), and nothing else writes this file, so it never waits for a lock.
-        if self.journal.add(&by_call).is_err() {
-            tracing::error!(
-                "cannot journal recording pickups; they are still attempted but would not survive a restart"
-            );
-        }
-        Promised(by_call)
+    /// The promises of finished calls' recordings, each to the sinks of its routes, for the
+    /// engine step that ended the calls to store ([`DeliveryHandle::store_step`]); the pickups
+    /// start with [`Pickup::release`] once the step is queued (behind the calls' ended events).
+    pub(crate) fn promise(&self, recordings: Vec<(RecordingRef, Vec<UploadRoute>)>) -> (Vec<PickupPromise>, Promised) {
+        let promises: Vec<PickupPromise> = recordings
+            .into_iter()
+            .filter(|(_, routes)| !routes.is_empty())
+            .map(|(recording, routes)| {
+                let RecordingSource::File(file) = recording.source;
+                PickupPromise { unique_id: recording.unique_id, file, routes }
+            })
+            .collect();
+        let promised = Promised(by_call(promises.clone()));
+        (promises, promised)
     }
 
     /// Starts the pickups promised.
@@ -243,15 +210,19 @@ impl Pickup {
         }
     }
 
-    /// [`Pickup::promise`] to the helpdesk alone, then [`Pickup::release`].
+    /// Promises recordings to the helpdesk alone (stored before this returns), then
+    /// [`Pickup::release`]s them.
     pub async fn submit(&self, recordings: Vec<RecordingRef>) {
         let routed = recordings.into_iter().map(|recording| (recording, helpdesk_only())).collect();
-        let promised = self.promise(routed).await;
+        let (promises, promised) = self.promise(routed);
+        if let Err(error) = self.delivery.promise_pickups(promises).await {
+            tracing::error!(%error, "cannot store recording pickups; they are still attempted but would not survive a restart");
+        }
         self.release(promised);
     }
 }
 
-/// Journaled pickups not yet started, per call in the order their recordings were started.
+/// Pickups promised and not yet started, per call in the order their recordings were started.
 #[must_use = "a promised pickup starts only when released"]
 pub(crate) struct Promised(Vec<(String, Vec<PendingFile>)>);
 
@@ -283,22 +254,21 @@ impl Worker {
                         .iter()
                         .map(|route| route.request(unique_id, PathBuf::from(&ready.path), delete_after))
                         .collect();
-                    match self.delivery.enqueue(uploads).await {
+                    match self.delivery.enqueue_pickup(uploads, unique_id, &file).await {
                         Ok(()) => {
                             metrics::counter!("deskhook_recordings_queued_total", "Recordings handed to the outbox.")
                                 .inc();
                             tracing::info!(unique_id, file = %ready.path.display(), bytes = ready.size, "recording queued for upload");
                         }
-                        Err(error) => {
-                            // Keep the journal row: the next start tries again.
-                            tracing::error!(unique_id, %error, "cannot queue a recording upload");
-                            continue;
-                        }
+                        // The promise stays: the next start tries again.
+                        Err(error) => tracing::error!(unique_id, %error, "cannot queue a recording upload"),
                     }
                 }
-                Err(problem) => report(unique_id, &problem),
+                Err(problem) => {
+                    report(unique_id, &problem);
+                    self.delivery.forget_pickup(unique_id, &file);
+                }
             }
-            self.journal.done(unique_id, &file);
         }
     }
 }
