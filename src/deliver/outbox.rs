@@ -42,13 +42,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('requeue_gen', 0);
 -- Recordings of ended calls promised for upload, until the upload is stored (see
--- recordings::pickup); `uploads` is the JSON list of routes.
+-- recordings::pickup); `uploads` is the JSON list of routes. No index: it holds the few calls
+-- whose files are being closed, and one would cost every promise and its end a page more.
 CREATE TABLE IF NOT EXISTS pickups (
     id        INTEGER PRIMARY KEY,
     unique_id TEXT    NOT NULL,
     file      TEXT    NOT NULL,
-    uploads   TEXT    NOT NULL,
-    UNIQUE (unique_id, file)
+    uploads   TEXT    NOT NULL
 );
 -- Calls announced and not yet closed, for a restart after a crash (see calls::checkpoint).
 CREATE TABLE IF NOT EXISTS open_calls (
@@ -530,8 +530,11 @@ pub(crate) fn prune_chunk(
 /// Stores a pickup promise (a second promise of the same file of the same call is a no-op).
 pub(crate) fn promise_pickup(conn: &Connection, promise: &PickupPromise) -> rusqlite::Result<()> {
     let uploads = serde_json::to_string(&promise.routes).unwrap_or_else(|_| "[]".into());
-    conn.prepare_cached("INSERT OR IGNORE INTO pickups (unique_id, file, uploads) VALUES (?1, ?2, ?3)")?
-        .execute(params![promise.unique_id, promise.file, uploads])?;
+    conn.prepare_cached(
+        "INSERT INTO pickups (unique_id, file, uploads) SELECT ?1, ?2, ?3
+         WHERE NOT EXISTS (SELECT 1 FROM pickups WHERE unique_id = ?1 AND file = ?2)",
+    )?
+    .execute(params![promise.unique_id, promise.file, uploads])?;
     Ok(())
 }
 
@@ -666,5 +669,33 @@ mod tests {
             steps("SELECT id FROM outbox WHERE state = 'delivered' AND finished_at < ?1 LIMIT 5000", &[&cutoff]);
         assert!(whole_table > kept, "the measure sees a scan: {whole_table} steps");
         assert_eq!(ids(&conn).len(), kept as usize, "nothing was old enough");
+    }
+
+    #[test]
+    fn pickup_promises_are_kept_once_in_order_until_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = connect(&dir.path().join(OUTBOX_FILE), true).expect("outbox");
+        let promise = |unique_id: &str, file: &str, sink: &str| PickupPromise {
+            unique_id: unique_id.into(),
+            file: file.into(),
+            routes: vec![UploadRoute { sink: sink.into(), summary: Some("{}".into()) }],
+        };
+        let first = promise("1.1", "/rec/a.wav", "warehouse");
+        let second = promise("1.1", "/rec/b.wav", "helpdesk");
+        let other = promise("1.2", "/rec/c.wav", "helpdesk");
+        for stored in [&first, &second, &first, &other] {
+            promise_pickup(&conn, stored).expect("promise");
+        }
+        assert_eq!(pending_pickups(&conn).expect("read"), vec![first.clone(), second.clone(), other.clone()]);
+        forget_pickup(&conn, "1.1", "/rec/a.wav").expect("forget");
+        assert_eq!(pending_pickups(&conn).expect("read"), vec![second, other.clone()]);
+        conn.execute("UPDATE pickups SET uploads = 'not json' WHERE file = '/rec/b.wav'", []).expect("spoil");
+        let read = pending_pickups(&conn).expect("read");
+        assert_eq!(
+            read[0].routes,
+            vec![UploadRoute { sink: HELPDESK_SINK.into(), summary: None }],
+            "the helpdesk alone"
+        );
+        assert_eq!(read[1], other);
     }
 }
