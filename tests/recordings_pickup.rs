@@ -199,3 +199,27 @@ async fn an_older_deskhooks_recordings_journal_is_taken_over_and_removed() {
     assert_eq!(receiver.accepted_count(), 1, "the missing file sends nothing");
     delivery.shutdown().await;
 }
+
+/// An unreadable journal of an older deskhook is reported and kept, and holds nothing up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_old_journal_is_reported_and_recordings_go_on() {
+    deliver_support::capture_logs();
+    let storage = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let legacy = storage.path().join("recordings.sqlite");
+    std::fs::write(&legacy, b"not a database, not even close to one; a stray file of the same name").expect("write");
+    let path = spool.path().join("q-502-+79161234570.wav");
+    std::fs::write(&path, b"RIFF-despite-the-old-file").expect("write");
+    let mut cfg = recordings_config(spool.path());
+    cfg.settle = DurationSpec(Duration::from_millis(200));
+    let receiver = Receiver::start().await;
+    let outbox = Outbox::open(storage.path(), &fast_config()).expect("outbox");
+    let delivery = Delivery::start(outbox, &receiver.url(), &fast_config()).expect("delivery");
+    let pickup = Pickup::start(&cfg, storage.path(), delivery.clone()).expect("the pickup starts anyway");
+    pickup.submit(vec![file_ref("1795237160.30", &path)]).await;
+    wait_until("the new recording uploaded", Duration::from_secs(15), || receiver.accepted_count() == 1).await;
+    assert!(legacy.exists(), "the unreadable file is left for the admin");
+    let logs = deliver_support::captured_logs();
+    assert!(logs.contains("cannot read the recordings journal an older deskhook left"), "{logs}");
+    delivery.shutdown().await;
+}

@@ -32,10 +32,6 @@ pub(crate) const LEGACY_JOURNAL_FILE: &str = "recordings.sqlite";
 pub enum PickupStartError {
     #[error("cannot read the promised recording pickups: {0}")]
     Outbox(crate::deliver::DeliverError),
-    #[error(
-        "cannot read the recordings journal {path} an older deskhook left: {source}; move it away to start without it"
-    )]
-    LegacyJournal { path: String, source: rusqlite::Error },
 }
 
 /// A promised file and the sinks it goes to.
@@ -136,8 +132,16 @@ impl Pickup {
     ) -> Result<Pickup, PickupStartError> {
         let mut resumed = delivery.pending_pickups().map_err(PickupStartError::Outbox)?;
         let legacy_path = storage_dir.join(LEGACY_JOURNAL_FILE);
-        let legacy = read_legacy_journal(&legacy_path)
-            .map_err(|source| PickupStartError::LegacyJournal { path: legacy_path.display().to_string(), source })?;
+        let legacy = read_legacy_journal(&legacy_path).unwrap_or_else(|error| {
+            // Recordings from now on are not held up by it; the file stays for the admin.
+            tracing::error!(
+                path = %legacy_path.display(),
+                %error,
+                "cannot read the recordings journal an older deskhook left: the uploads it promised are not \
+                 resumed; check the file, then move it away (it is read again at every start until then)"
+            );
+            None
+        });
         if let Some(legacy) = legacy {
             // A start that stored them and stopped before removing the journal: not twice.
             let taken_over: Vec<PickupPromise> = legacy
