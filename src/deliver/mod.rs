@@ -335,15 +335,23 @@ impl DeliveryHandle {
         &self,
         requests: Vec<Request>,
     ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
+        let requests = (!requests.is_empty()).then_some(requests);
+        self.commit(requests.map(|requests| move |reply| WriterCommand::Enqueue { requests, kept: None, reply }))
+    }
+
+    /// Sends the writer the command `command` builds around its reply (none: nothing to
+    /// store), and waits for that reply.
+    fn commit(
+        &self,
+        command: Option<impl FnOnce(tokio::sync::oneshot::Sender<Result<(), DeliverError>>) -> WriterCommand>,
+    ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
         let (reply, stored) = tokio::sync::oneshot::channel();
-        let sent = if requests.is_empty() {
-            let _ = reply.send(Ok(()));
-            Ok(())
-        } else {
-            self.inner
-                .writer
-                .send(WriterCommand::Enqueue { requests, kept: None, reply })
-                .map_err(|_| DeliverError::Stopped)
+        let sent = match command {
+            Some(command) => self.inner.writer.send(command(reply)).map_err(|_| DeliverError::Stopped),
+            None => {
+                let _ = reply.send(Ok(()));
+                Ok(())
+            }
         };
         async move {
             sent?;
@@ -360,17 +368,8 @@ impl DeliveryHandle {
         unique_id: &str,
         file: &str,
     ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
-        let (reply, stored) = tokio::sync::oneshot::channel();
         let kept = Some((unique_id.to_string(), file.to_string()));
-        let sent = self
-            .inner
-            .writer
-            .send(WriterCommand::Enqueue { requests: uploads, kept, reply })
-            .map_err(|_| DeliverError::Stopped);
-        async move {
-            sent?;
-            stored.await.map_err(|_| DeliverError::Stopped)?
-        }
+        self.commit(Some(move |reply| WriterCommand::Enqueue { requests: uploads, kept, reply }))
     }
 
     /// Stores pickup promises on their own (not with an engine step).
@@ -378,16 +377,7 @@ impl DeliveryHandle {
         &self,
         promises: Vec<PickupPromise>,
     ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
-        let (reply, stored) = tokio::sync::oneshot::channel();
-        let sent = self
-            .inner
-            .writer
-            .send(WriterCommand::Promise { promises, reply: Some(reply) })
-            .map_err(|_| DeliverError::Stopped);
-        async move {
-            sent?;
-            stored.await.map_err(|_| DeliverError::Stopped)?
-        }
+        self.commit(Some(move |reply| WriterCommand::Promise { promises, reply: Some(reply) }))
     }
 
     /// Gives up a promised pickup (its file never completed). It rides on the next commit: a

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::request::{PickupPromise, Request, RequestKind, UploadRoute, HELPDESK_SINK};
+use super::request::{PickupPromise, Request, RequestKind};
 use super::DeliverError;
 use crate::config::HelpdeskConfig;
 
@@ -529,12 +529,11 @@ pub(crate) fn prune_chunk(
 
 /// Stores a pickup promise (a second promise of the same file of the same call is a no-op).
 pub(crate) fn promise_pickup(conn: &Connection, promise: &PickupPromise) -> rusqlite::Result<()> {
-    let uploads = serde_json::to_string(&promise.routes).unwrap_or_else(|_| "[]".into());
     conn.prepare_cached(
         "INSERT INTO pickups (unique_id, file, uploads) SELECT ?1, ?2, ?3
          WHERE NOT EXISTS (SELECT 1 FROM pickups WHERE unique_id = ?1 AND file = ?2)",
     )?
-    .execute(params![promise.unique_id, promise.file, uploads])?;
+    .execute(params![promise.unique_id, promise.file, promise.stored_routes()])?;
     Ok(())
 }
 
@@ -544,27 +543,20 @@ pub(crate) fn forget_pickup(conn: &Connection, unique_id: &str, file: &str) -> r
     Ok(())
 }
 
-/// The pickups promised and not yet kept, in the order they were promised. Unreadable routes
-/// (a hand-edited file) send the recording to the helpdesk alone, with a warning.
+/// The pickups promised and not yet kept, in the order they were promised.
 pub(crate) fn pending_pickups(conn: &Connection) -> rusqlite::Result<Vec<PickupPromise>> {
     let mut statement = conn.prepare("SELECT unique_id, file, uploads FROM pickups ORDER BY id")?;
-    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?)))?;
-    let mut promises = Vec::new();
-    for row in rows {
-        let (unique_id, file, uploads): (String, String, String) = row?;
-        let routes = serde_json::from_str::<Vec<UploadRoute>>(&uploads).unwrap_or_else(|error| {
-            tracing::warn!(unique_id, file, %error, "unreadable upload routes of a promised recording; sending it to the helpdesk only");
-            vec![UploadRoute { sink: HELPDESK_SINK.into(), summary: None }]
-        });
-        promises.push(PickupPromise { unique_id, file, routes });
-    }
-    Ok(promises)
+    let rows = statement.query_map([], |row| {
+        Ok(PickupPromise::from_stored(row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?.as_deref()))
+    })?;
+    rows.collect()
 }
 
 pub(crate) use crate::wallclock::now_ms;
 
 #[cfg(test)]
 mod tests {
+    use super::super::request::{UploadRoute, HELPDESK_SINK};
     use super::*;
 
     #[test]

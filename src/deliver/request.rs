@@ -47,7 +47,34 @@ pub struct PickupPromise {
     pub routes: Vec<UploadRoute>,
 }
 
+impl PickupPromise {
+    /// A promise as stored: `uploads` is the JSON list of routes. Absent (a journal from before
+    /// sinks) or unreadable (a hand-edited file) routes send the recording to the helpdesk
+    /// alone, the latter with a warning.
+    pub(crate) fn from_stored(unique_id: String, file: String, uploads: Option<&str>) -> PickupPromise {
+        let routes = match uploads.map(serde_json::from_str::<Vec<UploadRoute>>) {
+            Some(Ok(routes)) => routes,
+            Some(Err(error)) => {
+                tracing::warn!(unique_id, file, %error, "unreadable upload routes of a promised recording; sending it to the helpdesk only");
+                vec![UploadRoute::helpdesk()]
+            }
+            None => vec![UploadRoute::helpdesk()],
+        };
+        PickupPromise { unique_id, file, routes }
+    }
+
+    /// The routes as stored (see [`PickupPromise::from_stored`]).
+    pub(crate) fn stored_routes(&self) -> String {
+        serde_json::to_string(&self.routes).unwrap_or_else(|_| "[]".into())
+    }
+}
+
 impl UploadRoute {
+    /// The helpdesk's Omnidesk upload form.
+    pub(crate) fn helpdesk() -> UploadRoute {
+        UploadRoute { sink: HELPDESK_SINK.into(), summary: None }
+    }
+
     /// The upload of `path`, a recording of call `unique_id`, to this route's sink.
     pub(crate) fn request(&self, unique_id: &str, path: PathBuf, delete_after: bool) -> Request {
         let request = match &self.summary {

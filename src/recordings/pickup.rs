@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::calls::{RecordingRef, RecordingSource};
 use crate::config::RecordingsConfig;
-use crate::deliver::{DeliveryHandle, PickupPromise, UploadRoute, HELPDESK_SINK};
+use crate::deliver::{DeliveryHandle, PickupPromise, UploadRoute};
 use crate::metrics;
 
 use super::closes::CloseWatch;
@@ -34,25 +34,13 @@ pub enum PickupStartError {
     Outbox(crate::deliver::DeliverError),
 }
 
-/// A promised file and the sinks it goes to.
-#[derive(Debug, Clone)]
-struct PendingFile {
-    file: String,
-    routes: Vec<UploadRoute>,
-}
-
-fn helpdesk_only() -> Vec<UploadRoute> {
-    vec![UploadRoute { sink: HELPDESK_SINK.into(), summary: None }]
-}
-
-/// Promises grouped by call, each call's files in the order they were promised.
-fn by_call(promises: Vec<PickupPromise>) -> Vec<(String, Vec<PendingFile>)> {
-    let mut calls: Vec<(String, Vec<PendingFile>)> = Vec::new();
-    for PickupPromise { unique_id, file, routes } in promises {
-        let pending = PendingFile { file, routes };
-        match calls.iter_mut().find(|(id, _)| *id == unique_id) {
-            Some((_, files)) => files.push(pending),
-            None => calls.push((unique_id, vec![pending])),
+/// Promises grouped by call (each group one call's), files in the order they were promised.
+fn by_call(promises: Vec<PickupPromise>) -> Vec<Vec<PickupPromise>> {
+    let mut calls: Vec<Vec<PickupPromise>> = Vec::new();
+    for promise in promises {
+        match calls.iter_mut().find(|files| files[0].unique_id == promise.unique_id) {
+            Some(files) => files.push(promise),
+            None => calls.push(vec![promise]),
         }
     }
     calls
@@ -75,22 +63,9 @@ fn read_legacy_journal(path: &Path) -> Result<Option<Vec<PickupPromise>>, rusqli
     };
     let mut statement = conn.prepare(sql)?;
     let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<String>>(2)?))
+        Ok(PickupPromise::from_stored(row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?.as_deref()))
     })?;
-    let mut promises = Vec::new();
-    for row in rows {
-        let (unique_id, file, uploads) = row?;
-        let routes = match uploads.as_deref().map(serde_json::from_str::<Vec<UploadRoute>>) {
-            Some(Ok(routes)) => routes,
-            Some(Err(error)) => {
-                tracing::warn!(unique_id, file, %error, "unreadable upload routes in the recordings journal; sending to the helpdesk only");
-                helpdesk_only()
-            }
-            None => helpdesk_only(),
-        };
-        promises.push(PickupPromise { unique_id, file, routes });
-    }
-    Ok(Some(promises))
+    Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
 }
 
 /// Removes an older deskhook's journal and its WAL files.
@@ -109,7 +84,7 @@ fn remove_legacy_journal(path: &Path) {
 /// Hands finished calls' MixMonitor files to the outbox.
 #[derive(Clone)]
 pub struct Pickup {
-    tx: mpsc::UnboundedSender<(String, Vec<PendingFile>)>,
+    tx: mpsc::UnboundedSender<Vec<PickupPromise>>,
     delivery: DeliveryHandle,
 }
 
@@ -166,7 +141,7 @@ impl Pickup {
         }
         let resumed = by_call(resumed);
         // One item per call that ended with recordings; taken at once (each call is its own task).
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<PendingFile>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PickupPromise>>();
         let worker = Arc::new(Worker {
             closes: CloseWatch::start(),
             allowed: AllowedDirs::new(&cfg.dirs),
@@ -182,10 +157,10 @@ impl Pickup {
             let _ = tx.send(call);
         }
         tokio::spawn(async move {
-            while let Some((unique_id, files)) = rx.recv().await {
+            while let Some(files) = rx.recv().await {
                 // Calls in parallel; one call's files strictly in order.
                 let worker = worker.clone();
-                tokio::spawn(async move { worker.pick_up(&unique_id, files).await });
+                tokio::spawn(async move { worker.pick_up(files).await });
             }
         });
         Ok(Pickup { tx, delivery })
@@ -217,7 +192,7 @@ impl Pickup {
     /// Promises recordings to the helpdesk alone (stored before this returns), then
     /// [`Pickup::release`]s them.
     pub async fn submit(&self, recordings: Vec<RecordingRef>) {
-        let routed = recordings.into_iter().map(|recording| (recording, helpdesk_only())).collect();
+        let routed = recordings.into_iter().map(|recording| (recording, vec![UploadRoute::helpdesk()])).collect();
         let (promises, promised) = self.promise(routed);
         if let Err(error) = self.delivery.promise_pickups(promises).await {
             tracing::error!(%error, "cannot store recording pickups; they are still attempted but would not survive a restart");
@@ -228,10 +203,11 @@ impl Pickup {
 
 /// Pickups promised and not yet started, per call in the order their recordings were started.
 #[must_use = "a promised pickup starts only when released"]
-pub(crate) struct Promised(Vec<(String, Vec<PendingFile>)>);
+pub(crate) struct Promised(Vec<Vec<PickupPromise>>);
 
 impl Worker {
-    async fn pick_up(&self, unique_id: &str, files: Vec<PendingFile>) {
+    /// Picks up one call's files.
+    async fn pick_up(&self, files: Vec<PickupPromise>) {
         // Watch every file of the call at once (a close is only seen by a watcher that is
         // already there), but hand them over in the order the recordings were started.
         let waiting = metrics::gauge!(
@@ -248,7 +224,8 @@ impl Worker {
                 (pending.clone(), outcome)
             })
             .collect();
-        while let Some((PendingFile { file, routes }, outcome)) = waits.next().await {
+        while let Some((PickupPromise { unique_id, file, routes }, outcome)) = waits.next().await {
+            let unique_id = unique_id.as_str();
             waiting.add(-1);
             match outcome {
                 Ok(ready) => {
